@@ -1,0 +1,1 @@
+//! TrustChain agent (being written).

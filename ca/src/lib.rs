@@ -1,0 +1,1 @@
+//! TrustChain deployment PKI (being written).

@@ -1,0 +1,15 @@
+//! TrustChain's gRPC API.
+//!
+//! # Layout
+//! - `proto/trustchain.proto`: the wire contract (enrollment, attestation stream, admin/watch).
+//! - `build.rs`: code generation with `protox` + `tonic-prost-build` (no system `protoc`).
+//! - [`v1`]: the generated messages, clients and servers.
+//!
+//! Generated types stop at the gRPC edge: each side converts them once into its own domain types
+//! that cannot hold invalid states, and appraisal code never sees a prost type.
+
+/// Generated code for package `trustchain.v1`.
+#[allow(missing_debug_implementations, clippy::all, clippy::pedantic)]
+pub mod v1 {
+    tonic::include_proto!("trustchain.v1");
+}

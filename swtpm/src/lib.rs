@@ -1,0 +1,1 @@
+//! Real swtpm processes as simulated devices (being written).

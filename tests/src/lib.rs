@@ -1,0 +1,1 @@
+//! Shared helpers for TrustChain's end-to-end tests.

@@ -1,0 +1,9 @@
+//! Parsers for device evidence. Every input here is hostile: parsers return errors, never panic,
+//! and never allocate more than the bytes actually present justify.
+
+pub mod digest;
+pub mod eventlog;
+pub mod ima;
+pub mod quote;
+pub mod reader;
+pub mod tpm;

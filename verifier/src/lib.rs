@@ -1,0 +1,15 @@
+//! TrustChain verifier: the SOC service that appraises what devices send.
+//!
+//! # Layout (follows the data path)
+//! - [`evidence`]: pure-Rust parsers for everything a device sends, with explicit bounds.
+//!   - `evidence::reader`: the bounded big/little-endian byte reader every parser uses.
+//!   - `evidence::digest`: TPM hash algorithms and hashing.
+//!   - `evidence::tpm`: TPM 2.0 wire structures (TPMS_ATTEST, TPMT_PUBLIC, TPMT_SIGNATURE,
+//!     TPML_PCR_SELECTION, names).
+//!   - `evidence::quote`: quote verification (signature, nonce, PCR digest).
+//!   - `evidence::eventlog`: TCG PC Client UEFI event logs: parsing, typed events, replay.
+//!   - `evidence::ima`: Linux IMA measurement lists: parsing, template hashes, PCR 10 replay.
+//!
+//! The verifier never links libtss2 and never shells out to parse evidence.
+
+pub mod evidence;
