@@ -1,8 +1,102 @@
-//! `trustchain-ca` (being written).
+//! `trustchain-ca`: the deployment PKI's command line.
+//!
+//! ```text
+//! trustchain-ca init --dir DIR [--organization NAME]
+//! trustchain-ca issue-verifier --dir DIR --out PREFIX [--dns NAME]... [--ip ADDR]...
+//! trustchain-ca issue-operator --dir DIR --out PREFIX --name NAME
+//! ```
+//! Issued keys are written with mode 0600 next to their certificates (`PREFIX.pem`,
+//! `PREFIX.key.pem`); the CA chain is `DIR/issuing.pem` + `DIR/root.pem`.
 
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use trustchain_ca::files::{write_public, write_secret};
+use trustchain_ca::{Authority, IssuedCertificate};
+
+/// TrustChain deployment CA: creates the CA and issues the verifier's and operators' certificates.
+/// Agents get theirs from the verifier at enrollment, from a CSR, so their keys never leave them.
+#[derive(Debug, Parser)]
+#[command(name = "trustchain-ca", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a new CA (root + issuing CA) in an empty directory.
+    Init {
+        /// Directory for the CA's keys (0600) and certificates.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Organization name in the CA certificates.
+        #[arg(long, default_value = "TrustChain Deployment")]
+        organization: String,
+    },
+    /// Issue the verifier's TLS server certificate and key.
+    IssueVerifier {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Output prefix: writes PREFIX.pem and PREFIX.key.pem.
+        #[arg(long)]
+        out: PathBuf,
+        /// DNS names the verifier is reached by (repeatable).
+        #[arg(long = "dns", default_value = "localhost")]
+        dns: Vec<String>,
+        /// IP addresses the verifier is reached by (repeatable).
+        #[arg(long = "ip", default_value = "127.0.0.1")]
+        ips: Vec<IpAddr>,
+    },
+    /// Issue an operator's TLS client certificate and key (for the `trustchain` CLI).
+    IssueOperator {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// The operator's name, recorded in the audit log with each action.
+        #[arg(long)]
+        name: String,
+    },
+}
+
+fn write_issued(prefix: &Path, issued: &IssuedCertificate) -> anyhow::Result<()> {
+    let cert = prefix.with_extension("pem");
+    write_public(&cert, issued.pem.as_bytes())?;
+    if let Some(key) = &issued.key_pem {
+        write_secret(&prefix.with_extension("key.pem"), key.as_bytes())?;
+    }
+    println!("{} (serial {})", cert.display(), issued.serial_hex);
+    Ok(())
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Init { dir, organization } => {
+            let ca = Authority::create(&dir, &organization)?;
+            println!("created CA in {}", ca.dir().display());
+        }
+        Command::IssueVerifier { dir, out, dns, ips } => {
+            let ca = Authority::load(&dir).context("loading the CA")?;
+            write_issued(&out, &ca.issue_verifier(&dns, &ips)?)?;
+        }
+        Command::IssueOperator { dir, out, name } => {
+            let ca = Authority::load(&dir).context("loading the CA")?;
+            write_issued(&out, &ca.issue_operator(&name)?)?;
+        }
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
-    eprintln!("trustchain-ca: not built yet");
-    ExitCode::from(2)
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("trustchain-ca: {error:#}");
+            ExitCode::from(1)
+        }
+    }
 }
