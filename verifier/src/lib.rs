@@ -12,4 +12,6 @@
 //!
 //! The verifier never links libtss2 and never shells out to parse evidence.
 
+pub mod enrollment;
 pub mod evidence;
+pub mod storage;

@@ -1,0 +1,59 @@
+//! The verifier's state, behind a trait so a distributed backend can follow sled.
+//!
+//! - [`Storage`]: what the rest of the verifier may ask of its state.
+//! - [`records`]: the records kept (devices, events), serialised as JSON.
+//! - `sled_store`: the embedded default. No sled type leaves that module.
+//!
+//! Every write that a security decision rests on is durable (flushed) before the call returns:
+//! an accepted enrollment is on disk before the agent hears "accepted".
+
+pub mod records;
+mod sled_store;
+
+pub use records::{DeviceRecord, DeviceState, EkKind, EventKind, EventRecord, Facts};
+pub use sled_store::SledStorage;
+
+/// The on-disk layout version this build reads and writes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    #[error("cannot open the state database at {path}: {detail}")]
+    Open {
+        path: std::path::PathBuf,
+        detail: String,
+    },
+    #[error(
+        "the state database at {path} has layout version {found}, newer than this build's \
+         {supported}; refusing to read it (upgrade the verifier)"
+    )]
+    NewerSchema {
+        path: std::path::PathBuf,
+        found: u32,
+        supported: u32,
+    },
+    #[error("state database {operation} failed: {detail}")]
+    Backend {
+        operation: &'static str,
+        detail: String,
+    },
+    #[error("a stored {what} record is corrupt: {detail}")]
+    Corrupt { what: &'static str, detail: String },
+}
+
+/// The verifier's state.
+pub trait Storage: Send + Sync + std::fmt::Debug {
+    /// The device with this id, if enrolled (decommissioned devices stay, marked).
+    fn device(&self, device_id: &str) -> Result<Option<DeviceRecord>, StorageError>;
+    /// All devices, ordered by id.
+    fn devices(&self) -> Result<Vec<DeviceRecord>, StorageError>;
+    /// The device currently holding a hostname, if any.
+    fn device_by_hostname(&self, hostname: &str) -> Result<Option<DeviceRecord>, StorageError>;
+    /// Inserts or replaces a device record (and its hostname index), durably.
+    fn put_device(&self, record: &DeviceRecord) -> Result<(), StorageError>;
+    /// Appends an event (enrollment outcome, alert, state change), durably; returns its sequence.
+    fn append_event(&self, event: &EventRecord) -> Result<u64, StorageError>;
+    /// Events with sequence >= `from`, at most `limit`.
+    fn events(&self, from: u64, limit: usize) -> Result<Vec<(u64, EventRecord)>, StorageError>;
+}

@@ -1,0 +1,101 @@
+//! Records the verifier keeps. Stored as JSON: readable in an incident, and a field added later
+//! with `#[serde(default)]` reads old records.
+
+use serde::{Deserialize, Serialize};
+
+/// Which EK a device enrolled with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EkKind {
+    Rsa2048,
+    EccP256,
+}
+
+/// A device's trust state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceState {
+    /// Enrolled, not yet appraised.
+    Enrolled,
+    Trusted,
+    /// Failed appraisal; sticky until an operator clears it or policy lets it recover.
+    Untrusted,
+    /// No valid answer for too long; distinct from untrusted.
+    TimedOut,
+    /// Untrusted and cut off: its certificate is revoked.
+    Quarantined,
+    /// Out of service for good: its EK can never enroll or attest again.
+    Decommissioned,
+}
+
+impl DeviceState {
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceState::Enrolled => "enrolled",
+            DeviceState::Trusted => "trusted",
+            DeviceState::Untrusted => "untrusted",
+            DeviceState::TimedOut => "timed_out",
+            DeviceState::Quarantined => "quarantined",
+            DeviceState::Decommissioned => "decommissioned",
+        }
+    }
+}
+
+/// What the agent reported about the device at enrollment (not trusted for any decision).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Facts {
+    pub hostname: String,
+    pub model: String,
+    pub firmware_version: String,
+    pub device_class: String,
+    pub agent_version: String,
+}
+
+/// An enrolled device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    /// Derived from the EK public key; never chosen by the agent.
+    pub device_id: String,
+    pub ek_kind: EkKind,
+    /// Marshalled TPMT_PUBLIC of the EK.
+    pub ek_public: Vec<u8>,
+    pub ek_certificate: Vec<u8>,
+    pub ek_certificate_serial_hex: String,
+    pub ek_certificate_issuer: String,
+    /// Marshalled TPMT_PUBLIC of the current AK, and its Name.
+    pub ak_public: Vec<u8>,
+    pub ak_name: Vec<u8>,
+    pub ak_certificate: Vec<u8>,
+    /// Serial of the mTLS client certificate issued at the last enrollment.
+    pub client_certificate_serial_hex: String,
+    pub facts: Facts,
+    pub enrolled_at_unix: i64,
+    pub ak_rotations: u32,
+    pub state: DeviceState,
+    pub state_reason: String,
+    pub state_changed_at_unix: i64,
+}
+
+/// What an event records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Enrolled,
+    ReEnrolled,
+    AkRotated,
+    EnrollmentRefused,
+    /// Something an operator must look at (e.g. a different EK claiming a known device).
+    Alert,
+    StateChanged,
+    OperatorAction,
+}
+
+/// One entry of the event log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub at_unix_millis: i64,
+    pub kind: EventKind,
+    /// The device concerned, when known (for a refused unknown device: the derived id).
+    pub device_id: String,
+    pub detail: String,
+}
