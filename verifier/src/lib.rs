@@ -12,6 +12,9 @@
 //!
 //! The verifier never links libtss2 and never shells out to parse evidence.
 
+pub mod config;
 pub mod enrollment;
 pub mod evidence;
+pub mod server;
+pub mod service;
 pub mod storage;

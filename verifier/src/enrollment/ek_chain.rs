@@ -279,7 +279,11 @@ mod tests {
             intermediates: vec![],
         };
         assert!(matches!(
-            validate(&ek.der, &[intermediate.der.clone()], &rogue_anchors),
+            validate(
+                &ek.der,
+                std::slice::from_ref(&intermediate.der),
+                &rogue_anchors
+            ),
             Err(ChainError::UntrustedIssuer { .. })
         ));
     }
@@ -294,7 +298,7 @@ mod tests {
             intermediates: vec![],
         };
         assert!(matches!(
-            validate(&ek.der, &[not_ca.der.clone()], &anchors),
+            validate(&ek.der, std::slice::from_ref(&not_ca.der), &anchors),
             Err(ChainError::IssuerNotCa { .. })
         ));
         assert!(matches!(

@@ -1,7 +1,12 @@
 //! Enrollment: trust creation for one device (flow 1 in DESIGN.md).
 //!
-//! - `credential`: TPM2_MakeCredential in software, for RSA and ECC EKs.
 //! - `ek_chain`: EK certificate chain validation against the trusted TPM makers.
+//! - `keys`: EK and AK checks on the TPM's own TPMT_PUBLIC structures.
+//! - `credential`: TPM2_MakeCredential in software, for RSA and ECC EKs.
+//! - `enroller`: the decision: begin (identity checks, credential) and complete (activation
+//!   answer, certificates, durable record).
 
 pub mod credential;
 pub mod ek_chain;
+pub mod enroller;
+pub mod keys;

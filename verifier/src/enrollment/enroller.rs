@@ -1,0 +1,429 @@
+//! The enrollment decision (flow 1 in DESIGN.md), independent of gRPC.
+//!
+//! `begin` checks the device's identity and answers with a credential only its TPM can unwrap;
+//! `complete` checks the unwrapped secret and, only then, admits the device and issues its
+//! certificates. Every refusal is logged here with its full reason; what the agent hears is decided
+//! at the gRPC edge and says nothing about expected values.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use trustchain_ca::Authority;
+
+use super::credential::{CredentialError, MadeCredential, make_credential};
+use super::ek_chain::{self, ChainError, MakerAnchors};
+use super::keys::{self, KeyError};
+use crate::storage::{
+    DeviceRecord, DeviceState, EkKind, EventKind, EventRecord, Facts, Storage, StorageError,
+};
+
+/// Largest TPMT_PUBLIC accepted (an RSA-2048 key with a policy is ~350 bytes).
+pub const MAX_PUBLIC_SIZE: usize = 1024;
+/// Longest device fact string kept.
+const MAX_FACT_LENGTH: usize = 256;
+
+/// What an agent presents to enroll.
+#[derive(Debug, Clone)]
+pub struct EnrollmentRequest {
+    pub ek_certificate: Vec<u8>,
+    pub ek_intermediates: Vec<Vec<u8>>,
+    pub ek_public: Vec<u8>,
+    pub ak_public: Vec<u8>,
+    pub facts: Facts,
+}
+
+/// The credential challenge for one attempt.
+#[derive(Debug, Clone)]
+pub struct ActivationChallenge {
+    pub attempt_id: [u8; 16],
+    pub device_id: String,
+    pub credential_blob: Vec<u8>,
+    pub encrypted_secret: Vec<u8>,
+    pub expires_in: Duration,
+}
+
+/// A completed enrollment.
+#[derive(Debug, Clone)]
+pub struct Enrolled {
+    pub device_id: String,
+    pub ak_certificate: Vec<u8>,
+    pub client_certificate: Vec<u8>,
+    pub ca_chain: Vec<Vec<u8>>,
+    pub ak_rotated: bool,
+}
+
+/// Why enrollment was refused. Full detail for the verifier's log; the agent gets a generic answer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EnrollError {
+    #[error("request field {0} is too large")]
+    TooLarge(&'static str),
+    #[error("EK certificate: {0}")]
+    Chain(#[from] ChainError),
+    #[error("EK public: {0}")]
+    EkPublic(KeyError),
+    #[error("the EK public key in the TPM differs from the key in the EK certificate")]
+    EkMismatch,
+    #[error("AK: {0}")]
+    Ak(KeyError),
+    #[error("device {device_id} is decommissioned; its EK can never enroll again")]
+    Decommissioned { device_id: String },
+    #[error(
+        "hostname {hostname:?} belongs to device {existing}; a different EK ({claimant}) claims it"
+    )]
+    IdentityConflict {
+        hostname: String,
+        existing: String,
+        claimant: String,
+    },
+    #[error("too many enrollments in progress")]
+    Busy,
+    #[error("unknown, already used or abandoned enrollment attempt")]
+    UnknownAttempt,
+    #[error("enrollment attempt for {device_id} expired")]
+    Expired { device_id: String },
+    #[error("credential activation failed for {device_id}: wrong secret (AK not in the EK's TPM?)")]
+    WrongSecret { device_id: String },
+    #[error("client certificate request: {0}")]
+    Csr(String),
+    #[error("making the credential: {0}")]
+    Credential(#[from] CredentialError),
+    #[error("issuing certificates: {0}")]
+    Issue(#[from] trustchain_ca::CaError),
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error("no randomness")]
+    Random,
+}
+
+impl EnrollError {
+    /// True for failures of the verifier itself rather than a refusal of the device.
+    pub fn is_internal(&self) -> bool {
+        matches!(
+            self,
+            Self::Storage(_) | Self::Random | Self::Issue(_) | Self::Credential(_)
+        )
+    }
+}
+
+#[derive(Debug)]
+struct Pending {
+    device_id: String,
+    expires: Instant,
+    secret: [u8; 32],
+    request: EnrollmentRequest,
+    ak_name: Vec<u8>,
+    ak_spki: Vec<u8>,
+    ek_kind: EkKind,
+    ek_serial_hex: String,
+    ek_issuer: String,
+}
+
+/// Enrollment configuration.
+#[derive(Debug, Clone)]
+pub struct EnrollerConfig {
+    pub activation_timeout: Duration,
+    pub max_pending: usize,
+}
+
+/// Runs enrollments. Pending attempts live in memory only: a verifier restart voids them, and the
+/// agent simply starts again (fail closed).
+#[derive(Debug)]
+pub struct Enroller {
+    storage: Arc<dyn Storage>,
+    ca: Arc<Authority>,
+    makers: MakerAnchors,
+    config: EnrollerConfig,
+    pending: Mutex<HashMap<[u8; 16], Pending>>,
+    rng: SystemRandom,
+}
+
+fn now_unix_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The device id: derived from the EK public key, so an agent cannot choose it.
+pub fn device_id_for(ek_public: &[u8]) -> String {
+    let digest = Sha256::digest(ek_public);
+    format!("tc-{}", hex::encode(digest.get(..16).unwrap_or_default()))
+}
+
+fn clean_fact(value: &str) -> String {
+    value
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_FACT_LENGTH)
+        .collect()
+}
+
+impl Enroller {
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        ca: Arc<Authority>,
+        makers: MakerAnchors,
+        config: EnrollerConfig,
+    ) -> Self {
+        Self {
+            storage,
+            ca,
+            makers,
+            config,
+            pending: Mutex::new(HashMap::new()),
+            rng: SystemRandom::new(),
+        }
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 16], Pending>> {
+        // The map holds no invariant a panicking holder could break half-way.
+        self.pending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn record(&self, kind: EventKind, device_id: &str, detail: String) {
+        let event = EventRecord {
+            at_unix_millis: now_unix_millis(),
+            kind,
+            device_id: device_id.into(),
+            detail,
+        };
+        if let Err(error) = self.storage.append_event(&event) {
+            tracing::error!(%error, "could not record enrollment event");
+        }
+    }
+
+    /// Refuses and records: every refusal is an event, identity conflicts are alerts.
+    fn refuse(&self, device_id: &str, error: EnrollError) -> EnrollError {
+        let kind = match error {
+            EnrollError::IdentityConflict { .. } | EnrollError::Decommissioned { .. } => {
+                EventKind::Alert
+            }
+            _ => EventKind::EnrollmentRefused,
+        };
+        tracing::warn!(device = %device_id.escape_debug(), reason = %error, "enrollment refused");
+        if !error.is_internal() {
+            self.record(kind, device_id, error.to_string());
+        }
+        error
+    }
+
+    /// Step 1: check the TPM's identity and make the credential.
+    pub fn begin(
+        &self,
+        mut request: EnrollmentRequest,
+    ) -> Result<ActivationChallenge, EnrollError> {
+        if request.ek_public.len() > MAX_PUBLIC_SIZE {
+            return Err(EnrollError::TooLarge("ek_public"));
+        }
+        if request.ak_public.len() > MAX_PUBLIC_SIZE {
+            return Err(EnrollError::TooLarge("ak_public"));
+        }
+        let device_id = device_id_for(&request.ek_public);
+        let result = self.check_identity(&device_id, &mut request);
+        let (validated, ak) = match result {
+            Ok(ok) => ok,
+            Err(error) => return Err(self.refuse(&device_id, error)),
+        };
+        let MadeCredential {
+            credential_blob,
+            encrypted_secret,
+            secret,
+        } = make_credential(&validated.key, &ak.name)?;
+        let mut attempt_id = [0u8; 16];
+        self.rng
+            .fill(&mut attempt_id)
+            .map_err(|_| EnrollError::Random)?;
+
+        let now = Instant::now();
+        let mut pending = self.pending();
+        pending.retain(|_, p| p.expires > now);
+        if pending.len() >= self.config.max_pending {
+            return Err(EnrollError::Busy);
+        }
+        pending.insert(
+            attempt_id,
+            Pending {
+                device_id: device_id.clone(),
+                expires: now + self.config.activation_timeout,
+                secret,
+                request,
+                ak_name: ak.name,
+                ak_spki: ak.spki_der,
+                ek_kind: validated.kind,
+                ek_serial_hex: validated.serial_hex,
+                ek_issuer: validated.issuer,
+            },
+        );
+        tracing::info!(device = %device_id, "enrollment: credential issued, awaiting activation");
+        Ok(ActivationChallenge {
+            attempt_id,
+            device_id,
+            credential_blob,
+            encrypted_secret,
+            expires_in: self.config.activation_timeout,
+        })
+    }
+
+    fn check_identity(
+        &self,
+        device_id: &str,
+        request: &mut EnrollmentRequest,
+    ) -> Result<(ek_chain::ValidatedEk, keys::AkInfo), EnrollError> {
+        let ek = keys::ek_key_material(&request.ek_public).map_err(EnrollError::EkPublic)?;
+        let validated = ek_chain::validate(
+            &request.ek_certificate,
+            &request.ek_intermediates,
+            &self.makers,
+        )?;
+        if ek.material != validated.public_material || ek.kind != validated.kind {
+            return Err(EnrollError::EkMismatch);
+        }
+        let ak = keys::attestation_key(&request.ak_public).map_err(EnrollError::Ak)?;
+
+        if let Some(existing) = self.storage.device(device_id)?
+            && existing.state == DeviceState::Decommissioned
+        {
+            return Err(EnrollError::Decommissioned {
+                device_id: device_id.into(),
+            });
+        }
+        request.facts = Facts {
+            hostname: clean_fact(&request.facts.hostname),
+            model: clean_fact(&request.facts.model),
+            firmware_version: clean_fact(&request.facts.firmware_version),
+            device_class: clean_fact(&request.facts.device_class),
+            agent_version: clean_fact(&request.facts.agent_version),
+        };
+        if !request.facts.hostname.is_empty()
+            && let Some(holder) = self.storage.device_by_hostname(&request.facts.hostname)?
+            && holder.device_id != device_id
+            && holder.state != DeviceState::Decommissioned
+        {
+            return Err(EnrollError::IdentityConflict {
+                hostname: request.facts.hostname.clone(),
+                existing: holder.device_id,
+                claimant: device_id.into(),
+            });
+        }
+        Ok((validated, ak))
+    }
+
+    /// Step 2: check the activation answer; admit the device and issue its certificates.
+    pub fn complete(
+        &self,
+        attempt_id: &[u8],
+        secret: &[u8],
+        client_csr: &[u8],
+    ) -> Result<Enrolled, EnrollError> {
+        let key: [u8; 16] = attempt_id
+            .try_into()
+            .map_err(|_| EnrollError::UnknownAttempt)?;
+        // Single use: the attempt is gone whatever happens next.
+        let pending = self
+            .pending()
+            .remove(&key)
+            .ok_or(EnrollError::UnknownAttempt)?;
+        let device_id = pending.device_id.clone();
+        if Instant::now() > pending.expires {
+            return Err(self.refuse(
+                &device_id,
+                EnrollError::Expired {
+                    device_id: device_id.clone(),
+                },
+            ));
+        }
+        if !bool::from(pending.secret.as_slice().ct_eq(secret)) {
+            return Err(self.refuse(
+                &device_id,
+                EnrollError::WrongSecret {
+                    device_id: device_id.clone(),
+                },
+            ));
+        }
+        // Re-check against the latest state: a decommission may have happened meanwhile.
+        let existing = self.storage.device(&device_id)?;
+        if existing
+            .as_ref()
+            .is_some_and(|d| d.state == DeviceState::Decommissioned)
+        {
+            return Err(self.refuse(
+                &device_id,
+                EnrollError::Decommissioned {
+                    device_id: device_id.clone(),
+                },
+            ));
+        }
+
+        let client = self
+            .ca
+            .issue_agent(client_csr, &device_id)
+            .map_err(|e| match e {
+                trustchain_ca::CaError::BadRequest(detail) => EnrollError::Csr(detail),
+                other => EnrollError::Issue(other),
+            })?;
+        let ak_certificate =
+            self.ca
+                .issue_ak(&pending.ak_spki, &device_id, &pending.ek_serial_hex)?;
+
+        let now = now_unix_millis();
+        let ak_rotated = existing
+            .as_ref()
+            .is_some_and(|d| d.ak_name != pending.ak_name);
+        let record = DeviceRecord {
+            device_id: device_id.clone(),
+            ek_kind: pending.ek_kind,
+            ek_public: pending.request.ek_public,
+            ek_certificate: pending.request.ek_certificate,
+            ek_certificate_serial_hex: pending.ek_serial_hex,
+            ek_certificate_issuer: pending.ek_issuer,
+            ak_public: pending.request.ak_public,
+            ak_name: pending.ak_name,
+            ak_certificate: ak_certificate.der.clone(),
+            client_certificate_serial_hex: client.serial_hex.clone(),
+            facts: pending.request.facts,
+            enrolled_at_unix: existing.as_ref().map_or(now / 1000, |d| d.enrolled_at_unix),
+            ak_rotations: existing
+                .as_ref()
+                .map_or(0, |d| d.ak_rotations + u32::from(ak_rotated)),
+            // A (re-)enrolled device must pass a fresh appraisal before it is trusted again,
+            // except that a sticky untrusted state survives re-enrollment.
+            state: match existing.as_ref().map(|d| d.state) {
+                Some(DeviceState::Untrusted) => DeviceState::Untrusted,
+                Some(DeviceState::Quarantined) => DeviceState::Quarantined,
+                _ => DeviceState::Enrolled,
+            },
+            state_reason: existing
+                .as_ref()
+                .map(|d| d.state_reason.clone())
+                .unwrap_or_default(),
+            state_changed_at_unix: now / 1000,
+        };
+        // Durable before the agent hears "accepted".
+        self.storage.put_device(&record)?;
+        let kind = match (&existing, ak_rotated) {
+            (None, _) => EventKind::Enrolled,
+            (Some(_), true) => EventKind::AkRotated,
+            (Some(_), false) => EventKind::ReEnrolled,
+        };
+        self.record(
+            kind,
+            &device_id,
+            format!("client certificate {}", client.serial_hex),
+        );
+        tracing::info!(device = %device_id, ?kind, "enrollment accepted");
+        Ok(Enrolled {
+            device_id,
+            ak_certificate: ak_certificate.der,
+            client_certificate: client.der,
+            ca_chain: self.ca.chain_der(),
+            ak_rotated,
+        })
+    }
+}
