@@ -12,6 +12,7 @@
 //!
 //! The verifier never links libtss2 and never shells out to parse evidence.
 
+pub mod attestation;
 pub mod config;
 pub mod enrollment;
 pub mod evidence;
