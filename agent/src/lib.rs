@@ -1,1 +1,4 @@
 //! TrustChain agent (being written).
+
+pub mod config;
+pub mod identity;
