@@ -1,0 +1,370 @@
+//! Real TPM quotes from ../shared/testdata/quotes: each verifies with its AK, and each kind of
+//! tampering fails with its own error.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::path::PathBuf;
+
+use base64::Engine as _;
+use trustchain_verifier::evidence::digest::HashAlgorithm;
+use trustchain_verifier::evidence::quote::{
+    PcrValues, QuoteError, QuoteExpectations, VerifyingKey, check_attest, verify_quote,
+};
+use trustchain_verifier::evidence::tpm::{
+    Attest, AttestType, ENDORSEMENT_HIERARCHY, Public, Signature, SignatureScheme,
+    hierarchy_qualified_name,
+};
+
+fn testdata(path: &str) -> PathBuf {
+    let full = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/testdata"
+    ))
+    .join(path);
+    assert!(
+        full.exists(),
+        "testdata {} is missing: ../shared must sit beside the repository",
+        full.display()
+    );
+    full
+}
+
+fn read(path: &str) -> Vec<u8> {
+    std::fs::read(testdata(path)).unwrap()
+}
+
+fn json(path: &str) -> serde_json::Value {
+    serde_json::from_slice(&read(path)).unwrap()
+}
+
+/// One real quote with everything needed to verify it.
+struct Case {
+    name: String,
+    attest: Vec<u8>,
+    signature: Vec<u8>,
+    key: VerifyingKey,
+    pcrs: PcrValues,
+}
+
+fn gce_cases() -> Vec<Case> {
+    let dir = "quotes/gce-cos-85-no-nonce";
+    let ak = Public::parse(&read(&format!("{dir}/ak_pub.tpmt_public.bin"))).unwrap();
+    // This AK is a primary key in the endorsement hierarchy.
+    let signer = ak.qualified_name(&hierarchy_qualified_name(ENDORSEMENT_HIERARCHY));
+    let attestation = json(&format!("{dir}/attestation.json"));
+    let files = [
+        ("quote0_sha1", "sha1"),
+        ("quote1_sha256", "sha256"),
+        ("quote2_sha384", "sha384"),
+    ];
+    files
+        .iter()
+        .map(|(file, bank)| {
+            let quote = attestation["quotes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|q| q["hash"] == *bank)
+                .unwrap();
+            let bank = HashAlgorithm::from_name(bank).unwrap();
+            let mut pcrs = PcrValues::default();
+            for (index, value) in quote["pcrs"].as_object().unwrap() {
+                pcrs.insert(
+                    bank,
+                    index.parse().unwrap(),
+                    hex::decode(value.as_str().unwrap()).unwrap(),
+                );
+            }
+            Case {
+                name: (*file).to_string(),
+                attest: read(&format!("{dir}/{file}.tpms_attest.bin")),
+                signature: read(&format!("{dir}/{file}.tpmt_signature.bin")),
+                key: VerifyingKey::new(ak.clone(), SignatureScheme::RsaSsa, HashAlgorithm::Sha256)
+                    .unwrap()
+                    .with_signer(signer.clone()),
+                pcrs,
+            }
+        })
+        .collect()
+}
+
+fn windows_case() -> Case {
+    let dump = json("quotes/windows-gcp/windows_gcp_shielded_vm.json");
+    let expected = json("quotes/expected.json");
+    let b64 = |v: &serde_json::Value| {
+        base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().unwrap())
+            .unwrap()
+    };
+    let mut pcrs = PcrValues::default();
+    for pcr in dump["Log"]["PCRs"].as_array().unwrap() {
+        // DigestAlg 3 is Go's crypto.SHA1.
+        assert_eq!(pcr["DigestAlg"], 3);
+        pcrs.insert(
+            HashAlgorithm::Sha1,
+            pcr["Index"].as_u64().unwrap() as u32,
+            b64(&pcr["Digest"]),
+        );
+    }
+    // A child key whose parent's Qualified Name the dump does not carry: take the published one.
+    let signer = hex::decode(
+        expected["go-attestation/windows_gcp_shielded_vm.json"]["qualifiedSigner"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    Case {
+        name: "windows-gcp".into(),
+        attest: b64(&dump["Quote"]["Quote"]),
+        signature: b64(&dump["Quote"]["Signature"]),
+        key: VerifyingKey::from_public_bytes(
+            &b64(&dump["AK"]["Public"]),
+            SignatureScheme::RsaSsa,
+            HashAlgorithm::Sha1,
+        )
+        .unwrap()
+        .with_signer(signer),
+        pcrs,
+    }
+}
+
+fn all_cases() -> Vec<Case> {
+    let mut cases = gce_cases();
+    cases.push(windows_case());
+    cases
+}
+
+fn verify(
+    case: &Case,
+    attest: &[u8],
+    signature: &[u8],
+    nonce: &[u8],
+    pcrs: &PcrValues,
+) -> Result<Attest, QuoteError> {
+    verify_quote(
+        attest,
+        signature,
+        &QuoteExpectations {
+            key: &case.key,
+            nonce,
+            pcr_values: pcrs,
+        },
+    )
+    .map(|v| v.attest)
+}
+
+#[test]
+fn every_real_quote_verifies_and_matches_expected_fields() {
+    let expected = json("quotes/expected.json");
+    for case in all_cases() {
+        let attest = verify(&case, &case.attest, &case.signature, &[], &case.pcrs)
+            .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        let key = if case.name == "windows-gcp" {
+            "go-attestation/windows_gcp_shielded_vm.json".to_string()
+        } else {
+            format!("go-tpm-tools/gce-cos-85-no-nonce.decoded/{}", case.name)
+        };
+        let want = &expected[&key];
+        assert_eq!(
+            hex::encode(&attest.qualified_signer),
+            want["qualifiedSigner"].as_str().unwrap(),
+            "{key}"
+        );
+        assert_eq!(
+            attest.clock_info.clock,
+            want["clock"].as_u64().unwrap(),
+            "{key}"
+        );
+        assert_eq!(
+            u64::from(attest.clock_info.reset_count),
+            want["resetCount"].as_u64().unwrap()
+        );
+        assert_eq!(
+            u64::from(attest.clock_info.restart_count),
+            want["restartCount"].as_u64().unwrap()
+        );
+        assert_eq!(
+            format!("0x{:016x}", attest.firmware_version),
+            want["firmwareVersion"].as_str().unwrap()
+        );
+        assert_eq!(
+            hex::encode(attest.quote.unwrap().pcr_digest),
+            want["pcrDigest"].as_str().unwrap()
+        );
+    }
+}
+
+#[test]
+fn one_flipped_signature_bit_fails_the_signature() {
+    for case in all_cases() {
+        let mut signature = case.signature.clone();
+        let last = signature.len() - 1;
+        signature[last] ^= 0x01;
+        let result = verify(&case, &case.attest, &signature, &[], &case.pcrs);
+        assert_eq!(result, Err(QuoteError::BadSignature), "{}", case.name);
+    }
+}
+
+#[test]
+fn a_different_nonce_fails_the_nonce() {
+    for case in all_cases() {
+        let result = verify(&case, &case.attest, &case.signature, &[7u8; 32], &case.pcrs);
+        assert_eq!(result, Err(QuoteError::NonceMismatch), "{}", case.name);
+    }
+}
+
+#[test]
+fn a_changed_pcr_value_fails_the_digest() {
+    for case in all_cases() {
+        let mut pcrs = case.pcrs.clone();
+        let (_, value) = pcrs.0.iter_mut().next().unwrap();
+        value[0] ^= 0x80;
+        let result = verify(&case, &case.attest, &case.signature, &[], &pcrs);
+        assert_eq!(result, Err(QuoteError::PcrDigestMismatch), "{}", case.name);
+    }
+}
+
+#[test]
+fn a_changed_selection_is_caught() {
+    for case in all_cases() {
+        // A signed PCR whose value is withheld.
+        let mut missing = case.pcrs.clone();
+        let first = *missing.0.keys().next().unwrap();
+        missing.0.remove(&first);
+        let result = verify(&case, &case.attest, &case.signature, &[], &missing);
+        assert!(
+            matches!(result, Err(QuoteError::PcrValueMissing { .. })),
+            "{}: {result:?}",
+            case.name
+        );
+        // A value for a PCR the quote does not cover.
+        let mut extra = case.pcrs.clone();
+        extra.insert(HashAlgorithm::Sha512, 3, vec![0; 64]);
+        let result = verify(&case, &case.attest, &case.signature, &[], &extra);
+        assert!(
+            matches!(result, Err(QuoteError::PcrValueExtra { .. })),
+            "{}: {result:?}",
+            case.name
+        );
+    }
+}
+
+#[test]
+fn a_wrong_magic_or_type_is_refused() {
+    for case in all_cases() {
+        // Tampering with the signed bytes breaks the signature first...
+        let mut attest = case.attest.clone();
+        attest[0] ^= 0xff;
+        assert_eq!(
+            verify(&case, &attest, &case.signature, &[], &case.pcrs),
+            Err(QuoteError::BadSignature)
+        );
+        // ...and a signed structure that really carries another magic or type is named for it.
+        let expectations = QuoteExpectations {
+            key: &case.key,
+            nonce: &[],
+            pcr_values: &case.pcrs,
+        };
+        let mut parsed = Attest::parse(&case.attest).unwrap();
+        parsed.magic = 0x1234_5678;
+        assert_eq!(
+            check_attest(&parsed, &expectations),
+            Err(QuoteError::BadMagic(0x1234_5678))
+        );
+        let mut parsed = Attest::parse(&case.attest).unwrap();
+        parsed.attest_type = AttestType::Certify;
+        assert_eq!(
+            check_attest(&parsed, &expectations),
+            Err(QuoteError::WrongType(AttestType::Certify))
+        );
+    }
+}
+
+#[test]
+fn a_different_ak_fails_the_signature_and_the_signer() {
+    let gce = gce_cases();
+    let windows = windows_case();
+    let case = &gce[1];
+    let other = VerifyingKey::new(
+        windows.key.public().clone(),
+        SignatureScheme::RsaSsa,
+        HashAlgorithm::Sha256,
+    )
+    .unwrap();
+    let expectations = QuoteExpectations {
+        key: &other,
+        nonce: &[],
+        pcr_values: &case.pcrs,
+    };
+    assert_eq!(
+        verify_quote(&case.attest, &case.signature, &expectations),
+        Err(QuoteError::BadSignature)
+    );
+    // The right key, but the quote names another signer than the one expected.
+    let wrong_signer = VerifyingKey::new(
+        case.key.public().clone(),
+        SignatureScheme::RsaSsa,
+        HashAlgorithm::Sha256,
+    )
+    .unwrap();
+    let expectations = QuoteExpectations {
+        key: &wrong_signer,
+        nonce: &[],
+        pcr_values: &case.pcrs,
+    };
+    assert_eq!(
+        verify_quote(&case.attest, &case.signature, &expectations),
+        Err(QuoteError::SignerMismatch)
+    );
+}
+
+#[test]
+fn the_pinned_scheme_is_enforced() {
+    let case = &gce_cases()[1];
+    for (scheme, hash) in [
+        (SignatureScheme::RsaSsa, HashAlgorithm::Sha1),
+        (SignatureScheme::RsaPss, HashAlgorithm::Sha256),
+    ] {
+        let pinned = VerifyingKey::new(case.key.public().clone(), scheme, hash).unwrap();
+        let expectations = QuoteExpectations {
+            key: &pinned,
+            nonce: &[],
+            pcr_values: &case.pcrs,
+        };
+        let result = verify_quote(&case.attest, &case.signature, &expectations);
+        assert!(
+            matches!(result, Err(QuoteError::SchemeMismatch { .. })),
+            "{result:?}"
+        );
+    }
+}
+
+#[test]
+fn truncated_and_random_input_gives_errors_not_panics() {
+    for case in all_cases() {
+        for len in 0..case.attest.len() {
+            assert!(verify(&case, &case.attest[..len], &case.signature, &[], &case.pcrs).is_err());
+        }
+        for len in 0..case.signature.len() {
+            assert!(verify(&case, &case.attest, &case.signature[..len], &[], &case.pcrs).is_err());
+        }
+    }
+    let mut state = 0x1234_5678_u32;
+    for round in 0..2000 {
+        let bytes: Vec<u8> = (0..round % 300)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                state as u8
+            })
+            .collect();
+        let _ = Attest::parse(&bytes);
+        let _ = Public::parse(&bytes);
+        let _ = Signature::parse(&bytes);
+    }
+}
