@@ -1,5 +1,10 @@
 //! EK and AK checks on the TPM's own TPMT_PUBLIC structures.
 
+use crate::evidence::digest::HashAlgorithm;
+use crate::evidence::tpm::{
+    ENDORSEMENT_HIERARCHY, EccCurve, KeyParameters, ObjectAttributes, Public, PublicKey,
+    hierarchy_qualified_name,
+};
 use crate::storage::EkKind;
 
 /// The EK's public key material, for comparison with its certificate.
@@ -13,7 +18,7 @@ pub struct EkMaterial {
 /// A checked attestation key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AkInfo {
-    /// nameAlg || H(TPMT_PUBLIC): what MakeCredential binds to and quotes name as signer.
+    /// nameAlg || H(TPMT_PUBLIC): what MakeCredential binds the credential to.
     pub name: Vec<u8>,
     /// SubjectPublicKeyInfo DER, for the AK certificate.
     pub spki_der: Vec<u8>,
@@ -32,14 +37,154 @@ pub enum KeyError {
     ForbiddenAttribute(&'static str),
 }
 
-pub fn ek_key_material(_ek_public: &[u8]) -> Result<EkMaterial, KeyError> {
-    Err(KeyError::Unsupported(
-        "pending the TPM structure parser".into(),
-    ))
+/// AES-128-CFB, the symmetric definition of the TCG default EK templates.
+const AES_128_CFB: Option<(u16, u16, u16)> = Some((0x0006, 128, 0x0043));
+
+/// Checks that the EK is one of the TCG default low-range templates (RSA-2048 L-1 or ECC P-256
+/// L-2: a restricted decryption key with SHA-256 and AES-128-CFB), which is what software
+/// MakeCredential supports, and returns its key material.
+pub fn ek_key_material(ek_public: &[u8]) -> Result<EkMaterial, KeyError> {
+    let ek = Public::parse(ek_public).map_err(|e| KeyError::Malformed(e.to_string()))?;
+    if ek.name_alg != HashAlgorithm::Sha256 {
+        return Err(KeyError::Unsupported(format!("EK nameAlg {}", ek.name_alg)));
+    }
+    for flag in [
+        ObjectAttributes::FIXED_TPM,
+        ObjectAttributes::FIXED_PARENT,
+        ObjectAttributes::RESTRICTED,
+        ObjectAttributes::DECRYPT,
+    ] {
+        if !ek.attributes.has(flag) {
+            return Err(KeyError::MissingAttribute(ObjectAttributes::flag_name(
+                flag,
+            )));
+        }
+    }
+    if ek.attributes.has(ObjectAttributes::SIGN_ENCRYPT) {
+        return Err(KeyError::ForbiddenAttribute("sign"));
+    }
+    let kind = match (&ek.parameters, &ek.key) {
+        (
+            KeyParameters::Rsa {
+                symmetric,
+                key_bits: 2048,
+                ..
+            },
+            PublicKey::Rsa { .. },
+        ) if *symmetric == AES_128_CFB => EkKind::Rsa2048,
+        (
+            KeyParameters::Ecc {
+                symmetric,
+                curve: EccCurve::NistP256,
+                ..
+            },
+            PublicKey::Ecc { .. },
+        ) if *symmetric == AES_128_CFB => EkKind::EccP256,
+        _ => {
+            return Err(KeyError::Unsupported(
+                "EK is not an RSA-2048 or P-256 key with AES-128-CFB".into(),
+            ));
+        }
+    };
+    Ok(EkMaterial {
+        kind,
+        material: ek.key_material(),
+    })
 }
 
-pub fn attestation_key(_ak_public: &[u8]) -> Result<AkInfo, KeyError> {
-    Err(KeyError::Unsupported(
-        "pending the TPM structure parser".into(),
-    ))
+/// Checks the AK is a restricted signing key that cannot leave its TPM, with RSA >= 2048 or a
+/// NIST P-256/P-384 curve. Returns its Name and SPKI.
+pub fn attestation_key(ak_public: &[u8]) -> Result<AkInfo, KeyError> {
+    let ak = Public::parse(ak_public).map_err(|e| KeyError::Malformed(e.to_string()))?;
+    for flag in [
+        ObjectAttributes::FIXED_TPM,
+        ObjectAttributes::FIXED_PARENT,
+        ObjectAttributes::SENSITIVE_DATA_ORIGIN,
+        ObjectAttributes::RESTRICTED,
+        ObjectAttributes::SIGN_ENCRYPT,
+    ] {
+        if !ak.attributes.has(flag) {
+            return Err(KeyError::MissingAttribute(ObjectAttributes::flag_name(
+                flag,
+            )));
+        }
+    }
+    if ak.attributes.has(ObjectAttributes::DECRYPT) {
+        return Err(KeyError::ForbiddenAttribute("decrypt"));
+    }
+    if ak.name_alg == HashAlgorithm::Sha1 {
+        return Err(KeyError::Unsupported("AK nameAlg sha1".into()));
+    }
+    match &ak.key {
+        PublicKey::Rsa { modulus, .. } if modulus.len() >= 256 => {}
+        PublicKey::Ecc {
+            curve: EccCurve::NistP256 | EccCurve::NistP384,
+            ..
+        } => {}
+        _ => {
+            return Err(KeyError::Unsupported(
+                "AK must be RSA >= 2048 or ECC P-256/P-384".into(),
+            ));
+        }
+    }
+    let spki_der = ak
+        .spki_der()
+        .ok_or_else(|| KeyError::Unsupported("AK curve".into()))?;
+    Ok(AkInfo {
+        name: ak.name(),
+        spki_der,
+    })
+}
+
+/// The Qualified Name an AK created under the EK carries in its quotes' qualifiedSigner:
+/// QN(AK) = H(QN(EK) || Name(AK)), QN(EK) = H(TPM_RH_ENDORSEMENT || Name(EK)).
+pub fn ak_qualified_name(ek_public: &[u8], ak_public: &[u8]) -> Result<Vec<u8>, KeyError> {
+    let ek = Public::parse(ek_public).map_err(|e| KeyError::Malformed(e.to_string()))?;
+    let ak = Public::parse(ak_public).map_err(|e| KeyError::Malformed(e.to_string()))?;
+    let ek_qn = ek.qualified_name(&hierarchy_qualified_name(ENDORSEMENT_HIERARCHY));
+    Ok(ak.qualified_name(&ek_qn))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gce_ak() -> Vec<u8> {
+        let path = format!(
+            "{}/../../shared/testdata/quotes/gce-cos-85-no-nonce/ak_pub.tpmt_public.bin",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read(&path).unwrap_or_else(|e| panic!("testdata {path} missing: {e}"))
+    }
+
+    fn with_attributes(bytes: &[u8], attributes: u32) -> Vec<u8> {
+        let mut out = bytes.to_vec();
+        out[4..8].copy_from_slice(&attributes.to_be_bytes());
+        out
+    }
+
+    #[test]
+    fn real_ak_is_accepted_and_bad_attributes_refused() {
+        let ak = gce_ak();
+        let info = attestation_key(&ak).unwrap();
+        assert_eq!(info.name.len(), 34);
+        let attributes = u32::from_be_bytes(ak[4..8].try_into().unwrap());
+        let decrypt = with_attributes(&ak, attributes | ObjectAttributes::DECRYPT);
+        assert_eq!(
+            attestation_key(&decrypt),
+            Err(KeyError::ForbiddenAttribute("decrypt"))
+        );
+        let unrestricted = with_attributes(&ak, attributes & !ObjectAttributes::RESTRICTED);
+        assert_eq!(
+            attestation_key(&unrestricted),
+            Err(KeyError::MissingAttribute("restricted"))
+        );
+        let movable = with_attributes(&ak, attributes & !ObjectAttributes::FIXED_TPM);
+        assert_eq!(
+            attestation_key(&movable),
+            Err(KeyError::MissingAttribute("fixedTPM"))
+        );
+        // A signing key is no EK.
+        assert!(ek_key_material(&ak).is_err());
+    }
 }
