@@ -1,4 +1,6 @@
 //! TrustChain agent (being written).
 
+pub mod client;
 pub mod config;
 pub mod identity;
+pub mod tpm;

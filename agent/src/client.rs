@@ -1,0 +1,54 @@
+//! The agent's gRPC channel to the verifier: TLS always, with the deployment root as the only trust
+//! anchor, and with the agent's client certificate once it has one.
+
+use std::time::Duration;
+
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+use crate::config::AgentConfig;
+use crate::identity::Enrollment;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    #[error("reading the CA certificate {path}: {source}")]
+    Ca {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("verifier address {url:?}: {detail}")]
+    Address { url: String, detail: String },
+    #[error("connecting to the verifier: {0}")]
+    Connect(#[from] tonic::transport::Error),
+}
+
+/// Opens a channel to the verifier. With `identity`, the connection is mutual TLS.
+pub async fn connect(
+    config: &AgentConfig,
+    identity: Option<&Enrollment>,
+) -> Result<Channel, ClientError> {
+    let ca = std::fs::read_to_string(&config.ca_certificate).map_err(|source| ClientError::Ca {
+        path: config.ca_certificate.clone(),
+        source,
+    })?;
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca))
+        .domain_name(config.server_name());
+    if let Some(identity) = identity {
+        tls = tls.identity(Identity::from_pem(
+            &identity.certificate_pem,
+            &identity.key_pem,
+        ));
+    }
+    let endpoint = Endpoint::from_shared(config.verifier_url.clone())
+        .map_err(|e| ClientError::Address {
+            url: config.verifier_url.clone(),
+            detail: e.to_string(),
+        })?
+        .tls_config(tls)?
+        .connect_timeout(Duration::from_secs(10))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10));
+    Ok(endpoint.connect().await?)
+}
