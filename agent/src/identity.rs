@@ -126,7 +126,14 @@ impl StateDir {
         ak_certificate: &[u8],
     ) -> Result<Enrollment, IdentityError> {
         let _ = fs::remove_file(self.path.join(DEVICE_ID));
-        let certificate_pem = pem("CERTIFICATE", client_certificate);
+        // The client presents its certificate with the issuing CA(s) above it; the root is the
+        // verifier's trust anchor and need not travel.
+        let mut certificate_pem = pem("CERTIFICATE", client_certificate);
+        if let Some((_root, intermediates)) = ca_chain.split_last() {
+            for der in intermediates {
+                certificate_pem.push_str(&pem("CERTIFICATE", der));
+            }
+        }
         let ca_chain_pem: String = ca_chain.iter().map(|der| pem("CERTIFICATE", der)).collect();
         self.write(TLS_CERT, certificate_pem.as_bytes(), 0o644)?;
         self.write(CA_CHAIN, ca_chain_pem.as_bytes(), 0o644)?;

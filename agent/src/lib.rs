@@ -2,5 +2,6 @@
 
 pub mod client;
 pub mod config;
+pub mod enroll;
 pub mod identity;
 pub mod tpm;

@@ -1,16 +1,20 @@
 //! The running verifier: everything the gRPC services share, built once at start-up and passed in
 //! (no global state).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use trustchain_ca::Authority;
 
-use crate::config::VerifierConfig;
+use crate::attestation::state::{self, Input, Recovery};
+use crate::config::{AttestationConfig, VerifierConfig};
 use crate::enrollment::ek_chain::MakerAnchors;
 use crate::enrollment::enroller::{Enroller, EnrollerConfig};
 use crate::server::Limits;
 use crate::server::tls::{ServerTls, TlsError};
-use crate::storage::{SledStorage, Storage, StorageError};
+use crate::storage::{
+    DeviceRecord, DeviceState, EventKind, EventRecord, SledStorage, Storage, StorageError,
+};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -26,6 +30,8 @@ pub enum StartError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("state: {0}")]
+    Action(#[from] ActionError),
     #[error("{path}: no PEM certificate found")]
     NoCertificate { path: std::path::PathBuf },
 }
@@ -38,6 +44,27 @@ pub struct Service {
     tls: ServerTls,
     enroller: Enroller,
     limits: Limits,
+    attestation: AttestationConfig,
+    /// Serialises read-modify-write of device states, so two transitions never lose one another.
+    transitions: Mutex<()>,
+}
+
+/// Why an operator action or state transition failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ActionError {
+    #[error("no such device")]
+    NotFound,
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Milliseconds since the Unix epoch (wall clock: for records, never for expiry decisions).
+pub fn now_unix_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 fn read(path: &std::path::Path) -> Result<String, StartError> {
@@ -91,13 +118,113 @@ impl Service {
                 max_pending: config.max_pending_enrollments,
             },
         );
-        Ok(Arc::new(Self {
+        let service = Self {
             storage,
             ca,
             tls,
             enroller,
             limits: Limits::default(),
-        }))
+            attestation: config.attestation.clone(),
+            transitions: Mutex::new(()),
+        };
+        service.refresh_crl()?;
+        Ok(Arc::new(service))
+    }
+
+    pub fn attestation_config(&self) -> &AttestationConfig {
+        &self.attestation
+    }
+
+    /// Applies `input` to a device's state; records the transition when the state changes.
+    pub fn transition(
+        &self,
+        device_id: &str,
+        input: Input,
+        reason: &str,
+    ) -> Result<DeviceRecord, ActionError> {
+        let changed;
+        let record = {
+            let _guard = self.transitions.lock().unwrap_or_else(|p| p.into_inner());
+            let mut device = self
+                .storage
+                .device(device_id)?
+                .ok_or(ActionError::NotFound)?;
+            let next = state::step(device.state, input, Recovery::default());
+            changed = next != device.state;
+            let now = now_unix_millis();
+            if changed {
+                self.storage.append_event(&EventRecord {
+                    at_unix_millis: now,
+                    kind: EventKind::StateChanged,
+                    device_id: device_id.to_string(),
+                    detail: format!("{} -> {}: {reason}", device.state.name(), next.name()),
+                })?;
+                tracing::info!(device = %device_id, from = device.state.name(), to = next.name(), %reason, "state changed");
+                device.state = next;
+                device.state_reason = reason.to_string();
+            }
+            device.state_changed_at_unix = now / 1000;
+            self.storage.put_device(&device)?;
+            device
+        };
+        if changed
+            && matches!(
+                record.state,
+                DeviceState::Decommissioned | DeviceState::Quarantined
+            )
+            && let Err(error) = self.refresh_crl()
+        {
+            tracing::error!(%error, "could not refresh the CRL");
+        }
+        Ok(record)
+    }
+
+    /// An operator's action on a device, recorded with the operator's identity.
+    pub fn operator_action(
+        &self,
+        device_id: &str,
+        input: Input,
+        operator: &str,
+        comment: &str,
+    ) -> Result<DeviceRecord, ActionError> {
+        let action = match input {
+            Input::OperatorCleared => "clear",
+            Input::Decommission => "decommission",
+            _ => "action",
+        };
+        if self.storage.device(device_id)?.is_none() {
+            return Err(ActionError::NotFound);
+        }
+        self.storage.append_event(&crate::server::admin_event(
+            device_id, operator, action, comment,
+        ))?;
+        self.transition(device_id, input, &format!("{action} by {operator}"))
+    }
+
+    /// Rebuilds the CRL from the devices that are decommissioned or quarantined, and gives it to
+    /// the TLS layer: their client certificates stop working at the next handshake.
+    pub fn refresh_crl(&self) -> Result<(), StartError> {
+        use trustchain_ca::revocation::{Reason, RevokedEntry};
+        let entries: Vec<RevokedEntry> = self
+            .storage
+            .devices()?
+            .into_iter()
+            .filter_map(|d| {
+                let reason = match d.state {
+                    DeviceState::Decommissioned => Reason::Decommissioned,
+                    DeviceState::Quarantined => Reason::Quarantined,
+                    _ => return None,
+                };
+                Some(RevokedEntry {
+                    serial_hex: d.client_certificate_serial_hex,
+                    revoked_at_unix: d.state_changed_at_unix,
+                    reason,
+                })
+            })
+            .collect();
+        let crl = self.ca.crl(&entries, now_unix_millis().max(1) as u64)?;
+        self.tls.set_crls(vec![crl])?;
+        Ok(())
     }
 
     pub fn storage(&self) -> &Arc<dyn Storage> {

@@ -19,9 +19,17 @@ pub struct ReadError {
 #[non_exhaustive]
 pub enum Problem {
     /// Fewer bytes remain than a field needs.
-    Truncated { field: &'static str, needed: usize, available: usize },
+    Truncated {
+        field: &'static str,
+        needed: usize,
+        available: usize,
+    },
     /// A declared length exceeds the limit for that field.
-    TooLarge { field: &'static str, declared: usize, limit: usize },
+    TooLarge {
+        field: &'static str,
+        declared: usize,
+        limit: usize,
+    },
     /// A value is not one the format allows.
     Invalid { field: &'static str, detail: String },
     /// Bytes remain after a structure that must fill its input exactly.
@@ -31,11 +39,25 @@ pub enum Problem {
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Problem::Truncated { field, needed, available } => {
-                write!(f, "{field}: truncated (needs {needed} bytes, {available} remain)")
+            Problem::Truncated {
+                field,
+                needed,
+                available,
+            } => {
+                write!(
+                    f,
+                    "{field}: truncated (needs {needed} bytes, {available} remain)"
+                )
             }
-            Problem::TooLarge { field, declared, limit } => {
-                write!(f, "{field}: declared size {declared} exceeds the limit {limit}")
+            Problem::TooLarge {
+                field,
+                declared,
+                limit,
+            } => {
+                write!(
+                    f,
+                    "{field}: declared size {declared} exceeds the limit {limit}"
+                )
             }
             Problem::Invalid { field, detail } => write!(f, "{field}: {detail}"),
             Problem::TrailingBytes { count } => write!(f, "{count} unexpected trailing bytes"),
@@ -56,7 +78,11 @@ pub struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     pub fn new(bytes: &'a [u8]) -> Self {
-        Self { bytes, position: 0, base: 0 }
+        Self {
+            bytes,
+            position: 0,
+            base: 0,
+        }
     }
 
     /// Absolute offset of the next byte to be read.
@@ -79,25 +105,39 @@ impl<'a> Reader<'a> {
 
     /// An error at the current offset.
     pub fn error(&self, problem: Problem) -> ReadError {
-        ReadError { offset: self.offset(), problem }
+        ReadError {
+            offset: self.offset(),
+            problem,
+        }
     }
 
     /// An `Invalid` error at the current offset.
     pub fn invalid(&self, field: &'static str, detail: impl Into<String>) -> ReadError {
-        self.error(Problem::Invalid { field, detail: detail.into() })
+        self.error(Problem::Invalid {
+            field,
+            detail: detail.into(),
+        })
     }
 
     /// Takes exactly `count` bytes.
     pub fn bytes(&mut self, field: &'static str, count: usize) -> Result<&'a [u8], ReadError> {
         let available = self.remaining();
         if count > available {
-            return Err(self.error(Problem::Truncated { field, needed: count, available }));
+            return Err(self.error(Problem::Truncated {
+                field,
+                needed: count,
+                available,
+            }));
         }
         let start = self.position;
         self.position += count;
-        self.bytes
-            .get(start..self.position)
-            .ok_or_else(|| self.error(Problem::Truncated { field, needed: count, available }))
+        self.bytes.get(start..self.position).ok_or_else(|| {
+            self.error(Problem::Truncated {
+                field,
+                needed: count,
+                available,
+            })
+        })
     }
 
     /// Takes `count` bytes after checking `count <= limit`, so a hostile length is refused
@@ -109,7 +149,11 @@ impl<'a> Reader<'a> {
         limit: usize,
     ) -> Result<&'a [u8], ReadError> {
         if count > limit {
-            return Err(self.error(Problem::TooLarge { field, declared: count, limit }));
+            return Err(self.error(Problem::TooLarge {
+                field,
+                declared: count,
+                limit,
+            }));
         }
         self.bytes(field, count)
     }
@@ -118,7 +162,11 @@ impl<'a> Reader<'a> {
     pub fn sub(&mut self, field: &'static str, count: usize) -> Result<Reader<'a>, ReadError> {
         let base = self.offset();
         let bytes = self.bytes(field, count)?;
-        Ok(Reader { bytes, position: 0, base })
+        Ok(Reader {
+            bytes,
+            position: 0,
+            base,
+        })
     }
 
     pub fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], ReadError> {
@@ -193,6 +241,13 @@ mod tests {
         let data = [0xffu8, 0xff];
         let mut r = Reader::new(&data);
         let err = r.tpm2b("name", 68).unwrap_err();
-        assert!(matches!(err.problem, Problem::TooLarge { declared: 65535, limit: 68, .. }));
+        assert!(matches!(
+            err.problem,
+            Problem::TooLarge {
+                declared: 65535,
+                limit: 68,
+                ..
+            }
+        ));
     }
 }

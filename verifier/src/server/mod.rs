@@ -3,11 +3,13 @@
 //! - `tls`: rustls configuration (optional client certificates, CRL swapped on revocation).
 //! - `auth`: the caller's role from its client certificate.
 //! - `enrollment`: the Enrollment service (no client certificate needed).
+//! - `admin`: the Admin service (operator certificates only).
 //!
 //! [`serve`] owns the accept loop: each TLS handshake runs in its own task under a timeout and a
 //! cap on concurrent handshakes, so a client that stalls mid-handshake costs one slot for a few
 //! seconds and never blocks another device.
 
+mod admin;
 pub mod auth;
 mod enrollment;
 pub mod tls;
@@ -21,7 +23,10 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
+use trustchain_proto::v1::admin_server::AdminServer;
 use trustchain_proto::v1::enrollment_server::EnrollmentServer;
+
+pub use admin::{operator_event as admin_event, state_to_proto};
 
 use crate::service::Service;
 
@@ -74,6 +79,7 @@ pub async fn serve(
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .add_service(enrollment)
+        .add_service(AdminServer::new(admin::AdminApi::new(service.clone())))
         .serve_with_incoming_shutdown(ReceiverStream::new(incoming), shutdown)
         .await;
     accept.abort();

@@ -1,0 +1,103 @@
+//! Enrollment, agent side: present the TPM's identity, prove the AK lives in it by activating the
+//! verifier's credential, and receive certificates for a TLS key that never leaves the device.
+
+use std::sync::{Arc, Mutex};
+
+use trustchain_proto::v1::enrollment_client::EnrollmentClient;
+use trustchain_proto::v1::{ActivationResponse, DeviceFacts, EnrollRequest};
+
+use crate::client::{ClientError, connect};
+use crate::config::AgentConfig;
+use crate::identity::{Enrollment, IdentityError, StateDir};
+use crate::tpm::{Tpm, TpmError};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EnrollError {
+    #[error(transparent)]
+    Tpm(#[from] TpmError),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("the verifier refused: {0}")]
+    Refused(String),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error("the TPM task failed")]
+    Task,
+}
+
+/// Runs `work` on the TPM off the async reactor. The Mutex serialises TPM use within the agent:
+/// one TPM, one command stream.
+pub async fn with_tpm<T, R>(
+    tpm: &Arc<Mutex<T>>,
+    work: impl FnOnce(&mut T) -> Result<R, TpmError> + Send + 'static,
+) -> Result<R, TpmError>
+where
+    T: Tpm + 'static,
+    R: Send + 'static,
+{
+    let tpm = tpm.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut guard = tpm.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        work(&mut guard)
+    })
+    .await
+    .map_err(|_| TpmError::Invalid("TPM task panicked".into()))?
+}
+
+/// Enrolls with the verifier and saves the identity in `state`.
+pub async fn enroll<T: Tpm + 'static>(
+    config: &AgentConfig,
+    tpm: &Arc<Mutex<T>>,
+    state: &StateDir,
+) -> Result<Enrollment, EnrollError> {
+    let ek = config.ek;
+    let (ek_certificate, ek_public, ak_public) = with_tpm(tpm, move |t| {
+        Ok((t.ek_certificate(ek)?, t.ek_public(ek)?, t.ak_public()?))
+    })
+    .await?;
+
+    let channel = connect(config, None).await?;
+    let mut client = EnrollmentClient::new(channel);
+    let hostname = config.hostname();
+    let challenge = client
+        .begin(EnrollRequest {
+            ek_certificate,
+            ek_intermediates: Vec::new(),
+            ek_public,
+            ak_public,
+            facts: Some(DeviceFacts {
+                hostname: hostname.clone(),
+                model: config.facts.model.clone(),
+                firmware_version: config.facts.firmware_version.clone(),
+                device_class: config.facts.device_class.clone(),
+                agent_version: env!("CARGO_PKG_VERSION").into(),
+            }),
+        })
+        .await
+        .map_err(|status| EnrollError::Refused(status.message().to_string()))?
+        .into_inner();
+    tracing::info!(device = %challenge.device_id, "activating the verifier's credential");
+
+    let (blob, encrypted) = (challenge.credential_blob, challenge.encrypted_secret);
+    let secret = with_tpm(tpm, move |t| t.activate_credential(&blob, &encrypted)).await?;
+    let (key, csr) = state.new_tls_key(&hostname)?;
+    let result = client
+        .complete(ActivationResponse {
+            attempt_id: challenge.attempt_id,
+            secret,
+            client_csr: csr,
+        })
+        .await
+        .map_err(|status| EnrollError::Refused(status.message().to_string()))?
+        .into_inner();
+    let enrollment = state.save(
+        &result.device_id,
+        &key,
+        &result.client_certificate,
+        &result.ca_chain,
+        &result.ak_certificate,
+    )?;
+    tracing::info!(device = %result.device_id, ak_rotated = result.ak_rotated, "enrolled");
+    Ok(enrollment)
+}
