@@ -1,5 +1,18 @@
-//! TrustChain agent (being written).
+//! TrustChain agent: proves a gateway's or server's state to the verifier with its TPM.
+//!
+//! # Layout
+//! - [`config`]: the TOML configuration (every key in `docs/agent.example.toml`).
+//! - [`tpm`]: the TPM behind a trait; `tpm::esapi` is the tss-esapi implementation.
+//! - [`identity`]: the agent's state directory (TLS key 0600, certificates, device id).
+//! - [`client`]: the TLS channel to the verifier.
+//! - [`enroll`]: enrollment (EK certificate, credential activation, certificates from a CSR).
+//! - [`attest`]: the attestation stream (challenges in, quotes and logs out), with backoff.
+//! - `main.rs`: the `trustchain-agent` command.
+//!
+//! The agent never clears the TPM, never takes ownership and never changes hierarchy
+//! authorisation; it only creates an AK under the EK and asks for quotes.
 
+pub mod attest;
 pub mod client;
 pub mod config;
 pub mod enroll;

@@ -408,6 +408,7 @@ impl Tpm for EsapiTpm {
                 // with the signed digest; the update counter tells, so try again.
                 if before == after {
                     return Ok(Quote {
+                        reset_count: attest.clock_info().reset_count(),
                         attest: attest.marshall().map_err(tpm("marshal attest"))?,
                         signature: signature.marshall().map_err(tpm("marshal signature"))?,
                         pcr_values,

@@ -18,6 +18,8 @@ pub struct Quote {
     pub signature: Vec<u8>,
     /// (TPM_ALG_ID, PCR index, value), in selection order.
     pub pcr_values: Vec<(u16, u32, Vec<u8>)>,
+    /// resetCount from the quote's clockInfo: the agent sends its boot log after it changes.
+    pub reset_count: u32,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,288 @@
+//! Continuous attestation, agent side: one long-lived stream to the verifier, which drives it with
+//! challenges; the agent answers each with a fresh quote, its boot log when asked (and always after
+//! a TPM reset), and only the IMA entries after the offset the verifier asks from.
+//!
+//! The agent keeps no state a restart would lose: the verifier tracks offsets and history. When the
+//! verifier is away it reconnects with exponential backoff and jitter.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use trustchain_proto::v1::attestation_client::AttestationClient;
+use trustchain_proto::v1::{
+    AgentMessage, Challenge, Evidence, Hello, PcrValue, agent_message, verifier_message,
+};
+
+use crate::client::{ClientError, connect};
+use crate::config::AgentConfig;
+use crate::enroll::with_tpm;
+use crate::identity::Enrollment;
+use crate::tpm::{Tpm, TpmError};
+
+/// Largest boot log the agent sends (real logs are 10-200 KiB).
+pub const MAX_BOOT_LOG: u64 = 4 * 1024 * 1024;
+/// Largest IMA batch the agent sends in one answer.
+pub const MAX_IMA_BATCH: usize = 2 * 1024 * 1024;
+const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AttestError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("stream: {0}")]
+    Stream(#[from] tonic::Status),
+    #[error(transparent)]
+    Tpm(#[from] TpmError),
+    #[error("reading {path}: {source}")]
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the verifier closed the stream")]
+    Closed,
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Exponential backoff with full jitter.
+#[derive(Debug)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    pub fn new() -> Self {
+        Self {
+            next: INITIAL_BACKOFF,
+        }
+    }
+
+    pub fn reset(&mut self) {
+        self.next = INITIAL_BACKOFF;
+    }
+
+    /// The next delay: uniform in [next/2, next], then next doubles up to the cap.
+    pub fn next_delay(&mut self) -> Duration {
+        let ceiling = self.next;
+        self.next = (self.next * 2).min(MAX_BACKOFF);
+        let half = ceiling / 2;
+        half + ceiling.saturating_sub(half).mul_f64(rand::random::<f64>())
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Attests until the process ends, reconnecting as needed.
+pub async fn run<T: Tpm + 'static>(
+    config: &AgentConfig,
+    tpm: Arc<Mutex<T>>,
+    enrollment: Enrollment,
+) -> Result<(), AttestError> {
+    let mut backoff = Backoff::new();
+    let mut last_reset_count = None;
+    loop {
+        let started = tokio::time::Instant::now();
+        match session(config, &tpm, &enrollment, &mut last_reset_count).await {
+            Ok(()) => tracing::info!("attestation stream ended; reconnecting"),
+            Err(error) => tracing::warn!(%error, "attestation stream failed; retrying"),
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            backoff.reset();
+        }
+        let delay = backoff.next_delay();
+        tracing::info!(
+            delay_ms = delay.as_millis() as u64,
+            "state: backing off before reconnecting"
+        );
+        tokio::time::sleep(delay).await;
+    }
+}
+
+async fn session<T: Tpm + 'static>(
+    config: &AgentConfig,
+    tpm: &Arc<Mutex<T>>,
+    enrollment: &Enrollment,
+    last_reset_count: &mut Option<u32>,
+) -> Result<(), AttestError> {
+    let channel = connect(config, Some(enrollment)).await?;
+    let mut client = AttestationClient::new(channel).max_decoding_message_size(64 * 1024);
+    let (outbound, rx) = mpsc::channel::<AgentMessage>(4);
+    let hello = AgentMessage {
+        body: Some(agent_message::Body::Hello(Hello {
+            device_id: enrollment.device_id.clone(),
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+        })),
+    };
+    outbound
+        .send(hello)
+        .await
+        .map_err(|_| AttestError::Closed)?;
+    let mut inbound = client.attest(ReceiverStream::new(rx)).await?.into_inner();
+    tracing::info!(device = %enrollment.device_id, "state: attesting");
+    while let Some(message) = inbound.message().await? {
+        match message.body {
+            Some(verifier_message::Body::Challenge(challenge)) => {
+                let evidence = answer(config, tpm, challenge, last_reset_count).await?;
+                outbound
+                    .send(AgentMessage {
+                        body: Some(agent_message::Body::Evidence(evidence)),
+                    })
+                    .await
+                    .map_err(|_| AttestError::Closed)?;
+            }
+            Some(verifier_message::Body::Verdict(verdict)) => {
+                tracing::info!(
+                    challenge = verdict.challenge_id,
+                    state = verdict.state,
+                    "verdict"
+                );
+            }
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+/// Reads at most `limit` bytes of a file, failing if it is larger.
+fn read_bounded(path: &std::path::Path, limit: u64) -> Result<Vec<u8>, AttestError> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|source| AttestError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut bytes = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|source| AttestError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if bytes.len() as u64 > limit {
+        return Err(AttestError::Invalid(format!(
+            "{} is larger than {limit} bytes",
+            path.display()
+        )));
+    }
+    Ok(bytes)
+}
+
+/// The IMA lines from entry `offset` on, at most `MAX_IMA_BATCH` bytes (whole lines only).
+fn ima_after(path: &std::path::Path, offset: u64) -> Result<Vec<u8>, AttestError> {
+    use std::io::BufRead;
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        // No IMA on this machine: nothing to send.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(AttestError::Read {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    let mut out = Vec::new();
+    for line in std::io::BufReader::new(file).lines().skip(offset as usize) {
+        let line = line.map_err(|source| AttestError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if out.len() + line.len() + 1 > MAX_IMA_BATCH {
+            break;
+        }
+        out.extend_from_slice(line.as_bytes());
+        out.push(b'\n');
+    }
+    Ok(out)
+}
+
+async fn answer<T: Tpm + 'static>(
+    config: &AgentConfig,
+    tpm: &Arc<Mutex<T>>,
+    challenge: Challenge,
+    last_reset_count: &mut Option<u32>,
+) -> Result<Evidence, AttestError> {
+    let selection: Vec<(u16, Vec<u32>)> = challenge
+        .pcr_selection
+        .iter()
+        .map(|bank| {
+            (
+                u16::try_from(bank.hash_algorithm).unwrap_or(0),
+                bank.pcrs.clone(),
+            )
+        })
+        .collect();
+    let nonce = challenge.nonce.clone();
+    // IMA is read before the quote: entries appended in between are then covered by a later quote,
+    // never sent without the PCR 10 value that includes them.
+    let ima_entries = ima_after(&config.ima_log, challenge.ima_offset)?;
+    let quote = with_tpm(tpm, move |t| t.quote(&nonce, &selection)).await?;
+    let reset = last_reset_count.is_some_and(|previous| previous != quote.reset_count);
+    *last_reset_count = Some(quote.reset_count);
+    let send_boot_log = challenge.want_boot_log || reset;
+    let boot_log = if send_boot_log {
+        read_bounded(&config.event_log, MAX_BOOT_LOG)?
+    } else {
+        Vec::new()
+    };
+    Ok(Evidence {
+        challenge_id: challenge.challenge_id,
+        quote: quote.attest,
+        signature: quote.signature,
+        pcr_values: quote
+            .pcr_values
+            .into_iter()
+            .map(|(alg, index, digest)| PcrValue {
+                hash_algorithm: u32::from(alg),
+                index,
+                digest,
+            })
+            .collect(),
+        boot_log,
+        boot_log_included: send_boot_log,
+        ima_offset: challenge.ima_offset,
+        ima_entries,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_caps() {
+        let mut backoff = Backoff::new();
+        let mut previous_ceiling = Duration::ZERO;
+        for _ in 0..20 {
+            let ceiling = backoff.next;
+            let delay = backoff.next_delay();
+            assert!(
+                delay >= ceiling / 2 && delay <= ceiling,
+                "{delay:?} within [{:?}, {ceiling:?}]",
+                ceiling / 2
+            );
+            assert!(ceiling >= previous_ceiling);
+            previous_ceiling = ceiling;
+        }
+        assert_eq!(backoff.next, MAX_BACKOFF);
+        backoff.reset();
+        assert_eq!(backoff.next, INITIAL_BACKOFF);
+    }
+
+    #[test]
+    fn ima_batches_start_at_the_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ima");
+        std::fs::write(&path, "a\nb\nc\n").unwrap();
+        assert_eq!(ima_after(&path, 1).unwrap(), b"b\nc\n");
+        assert_eq!(ima_after(&path, 5).unwrap(), b"");
+        assert_eq!(ima_after(&dir.path().join("none"), 0).unwrap(), b"");
+    }
+}
