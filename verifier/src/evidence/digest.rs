@@ -7,7 +7,10 @@ use sha2::{Sha256, Sha384, Sha512};
 use sm3::Sm3;
 
 /// A hash algorithm a PCR bank, an event log or an IMA entry may use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum HashAlgorithm {
     Sha1,
     Sha256,

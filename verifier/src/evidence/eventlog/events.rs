@@ -230,7 +230,10 @@ impl Event {
                 })
             })(),
             EV_S_CRTM_VERSION => Some(EventData::CrtmVersion {
-                version: if data.len() >= 2 && data.len().is_multiple_of(2) && data.get(1) == Some(&0) {
+                version: if data.len() >= 2
+                    && data.len().is_multiple_of(2)
+                    && data.get(1) == Some(&0)
+                {
                     utf16(data)
                 } else {
                     text(data)

@@ -1,0 +1,82 @@
+//! Incremental PCR replay of IMA entries, and the template-hash check.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::parse::ImaLog;
+use crate::evidence::digest::HashAlgorithm;
+
+/// Where replay stands: PCR values per bank and index, and how many entries were consumed. Saved
+/// by the verifier after each good appraisal, and resumed from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImaState {
+    pub entries: u64,
+    /// bank -> PCR index -> value.
+    pub pcrs: BTreeMap<HashAlgorithm, BTreeMap<u32, Vec<u8>>>,
+}
+
+impl ImaState {
+    pub fn pcr(&self, bank: HashAlgorithm, index: u32) -> Option<&[u8]> {
+        self.pcrs
+            .get(&bank)
+            .and_then(|p| p.get(&index))
+            .map(Vec::as_slice)
+    }
+}
+
+/// The outcome of replaying a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImaReplay {
+    pub state: ImaState,
+    /// List positions of violation entries (extended as all-0xFF; never matched against policy).
+    pub violations: Vec<u64>,
+    /// List positions whose logged template hash is not the hash of their template data.
+    pub mismatches: Vec<u64>,
+}
+
+/// The algorithm a logged template hash was made with, by its length.
+fn logged_algorithm(length: usize) -> Option<HashAlgorithm> {
+    match length {
+        20 => Some(HashAlgorithm::Sha1),
+        32 => Some(HashAlgorithm::Sha256),
+        48 => Some(HashAlgorithm::Sha384),
+        64 => Some(HashAlgorithm::Sha512),
+        _ => None,
+    }
+}
+
+/// Replays `log` onto `from` for `banks`. Entries must start where `from` ended.
+pub fn replay(from: &ImaState, log: &ImaLog, banks: &[HashAlgorithm]) -> ImaReplay {
+    let mut state = from.clone();
+    let mut violations = Vec::new();
+    let mut mismatches = Vec::new();
+    for entry in &log.entries {
+        let violation = entry.is_violation();
+        if violation {
+            violations.push(entry.index);
+        } else if logged_algorithm(entry.logged_hash.len())
+            .is_none_or(|alg| alg.hash(&entry.hashed) != entry.logged_hash)
+        {
+            mismatches.push(entry.index);
+        }
+        for bank in banks {
+            let digest = if violation {
+                vec![0xff; bank.size()]
+            } else {
+                bank.hash(&entry.hashed)
+            };
+            let pcrs = state.pcrs.entry(*bank).or_default();
+            let current = pcrs
+                .entry(entry.pcr)
+                .or_insert_with(|| vec![0u8; bank.size()]);
+            *current = bank.extend(current, &digest);
+        }
+        state.entries = entry.index + 1;
+    }
+    ImaReplay {
+        state,
+        violations,
+        mismatches,
+    }
+}
