@@ -368,3 +368,63 @@ fn truncated_and_random_input_gives_errors_not_panics() {
         let _ = Signature::parse(&bytes);
     }
 }
+
+#[test]
+fn the_cli_verifies_a_real_quote_and_fails_on_tampering() {
+    let bin = env!("CARGO_BIN_EXE_trustchain");
+    let dir = testdata("quotes/gce-cos-85-no-nonce");
+    let attestation = json("quotes/gce-cos-85-no-nonce/attestation.json");
+    let quote = attestation["quotes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["hash"] == "sha256")
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let pcrs = tmp.path().join("pcrs.json");
+    std::fs::write(
+        &pcrs,
+        serde_json::json!({ "pcrs": { "sha256": quote["pcrs"] } }).to_string(),
+    )
+    .unwrap();
+    let run = |signature: &std::path::Path, nonce: &str| {
+        std::process::Command::new(bin)
+            .args(["quote", "verify", "--ak"])
+            .arg(dir.join("ak_pub.tpmt_public.bin"))
+            .arg("--quote")
+            .arg(dir.join("quote1_sha256.tpms_attest.bin"))
+            .arg("--signature")
+            .arg(signature)
+            .args(["--nonce", nonce, "--pcrs"])
+            .arg(&pcrs)
+            .output()
+            .unwrap()
+    };
+    let good = run(&dir.join("quote1_sha256.tpmt_signature.bin"), "");
+    let stdout = String::from_utf8_lossy(&good.stdout);
+    assert!(good.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("OK    signature") && stdout.contains("QN under the endorsement hierarchy"),
+        "{stdout}"
+    );
+
+    let wrong_nonce = run(&dir.join("quote1_sha256.tpmt_signature.bin"), "00");
+    assert_eq!(wrong_nonce.status.code(), Some(1));
+    let mut signature = read("quotes/gce-cos-85-no-nonce/quote1_sha256.tpmt_signature.bin");
+    *signature.last_mut().unwrap() ^= 1;
+    let flipped = tmp.path().join("sig.bin");
+    std::fs::write(&flipped, signature).unwrap();
+    let bad = run(&flipped, "");
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stdout).contains("FAIL  signature"));
+    // Malformed input: one line naming the offset.
+    let junk = tmp.path().join("junk.bin");
+    std::fs::write(&junk, [0u8, 0x14, 0]).unwrap();
+    let malformed = run(&junk, "");
+    assert_eq!(malformed.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&malformed.stderr);
+    assert!(
+        stderr.contains("offset") && stderr.lines().count() == 1,
+        "{stderr}"
+    );
+}
