@@ -220,10 +220,10 @@ async fn answer<T: Tpm + 'static>(
         })
         .collect();
     let nonce = challenge.nonce.clone();
-    // IMA is read before the quote: entries appended in between are then covered by a later quote,
-    // never sent without the PCR 10 value that includes them.
-    let ima_entries = ima_after(&config.ima_log, challenge.ima_offset)?;
     let quote = with_tpm(tpm, move |t| t.quote(&nonce, &selection)).await?;
+    // IMA is read after the quote, so the list holds at least every entry the quoted PCR 10
+    // covers; the verifier replays to the prefix that matches and asks for the rest next time.
+    let ima_entries = ima_after(&config.ima_log, challenge.ima_offset)?;
     let reset = last_reset_count.is_some_and(|previous| previous != quote.reset_count);
     *last_reset_count = Some(quote.reset_count);
     let send_boot_log = challenge.want_boot_log || reset;

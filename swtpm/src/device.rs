@@ -60,6 +60,9 @@ pub const IMA_LOG_FILE: &str = "ascii_runtime_measurements";
 #[derive(Debug)]
 pub struct SwtpmDevice {
     label: String,
+    /// Serialises TPM use between this harness and an agent in the same process: swtpm does not
+    /// cope with commands from two connections at once.
+    access: std::sync::Arc<std::sync::Mutex<()>>,
     // Field order matters: the process must die before its directory is removed.
     process: SwtpmProcess,
     dir: tempfile::TempDir,
@@ -122,6 +125,7 @@ impl SwtpmDevice {
         let process = SwtpmProcess::start(&dir.path().join("tpm"))?;
         let device = Self {
             label: label.to_string(),
+            access: std::sync::Arc::default(),
             process,
             dir,
             boot_events: Vec::new(),
@@ -136,6 +140,11 @@ impl SwtpmDevice {
 
     pub fn label(&self) -> &str {
         &self.label
+    }
+
+    /// The lock every TPM use of this device takes; an in-process agent takes it too.
+    pub fn access(&self) -> std::sync::Arc<std::sync::Mutex<()>> {
+        self.access.clone()
     }
 
     /// TCTI string for tss-esapi and the agent's config.
@@ -170,6 +179,7 @@ impl SwtpmDevice {
         &self,
         operation: impl FnOnce(&mut Context) -> Result<T, HarnessError>,
     ) -> Result<T, HarnessError> {
+        let _guard = self.access.lock().unwrap_or_else(|p| p.into_inner());
         let tcti = TctiNameConf::from_str(&self.tcti()).map_err(tpm_error("TCTI"))?;
         let mut context = Context::new(tcti).map_err(tpm_error("connect"))?;
         operation(&mut context)

@@ -170,3 +170,183 @@ impl Drop for TestVerifier {
         }
     }
 }
+
+/// A device with its swtpm, the agent's TPM access and state directory.
+pub struct TestDevice {
+    pub swtpm: SwtpmDevice,
+    pub tpm: Arc<std::sync::Mutex<GuardedTpm>>,
+    pub state: tempfile::TempDir,
+    pub config: AgentConfig,
+    pub enrollment: Option<trustchain_agent::identity::Enrollment>,
+    agent: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for TestDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestDevice")
+            .field("label", &self.swtpm.label())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TestDevice {
+    /// Starts a device, boots it with `profile`, and enrolls it with `verifier`.
+    pub async fn enrolled(
+        verifier: &TestVerifier,
+        maker: &TpmMaker,
+        label: &str,
+        profile: &trustchain_swtpm::BootProfile,
+    ) -> anyhow::Result<Self> {
+        let mut swtpm = SwtpmDevice::start(maker, label)?;
+        swtpm.boot(profile)?;
+        let state = tempfile::tempdir()?;
+        let config = verifier.agent_config(&swtpm, state.path(), EkChoice::Rsa2048);
+        let tpm = trustchain_agent::tpm::esapi::EsapiTpm::new(
+            &swtpm.tcti(),
+            state.path(),
+            EkChoice::Rsa2048,
+            trustchain_agent::tpm::esapi::AkAlgorithm::Rsa2048,
+        )?;
+        let tpm = Arc::new(std::sync::Mutex::new(GuardedTpm {
+            inner: tpm,
+            access: swtpm.access(),
+        }));
+        let dir = trustchain_agent::identity::StateDir::open(state.path())?;
+        let enrollment = trustchain_agent::enroll::enroll(&config, &tpm, &dir).await?;
+        Ok(Self {
+            swtpm,
+            tpm,
+            state,
+            config,
+            enrollment: Some(enrollment),
+            agent: None,
+        })
+    }
+
+    pub fn device_id(&self) -> String {
+        self.enrollment
+            .as_ref()
+            .map(|e| e.device_id.clone())
+            .unwrap_or_default()
+    }
+
+    /// Runs the real agent's attestation loop in this process.
+    pub fn start_agent(&mut self) {
+        self.stop_agent();
+        let (config, tpm) = (self.config.clone(), self.tpm.clone());
+        let Some(enrollment) = self.enrollment.clone() else {
+            return;
+        };
+        self.agent = Some(tokio::spawn(async move {
+            let _ = trustchain_agent::attest::run(&config, tpm, enrollment).await;
+        }));
+    }
+
+    pub fn stop_agent(&mut self) {
+        if let Some(agent) = self.agent.take() {
+            agent.abort();
+        }
+    }
+}
+
+impl Drop for TestDevice {
+    fn drop(&mut self) {
+        self.stop_agent();
+    }
+}
+
+impl TestVerifier {
+    /// Waits until `device_id` is in `state`; returns how long it took.
+    pub async fn wait_for_state(
+        &self,
+        device_id: &str,
+        state: trustchain_verifier::storage::DeviceState,
+        timeout: std::time::Duration,
+    ) -> anyhow::Result<std::time::Duration> {
+        let start = std::time::Instant::now();
+        loop {
+            let current = self.service.storage().device(device_id)?.map(|d| d.state);
+            if current == Some(state) {
+                return Ok(start.elapsed());
+            }
+            if start.elapsed() > timeout {
+                anyhow::bail!(
+                    "{device_id} did not reach {state:?} within {timeout:?} (now {current:?})"
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The rules the device's last failed verdict names.
+    pub fn failed_rules(&self, device_id: &str) -> Vec<String> {
+        self.service
+            .last_failed_verdict(device_id)
+            .map(|v| {
+                v.failures()
+                    .iter()
+                    .map(|f| f.rule.name().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The last failed verdict as text.
+    pub fn failure_summary(&self, device_id: &str) -> String {
+        self.service
+            .last_failed_verdict(device_id)
+            .map(|v| v.summary())
+            .unwrap_or_default()
+    }
+}
+
+/// The agent's TPM, taking the harness's per-device lock around each operation so the agent and
+/// the test (which extends PCRs behind the agent's back) never talk to swtpm at the same time.
+#[derive(Debug)]
+pub struct GuardedTpm {
+    pub inner: trustchain_agent::tpm::esapi::EsapiTpm,
+    access: Arc<std::sync::Mutex<()>>,
+}
+
+macro_rules! guarded {
+    ($self:ident, $call:expr) => {{
+        let access = $self.access.clone();
+        let _guard = access.lock().unwrap_or_else(|p| p.into_inner());
+        $call
+    }};
+}
+
+impl trustchain_agent::tpm::Tpm for GuardedTpm {
+    fn is_software(&mut self) -> Result<bool, trustchain_agent::tpm::TpmError> {
+        guarded!(self, self.inner.is_software())
+    }
+    fn flush_leftovers(&mut self) -> Result<usize, trustchain_agent::tpm::TpmError> {
+        guarded!(self, self.inner.flush_leftovers())
+    }
+    fn ek_certificate(&mut self, ek: EkChoice) -> Result<Vec<u8>, trustchain_agent::tpm::TpmError> {
+        guarded!(self, self.inner.ek_certificate(ek))
+    }
+    fn ek_public(&mut self, ek: EkChoice) -> Result<Vec<u8>, trustchain_agent::tpm::TpmError> {
+        guarded!(self, self.inner.ek_public(ek))
+    }
+    fn ak_public(&mut self) -> Result<Vec<u8>, trustchain_agent::tpm::TpmError> {
+        guarded!(self, self.inner.ak_public())
+    }
+    fn rotate_ak(&mut self) -> Result<Vec<u8>, trustchain_agent::tpm::TpmError> {
+        guarded!(self, self.inner.rotate_ak())
+    }
+    fn activate_credential(
+        &mut self,
+        blob: &[u8],
+        secret: &[u8],
+    ) -> Result<Vec<u8>, trustchain_agent::tpm::TpmError> {
+        guarded!(self, self.inner.activate_credential(blob, secret))
+    }
+    fn quote(
+        &mut self,
+        nonce: &[u8],
+        selection: &[trustchain_agent::tpm::BankSelection],
+    ) -> Result<trustchain_agent::tpm::Quote, trustchain_agent::tpm::TpmError> {
+        guarded!(self, self.inner.quote(nonce, selection))
+    }
+}

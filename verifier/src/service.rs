@@ -1,12 +1,14 @@
 //! The running verifier: everything the gRPC services share, built once at start-up and passed in
 //! (no global state).
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use trustchain_ca::Authority;
 
 use crate::attestation::state::{self, Input, Recovery};
+use crate::attestation::verdict::Verdict;
 use crate::config::{AttestationConfig, VerifierConfig};
 use crate::enrollment::ek_chain::MakerAnchors;
 use crate::enrollment::enroller::{Enroller, EnrollerConfig};
@@ -47,6 +49,21 @@ pub struct Service {
     attestation: AttestationConfig,
     /// Serialises read-modify-write of device states, so two transitions never lose one another.
     transitions: Mutex<()>,
+    /// When each device last passed an appraisal, on the monotonic clock (never the wall clock).
+    last_passed: Mutex<HashMap<String, Instant>>,
+    /// When this process started: devices get a full timeout from then to reconnect.
+    started: Instant,
+    /// What each device has sent, for operators and tests (what travels on the wire).
+    traffic: Mutex<HashMap<String, Traffic>>,
+}
+
+/// Evidence received from one device since the verifier started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traffic {
+    pub answers: u64,
+    pub boot_logs: u64,
+    pub ima_entries: u64,
+    pub bytes: u64,
 }
 
 /// Why an operator action or state transition failed.
@@ -126,6 +143,9 @@ impl Service {
             limits: Limits::default(),
             attestation: config.attestation.clone(),
             transitions: Mutex::new(()),
+            last_passed: Mutex::new(HashMap::new()),
+            started: Instant::now(),
+            traffic: Mutex::new(HashMap::new()),
         };
         service.refresh_crl()?;
         Ok(Arc::new(service))
@@ -133,6 +153,108 @@ impl Service {
 
     pub fn attestation_config(&self) -> &AttestationConfig {
         &self.attestation
+    }
+
+    /// The challenge interval (one for all devices until policy tiers exist), at least 1 s.
+    pub fn interval(&self) -> Duration {
+        Duration::from_secs(self.attestation.default_interval_seconds.max(1))
+    }
+
+    /// Counts one answer from a device.
+    pub fn count_answer(&self, device_id: &str, boot_log: bool, ima_entries: u64, bytes: u64) {
+        let mut traffic = self.traffic.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = traffic.entry(device_id.to_string()).or_default();
+        entry.answers += 1;
+        entry.boot_logs += u64::from(boot_log);
+        entry.ima_entries += ima_entries;
+        entry.bytes += bytes;
+    }
+
+    pub fn traffic(&self, device_id: &str) -> Traffic {
+        self.traffic
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(device_id)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Records that a device just passed an appraisal.
+    pub fn note_passed(&self, device_id: &str) {
+        self.last_passed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(device_id.to_string(), Instant::now());
+    }
+
+    /// Records a reboot (TPM reset with a fresh, valid boot log).
+    pub fn record_reboot(&self, device_id: &str, detail: &str) -> Result<u64, StorageError> {
+        self.storage.append_event(&EventRecord {
+            at_unix_millis: now_unix_millis(),
+            kind: EventKind::Rebooted,
+            device_id: device_id.to_string(),
+            detail: detail.to_string(),
+        })
+    }
+
+    /// Records a failed appraisal with every failed rule, and keeps the verdict for operators.
+    pub fn record_failure(&self, device_id: &str, verdict: &Verdict) {
+        let event = EventRecord {
+            at_unix_millis: now_unix_millis(),
+            kind: EventKind::AppraisalFailed,
+            device_id: device_id.to_string(),
+            detail: verdict.summary(),
+        };
+        if let Err(error) = self.storage.append_event(&event) {
+            tracing::error!(%error, "cannot record a failed appraisal");
+        }
+        if let Ok(bytes) = serde_json::to_vec(verdict)
+            && let Err(error) = self
+                .storage
+                .put_appraisal_state(&format!("verdict/{device_id}"), &bytes)
+        {
+            tracing::error!(%error, "cannot keep the failed verdict");
+        }
+    }
+
+    /// The last failed verdict of a device, if any.
+    pub fn last_failed_verdict(&self, device_id: &str) -> Option<Verdict> {
+        let bytes = self
+            .storage
+            .appraisal_state(&format!("verdict/{device_id}"))
+            .ok()??;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Times out trusted devices that have not passed an appraisal for the configured number of
+    /// intervals, whether or not they hold a stream. Runs until the process ends.
+    pub async fn watchdog(self: Arc<Self>) {
+        let limit = self.interval() * self.attestation.timeout_after_missed_intervals.max(1);
+        loop {
+            tokio::time::sleep(self.interval() / 2).await;
+            let Ok(devices) = self.storage.devices() else {
+                continue;
+            };
+            for device in devices
+                .into_iter()
+                .filter(|d| d.state == DeviceState::Trusted)
+            {
+                let last = self
+                    .last_passed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&device.device_id)
+                    .copied()
+                    .unwrap_or(self.started);
+                if last.elapsed() > limit {
+                    let _ = self.transition(
+                        &device.device_id,
+                        Input::Silent,
+                        "no valid answer within the timeout",
+                    );
+                }
+            }
+        }
     }
 
     /// Applies `input` to a device's state; records the transition when the state changes.

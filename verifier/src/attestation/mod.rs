@@ -1,5 +1,11 @@
 //! Continuous attestation (flow 2 in DESIGN.md).
 //!
 //! - `state`: the per-device trust state machine.
+//! - `verdict`: named rules, failures and verdicts.
+//! - `appraisal`: one answer against the enrolled AK and the last good state.
+//! - `session`: the per-agent stream: challenges, timeouts, verdicts, state changes.
 
+pub mod appraisal;
+pub mod session;
 pub mod state;
+pub mod verdict;

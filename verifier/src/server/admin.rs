@@ -58,10 +58,30 @@ impl AdminApi {
             .ok_or_else(|| Status::not_found("no such device"))
     }
 
-    fn detail(device: &DeviceRecord) -> v1::DeviceDetail {
+    fn detail(&self, device: &DeviceRecord) -> v1::DeviceDetail {
+        let failed_rules = match device.state {
+            DeviceState::Untrusted | DeviceState::Quarantined => self
+                .service
+                .last_failed_verdict(&device.device_id)
+                .map(|verdict| {
+                    verdict
+                        .failures()
+                        .iter()
+                        .map(|f| v1::FailedRule {
+                            rule: f.rule.name().to_string(),
+                            subject: f.subject.clone(),
+                            measured: f.measured.clone(),
+                            expected: f.expected.clone(),
+                            detail: f.detail.clone(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
         v1::DeviceDetail {
             summary: Some(summary(device)),
-            failed_rules: Vec::new(),
+            failed_rules,
             last_result_jwt: String::new(),
         }
     }
@@ -86,7 +106,7 @@ impl Admin for AdminApi {
     ) -> Result<Response<v1::DeviceDetail>, Status> {
         auth::require(&request, Role::Operator)?;
         let device = self.device(&request.get_ref().device_id)?;
-        Ok(Response::new(Self::detail(&device)))
+        Ok(Response::new(self.detail(&device)))
     }
 
     async fn clear_device(
@@ -107,7 +127,7 @@ impl Admin for AdminApi {
                 crate::service::ActionError::NotFound => Status::not_found("no such device"),
                 other => internal(other),
             })?;
-        Ok(Response::new(Self::detail(&device)))
+        Ok(Response::new(self.detail(&device)))
     }
 
     async fn decommission_device(
@@ -128,7 +148,7 @@ impl Admin for AdminApi {
                 crate::service::ActionError::NotFound => Status::not_found("no such device"),
                 other => internal(other),
             })?;
-        Ok(Response::new(Self::detail(&device)))
+        Ok(Response::new(self.detail(&device)))
     }
 
     async fn import_trust_list(

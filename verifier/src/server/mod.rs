@@ -4,12 +4,14 @@
 //! - `auth`: the caller's role from its client certificate.
 //! - `enrollment`: the Enrollment service (no client certificate needed).
 //! - `admin`: the Admin service (operator certificates only).
+//! - `attestation`: the Attestation stream (agent certificates only).
 //!
 //! [`serve`] owns the accept loop: each TLS handshake runs in its own task under a timeout and a
 //! cap on concurrent handshakes, so a client that stalls mid-handshake costs one slot for a few
 //! seconds and never blocks another device.
 
 mod admin;
+mod attestation;
 pub mod auth;
 mod enrollment;
 pub mod tls;
@@ -24,6 +26,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use trustchain_proto::v1::admin_server::AdminServer;
+use trustchain_proto::v1::attestation_server::AttestationServer;
 use trustchain_proto::v1::enrollment_server::EnrollmentServer;
 
 pub use admin::{operator_event as admin_event, state_to_proto};
@@ -39,6 +42,8 @@ pub struct Limits {
     pub max_concurrent_handshakes: usize,
     /// Largest gRPC message accepted on the enrollment service.
     pub max_enrollment_message: usize,
+    /// Largest evidence message (boot log and IMA batch included).
+    pub max_evidence_message: usize,
 }
 
 impl Default for Limits {
@@ -47,6 +52,7 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(10),
             max_concurrent_handshakes: 256,
             max_enrollment_message: 64 * 1024,
+            max_evidence_message: 8 * 1024 * 1024,
         }
     }
 }
@@ -72,6 +78,7 @@ pub async fn serve(
         connections,
         limits.clone(),
     ));
+    let watchdog = tokio::spawn(service.clone().watchdog());
 
     let enrollment = EnrollmentServer::new(enrollment::EnrollmentApi::new(service.clone()))
         .max_decoding_message_size(limits.max_enrollment_message);
@@ -80,9 +87,14 @@ pub async fn serve(
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .add_service(enrollment)
         .add_service(AdminServer::new(admin::AdminApi::new(service.clone())))
+        .add_service(
+            AttestationServer::new(attestation::AttestationApi::new(service.clone()))
+                .max_decoding_message_size(limits.max_evidence_message),
+        )
         .serve_with_incoming_shutdown(ReceiverStream::new(incoming), shutdown)
         .await;
     accept.abort();
+    watchdog.abort();
     result.map_err(ServeError::from)
 }
 

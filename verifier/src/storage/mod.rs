@@ -56,4 +56,10 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn append_event(&self, event: &EventRecord) -> Result<u64, StorageError>;
     /// Events with sequence >= `from`, at most `limit`.
     fn events(&self, from: u64, limit: usize) -> Result<Vec<(u64, EventRecord)>, StorageError>;
+    /// Marks a nonce used, durably. Returns false if it was used before: a nonce is accepted once.
+    fn consume_nonce(&self, nonce: &[u8], device_id: &str) -> Result<bool, StorageError>;
+    /// The device's last good appraisal state (opaque JSON owned by the attestation module).
+    fn appraisal_state(&self, device_id: &str) -> Result<Option<Vec<u8>>, StorageError>;
+    /// Replaces the device's appraisal state, durably.
+    fn put_appraisal_state(&self, device_id: &str, state: &[u8]) -> Result<(), StorageError>;
 }

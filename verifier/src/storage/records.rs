@@ -88,6 +88,10 @@ pub enum EventKind {
     Alert,
     StateChanged,
     OperatorAction,
+    /// A TPM reset with a fresh, valid boot log.
+    Rebooted,
+    /// An appraisal failed; the detail names each failed rule.
+    AppraisalFailed,
 }
 
 /// One entry of the event log.

@@ -12,6 +12,8 @@ pub struct SledStorage {
     devices: sled::Tree,
     hostnames: sled::Tree,
     events: sled::Tree,
+    nonces: sled::Tree,
+    appraisals: sled::Tree,
 }
 
 fn backend(operation: &'static str) -> impl FnOnce(sled::Error) -> StorageError {
@@ -82,6 +84,8 @@ impl SledStorage {
             devices: tree("devices")?,
             hostnames: tree("hostnames")?,
             events: tree("events")?,
+            nonces: tree("nonces")?,
+            appraisals: tree("appraisals")?,
             db,
         })
     }
@@ -142,6 +146,30 @@ impl Storage for SledStorage {
             .map_err(backend("write event"))?;
         self.flush()?;
         Ok(sequence)
+    }
+
+    fn consume_nonce(&self, nonce: &[u8], device_id: &str) -> Result<bool, StorageError> {
+        let swapped = self
+            .nonces
+            .compare_and_swap(nonce, None as Option<&[u8]>, Some(device_id.as_bytes()))
+            .map_err(backend("consume nonce"))?;
+        self.flush()?;
+        Ok(swapped.is_ok())
+    }
+
+    fn appraisal_state(&self, device_id: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self
+            .appraisals
+            .get(device_id)
+            .map_err(backend("read appraisal state"))?
+            .map(|v| v.to_vec()))
+    }
+
+    fn put_appraisal_state(&self, device_id: &str, state: &[u8]) -> Result<(), StorageError> {
+        self.appraisals
+            .insert(device_id.as_bytes(), state)
+            .map_err(backend("write appraisal state"))?;
+        self.flush()
     }
 
     fn events(&self, from: u64, limit: usize) -> Result<Vec<(u64, EventRecord)>, StorageError> {

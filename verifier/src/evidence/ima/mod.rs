@@ -13,7 +13,7 @@ pub mod parse;
 pub mod replay;
 
 pub use parse::{ImaEntry, ImaError, ImaLog, Template, parse, parse_ascii, parse_binary};
-pub use replay::{ImaReplay, ImaState, replay};
+pub use replay::{ImaReplay, ImaState, replay, replay_to_quote};
 
 /// Largest measurement list accepted in one batch.
 pub const MAX_LIST_SIZE: usize = 64 * 1024 * 1024;

@@ -80,3 +80,42 @@ pub fn replay(from: &ImaState, log: &ImaLog, banks: &[HashAlgorithm]) -> ImaRepl
         mismatches,
     }
 }
+
+/// Replays `log` onto `from` entry by entry and returns the longest prefix (possibly empty) after
+/// which PCR `pcr` equals `quoted` in `bank`: entries the kernel logged after the TPM was quoted
+/// are left for the next round. `None` if no prefix matches.
+pub fn replay_to_quote(
+    from: &ImaState,
+    log: &ImaLog,
+    banks: &[HashAlgorithm],
+    bank: HashAlgorithm,
+    pcr: u32,
+    quoted: &[u8],
+) -> Option<ImaReplay> {
+    let zero = vec![0u8; bank.size()];
+    let matches = |state: &ImaState| state.pcr(bank, pcr).unwrap_or(&zero) == quoted;
+    let mut best = matches(from).then(|| ImaReplay {
+        state: from.clone(),
+        violations: Vec::new(),
+        mismatches: Vec::new(),
+    });
+    let mut running = ImaReplay {
+        state: from.clone(),
+        violations: Vec::new(),
+        mismatches: Vec::new(),
+    };
+    for entry in &log.entries {
+        let single = ImaLog {
+            entries: vec![entry.clone()],
+            trailing_bytes: 0,
+        };
+        let step = replay(&running.state, &single, banks);
+        running.state = step.state;
+        running.violations.extend(step.violations);
+        running.mismatches.extend(step.mismatches);
+        if matches(&running.state) {
+            best = Some(running.clone());
+        }
+    }
+    best
+}

@@ -1,0 +1,504 @@
+//! Continuous attestation end to end: real swtpm devices, the real agent loop, a real verifier
+//! over mutual TLS on loopback. Each attack is its own test and must make the device untrusted
+//! with that rule named.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use trustchain_agent::tpm::Tpm;
+use trustchain_proto::v1::attestation_client::AttestationClient;
+use trustchain_proto::v1::{
+    AgentMessage, Challenge, Evidence, Hello, PcrValue, agent_message, verifier_message,
+};
+use trustchain_swtpm::boot::{BootEvent, EV_EFI_BOOT_SERVICES_APPLICATION};
+use trustchain_swtpm::{Bank, BootProfile, TestMakers};
+use trustchain_tests::{TestDevice, TestVerifier};
+use trustchain_verifier::storage::{DeviceState, EventKind};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn verifier(makers: &TestMakers) -> TestVerifier {
+    TestVerifier::start_with(&makers.trusted, |c| {
+        c.attestation.default_interval_seconds = 1;
+        c.attestation.timeout_after_missed_intervals = 2;
+    })
+    .await
+    .unwrap()
+}
+
+async fn trusted_device(verifier: &TestVerifier, makers: &TestMakers, label: &str) -> TestDevice {
+    let mut device = TestDevice::enrolled(
+        verifier,
+        &makers.trusted,
+        label,
+        &BootProfile::default_linux(),
+    )
+    .await
+    .unwrap();
+    device.swtpm.ima_measure("/usr/bin/bash", b"bash").unwrap();
+    device.start_agent();
+    verifier
+        .wait_for_state(&device.device_id(), DeviceState::Trusted, WAIT)
+        .await
+        .unwrap();
+    device
+}
+
+async fn assert_untrusted_for(
+    verifier: &TestVerifier,
+    device: &TestDevice,
+    rule: &str,
+) -> Duration {
+    let took = verifier
+        .wait_for_state(&device.device_id(), DeviceState::Untrusted, WAIT)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}; last failure: {}",
+                verifier.failure_summary(&device.device_id())
+            )
+        });
+    let rules = verifier.failed_rules(&device.device_id());
+    assert!(
+        rules.iter().any(|r| r == rule),
+        "expected rule {rule}, verdict: {}",
+        verifier.failure_summary(&device.device_id())
+    );
+    took
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_devices_stay_trusted_and_only_new_ima_entries_travel() {
+    let makers = TestMakers::generate().unwrap();
+    let verifier = verifier(&makers).await;
+    let mut devices = Vec::new();
+    for label in ["gw-a", "gw-b", "gw-c"] {
+        devices.push(trusted_device(&verifier, &makers, label).await);
+    }
+    let mut measured = 0u64;
+    for round in 0..5 {
+        for device in &mut devices {
+            device
+                .swtpm
+                .ima_measure(
+                    &format!("/opt/app/round-{round}"),
+                    format!("v{round}").as_bytes(),
+                )
+                .unwrap();
+        }
+        measured += 1;
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        for device in &devices {
+            let state = verifier
+                .service
+                .storage()
+                .device(&device.device_id())
+                .unwrap()
+                .unwrap()
+                .state;
+            assert_eq!(
+                state,
+                DeviceState::Trusted,
+                "{} in round {round}: {}",
+                device.device_id(),
+                verifier.failure_summary(&device.device_id())
+            );
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for device in &devices {
+        let traffic = verifier.service.traffic(&device.device_id());
+        let total_entries = device.swtpm.ima_entries().len() as u64;
+        assert!(traffic.answers >= 5, "{traffic:?}");
+        // Each entry travels once: boot_aggregate + bash + one per round, however many answers.
+        assert_eq!(traffic.ima_entries, total_entries, "{traffic:?}");
+        assert_eq!(total_entries, 2 + measured);
+        assert_eq!(
+            traffic.boot_logs, 1,
+            "the boot log travels once per session: {traffic:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pcr_extended_behind_the_logs_back_is_caught_within_an_interval() {
+    let makers = TestMakers::generate().unwrap();
+    let verifier = verifier(&makers).await;
+    let device = trusted_device(&verifier, &makers, "gw-pcr").await;
+    let start = std::time::Instant::now();
+    device.swtpm.extend_unlisted(4, b"bootkit").unwrap();
+    assert_untrusted_for(&verifier, &device, "boot_log_replay").await;
+    let detection = start.elapsed();
+    println!("tamper-to-untrusted: {detection:?} (interval 1 s)");
+    // One interval plus one second, with slack for a loaded CI machine.
+    assert!(detection < Duration::from_secs(5), "{detection:?}");
+    // Untrusted is sticky: later passing evidence does not clear it.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        verifier
+            .service
+            .storage()
+            .device(&device.device_id())
+            .unwrap()
+            .unwrap()
+            .state,
+        DeviceState::Untrusted
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_edited_boot_log_is_caught() {
+    let makers = TestMakers::generate().unwrap();
+    let verifier = verifier(&makers).await;
+    let mut device = trusted_device(&verifier, &makers, "gw-log").await;
+    device.stop_agent();
+    device
+        .swtpm
+        .rewrite_boot_log(|events: &mut Vec<BootEvent>| {
+            let kernel = events
+                .iter_mut()
+                .rev()
+                .find(|e| e.event_type == EV_EFI_BOOT_SERVICES_APPLICATION)
+                .unwrap();
+            kernel.digests = vec![(Bank::Sha256, Bank::Sha256.hash(b"the approved kernel"))];
+        })
+        .unwrap();
+    device.start_agent();
+    assert_untrusted_for(&verifier, &device, "boot_log_replay").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_ev_unused_trick_is_caught_by_the_event_rules() {
+    let makers = TestMakers::generate().unwrap();
+    let verifier = verifier(&makers).await;
+    let mut device = trusted_device(&verifier, &makers, "gw-unused").await;
+    device.stop_agent();
+    // Extend something unlisted, then add it to the log under a type that "does not count".
+    device.swtpm.extend_unlisted(4, b"implant").unwrap();
+    device
+        .swtpm
+        .rewrite_boot_log(|events: &mut Vec<BootEvent>| {
+            events.push(BootEvent {
+                pcr: 4,
+                event_type: 0x0000_0002, // EV_UNUSED
+                digests: vec![(Bank::Sha256, Bank::Sha256.hash(b"implant"))],
+                data: b"nothing to see".to_vec(),
+            });
+        })
+        .unwrap();
+    device.start_agent();
+    assert_untrusted_for(&verifier, &device, "boot_event_rules").await;
+    // The replay itself matched: only the event rules caught it.
+    assert!(
+        !verifier
+            .failed_rules(&device.device_id())
+            .contains(&"boot_log_replay".to_string())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tpm_reset_whose_ima_log_continues_is_caught() {
+    let makers = TestMakers::generate().unwrap();
+    let verifier = verifier(&makers).await;
+    let mut device = trusted_device(&verifier, &makers, "gw-reset-ima").await;
+    device.swtpm.ima_measure("/usr/bin/sshd", b"sshd").unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    device.stop_agent();
+    let old_log = std::fs::read(device.swtpm.ima_log_path()).unwrap();
+    device.swtpm.reboot(&BootProfile::default_linux()).unwrap();
+    device
+        .swtpm
+        .ima_measure("/usr/bin/new", b"after reboot")
+        .unwrap();
+    // The OS pretends nothing happened: the old list goes on, with the new entry appended.
+    let new_lines = std::fs::read_to_string(device.swtpm.ima_log_path()).unwrap();
+    let mut continued = old_log.clone();
+    continued.extend_from_slice(new_lines.lines().last().unwrap().as_bytes());
+    continued.push(b'\n');
+    device.swtpm.overwrite_ima_log(&continued).unwrap();
+    device.start_agent();
+    assert_untrusted_for(&verifier, &device, "reset_handling").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ima_entry_whose_template_hash_does_not_match_is_caught() {
+    let makers = TestMakers::generate().unwrap();
+    let verifier = verifier(&makers).await;
+    let mut device = trusted_device(&verifier, &makers, "gw-ima-edit").await;
+    device.stop_agent();
+    device
+        .swtpm
+        .ima_measure("/usr/bin/malware", b"evil")
+        .unwrap();
+    // Rename the entry in the list: the logged template hash no longer matches its data.
+    let text = std::fs::read_to_string(device.swtpm.ima_log_path()).unwrap();
+    device
+        .swtpm
+        .overwrite_ima_log(text.replace("/usr/bin/malware", "/usr/bin/ls").as_bytes())
+        .unwrap();
+    device.start_agent();
+    assert_untrusted_for(&verifier, &device, "ima_replay").await;
+    assert!(
+        verifier
+            .failure_summary(&device.device_id())
+            .contains("template hash"),
+        "{}",
+        verifier.failure_summary(&device.device_id())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_device_times_out_and_recovers_on_a_fresh_pass() {
+    let makers = TestMakers::generate().unwrap();
+    let verifier = verifier(&makers).await;
+    let mut device = trusted_device(&verifier, &makers, "gw-silent").await;
+    device.stop_agent();
+    verifier
+        .wait_for_state(&device.device_id(), DeviceState::TimedOut, WAIT)
+        .await
+        .unwrap();
+    device.start_agent();
+    verifier
+        .wait_for_state(&device.device_id(), DeviceState::Trusted, WAIT)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tpm_reset_with_a_fresh_boot_log_is_a_reboot() {
+    let makers = TestMakers::generate().unwrap();
+    let verifier = verifier(&makers).await;
+    let mut device = trusted_device(&verifier, &makers, "gw-reboot").await;
+    device.stop_agent();
+    device.swtpm.reboot(&BootProfile::default_linux()).unwrap();
+    device.swtpm.ima_measure("/usr/bin/bash", b"bash").unwrap();
+    device.start_agent();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let events = verifier.service.storage().events(0, 10_000).unwrap();
+        if events
+            .iter()
+            .any(|(_, e)| e.kind == EventKind::Rebooted && e.device_id == device.device_id())
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reboot recorded; last failure: {}",
+            verifier.failure_summary(&device.device_id())
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let state = verifier
+        .service
+        .storage()
+        .device(&device.device_id())
+        .unwrap()
+        .unwrap()
+        .state;
+    assert_eq!(
+        state,
+        DeviceState::Trusted,
+        "{}",
+        verifier.failure_summary(&device.device_id())
+    );
+}
+
+/// A hand-driven agent stream, for attacks the real agent would never make.
+struct RawStream {
+    outbound: mpsc::Sender<AgentMessage>,
+    inbound: tonic::Streaming<trustchain_proto::v1::VerifierMessage>,
+}
+
+impl RawStream {
+    async fn open(verifier: &TestVerifier, device: &TestDevice) -> Self {
+        let enrollment = device.enrollment.as_ref().unwrap();
+        let channel = verifier
+            .channel(Some((&enrollment.certificate_pem, &enrollment.key_pem)))
+            .await
+            .unwrap();
+        let (outbound, rx) = mpsc::channel(4);
+        outbound
+            .send(AgentMessage {
+                body: Some(agent_message::Body::Hello(Hello {
+                    device_id: enrollment.device_id.clone(),
+                    agent_version: "raw".into(),
+                })),
+            })
+            .await
+            .unwrap();
+        let inbound = AttestationClient::new(channel)
+            .attest(ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        Self { outbound, inbound }
+    }
+
+    async fn challenge(&mut self) -> Challenge {
+        loop {
+            match self.inbound.message().await.unwrap().unwrap().body.unwrap() {
+                verifier_message::Body::Challenge(c) => return c,
+                verifier_message::Body::Verdict(_) => {}
+            }
+        }
+    }
+
+    async fn answer(&self, evidence: Evidence) {
+        self.outbound
+            .send(AgentMessage {
+                body: Some(agent_message::Body::Evidence(evidence)),
+            })
+            .await
+            .unwrap();
+    }
+}
+
+/// Honest evidence for `challenge` from `device`'s TPM, quoting `nonce` over `banks`.
+fn evidence(device: &TestDevice, challenge: &Challenge, nonce: &[u8], bank: u16) -> Evidence {
+    let selection: Vec<(u16, Vec<u32>)> = challenge
+        .pcr_selection
+        .iter()
+        .map(|b| (bank, b.pcrs.clone()))
+        .collect();
+    let quote = device.tpm.lock().unwrap().quote(nonce, &selection).unwrap();
+    let ima = std::fs::read_to_string(device.swtpm.ima_log_path()).unwrap();
+    let ima: String = ima
+        .lines()
+        .skip(challenge.ima_offset as usize)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    Evidence {
+        challenge_id: challenge.challenge_id,
+        quote: quote.attest,
+        signature: quote.signature,
+        pcr_values: quote
+            .pcr_values
+            .into_iter()
+            .map(|(a, i, d)| PcrValue {
+                hash_algorithm: u32::from(a),
+                index: i,
+                digest: d,
+            })
+            .collect(),
+        boot_log: if challenge.want_boot_log {
+            std::fs::read(device.swtpm.event_log_path()).unwrap()
+        } else {
+            Vec::new()
+        },
+        boot_log_included: challenge.want_boot_log,
+        ima_offset: challenge.ima_offset,
+        ima_entries: ima.into_bytes(),
+    }
+}
+
+async fn raw_device(
+    verifier: &TestVerifier,
+    makers: &TestMakers,
+    label: &str,
+) -> (TestDevice, RawStream) {
+    let mut device = TestDevice::enrolled(
+        verifier,
+        &makers.trusted,
+        label,
+        &BootProfile::default_linux(),
+    )
+    .await
+    .unwrap();
+    device.swtpm.ima_measure("/usr/bin/bash", b"bash").unwrap();
+    let mut stream = RawStream::open(verifier, &device).await;
+    let first = stream.challenge().await;
+    stream
+        .answer(evidence(&device, &first, &first.nonce, 0x000b))
+        .await;
+    verifier
+        .wait_for_state(&device.device_id(), DeviceState::Trusted, WAIT)
+        .await
+        .unwrap();
+    (device, stream)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replayed_old_quote_is_caught() {
+    let makers = TestMakers::generate().unwrap();
+    let verifier = verifier(&makers).await;
+    let (device, mut stream) = raw_device(&verifier, &makers, "gw-replay").await;
+    let second = stream.challenge().await;
+    let good = evidence(&device, &second, &second.nonce, 0x000b);
+    stream.answer(good.clone()).await;
+    let third = stream.challenge().await;
+    let mut replayed = good;
+    replayed.challenge_id = third.challenge_id;
+    replayed.boot_log_included = false;
+    replayed.boot_log.clear();
+    stream.answer(replayed).await;
+    assert_untrusted_for(&verifier, &device, "nonce").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_quote_with_another_devices_nonce_is_caught() {
+    let makers = TestMakers::generate().unwrap();
+    let verifier = verifier(&makers).await;
+    let (device_a, mut stream_a) = raw_device(&verifier, &makers, "gw-nonce-a").await;
+    let (device_b, mut stream_b) = raw_device(&verifier, &makers, "gw-nonce-b").await;
+    let challenge_a = stream_a.challenge().await;
+    let challenge_b = stream_b.challenge().await;
+    // B answers its own challenge with a quote over A's nonce.
+    stream_b
+        .answer(evidence(
+            &device_b,
+            &challenge_b,
+            &challenge_a.nonce,
+            0x000b,
+        ))
+        .await;
+    assert_untrusted_for(&verifier, &device_b, "nonce").await;
+    drop(device_a);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_quote_signed_by_another_ak_is_caught() {
+    let makers = TestMakers::generate().unwrap();
+    let verifier = verifier(&makers).await;
+    let (device_a, _stream_a) = raw_device(&verifier, &makers, "gw-ak-a").await;
+    let (device_b, mut stream_b) = raw_device(&verifier, &makers, "gw-ak-b").await;
+    let challenge = stream_b.challenge().await;
+    // A genuine TPM (A's) quotes B's nonce: a relay for B.
+    let mut relayed = evidence(&device_a, &challenge, &challenge.nonce, 0x000b);
+    relayed.ima_entries = evidence(&device_b, &challenge, &challenge.nonce, 0x000b).ima_entries;
+    stream_b.answer(relayed).await;
+    assert_untrusted_for(&verifier, &device_b, "quote_signature").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flipped_signature_bit_is_caught() {
+    let makers = TestMakers::generate().unwrap();
+    let verifier = verifier(&makers).await;
+    let (device, mut stream) = raw_device(&verifier, &makers, "gw-flip").await;
+    let challenge = stream.challenge().await;
+    let mut tampered = evidence(&device, &challenge, &challenge.nonce, 0x000b);
+    let last = tampered.signature.len() - 1;
+    tampered.signature[last] ^= 1;
+    stream.answer(tampered).await;
+    assert_untrusted_for(&verifier, &device, "quote_signature").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sha1_only_answer_is_a_downgrade() {
+    let makers = TestMakers::generate().unwrap();
+    let verifier = verifier(&makers).await;
+    let (device, mut stream) = raw_device(&verifier, &makers, "gw-sha1").await;
+    let challenge = stream.challenge().await;
+    stream
+        .answer(evidence(&device, &challenge, &challenge.nonce, 0x0004))
+        .await;
+    assert_untrusted_for(&verifier, &device, "required_bank").await;
+}

@@ -1,0 +1,297 @@
+//! One agent's attestation stream, driven by the verifier: challenge, wait, appraise, record,
+//! repeat at the device's interval. A silent device times out; nothing here ever makes a device
+//! trusted except a passing appraisal of fresh evidence.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use tokio::sync::mpsc;
+use tonic::{Status, Streaming};
+use trustchain_proto::v1::{self, agent_message, verifier_message};
+
+use super::appraisal::{self, AppraisalState, Challenge, Evidence, Policy};
+use super::state::Input;
+use crate::enrollment::keys::ak_qualified_name;
+use crate::evidence::digest::HashAlgorithm;
+use crate::evidence::quote::{PcrValues, VerifyingKey};
+use crate::evidence::tpm::{PcrSelection, Public, SignatureScheme};
+use crate::service::Service;
+use crate::storage::{DeviceRecord, DeviceState};
+
+/// How long the agent has to say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Re-challenges in a row (after resets) before the answer counts as a failure.
+const MAX_RECHALLENGES: u32 = 2;
+
+type Outbound = mpsc::Sender<Result<v1::VerifierMessage, Status>>;
+
+/// Builds the AK verification key a device's quotes must verify with: its scheme pinned by the
+/// key's own parameters (RSASSA/ECDSA with SHA-256 when it names none), its signer the AK's
+/// Qualified Name under the EK.
+pub fn verifying_key(device: &DeviceRecord) -> Result<VerifyingKey, String> {
+    let public = Public::parse(&device.ak_public).map_err(|e| format!("stored AK: {e}"))?;
+    let (scheme, hash) = VerifyingKey::key_scheme(&public).unwrap_or(match public.key {
+        crate::evidence::tpm::PublicKey::Rsa { .. } => {
+            (SignatureScheme::RsaSsa, HashAlgorithm::Sha256)
+        }
+        crate::evidence::tpm::PublicKey::Ecc { .. } => {
+            (SignatureScheme::EcDsa, HashAlgorithm::Sha256)
+        }
+    });
+    let signer =
+        ak_qualified_name(&device.ek_public, &device.ak_public).map_err(|e| e.to_string())?;
+    Ok(VerifyingKey::new(public, scheme, hash)
+        .map_err(|e| e.to_string())?
+        .with_signer(signer))
+}
+
+fn selection(policy: &Policy) -> PcrSelection {
+    PcrSelection::new(vec![(policy.required_bank, (0..=10).collect())])
+}
+
+fn evidence_from_wire(message: v1::Evidence) -> Evidence {
+    let mut pcr_values = PcrValues::default();
+    for value in message.pcr_values {
+        if let Some(alg) = u16::try_from(value.hash_algorithm)
+            .ok()
+            .and_then(HashAlgorithm::from_tpm_alg_id)
+        {
+            pcr_values.insert(alg, value.index, value.digest);
+        }
+    }
+    Evidence {
+        challenge_id: message.challenge_id,
+        quote: message.quote,
+        signature: message.signature,
+        pcr_values,
+        boot_log: message.boot_log_included.then_some(message.boot_log),
+        ima_offset: message.ima_offset,
+        ima_entries: message.ima_entries,
+        received: Instant::now(),
+    }
+}
+
+fn load_state(service: &Service, device_id: &str) -> AppraisalState {
+    match service.storage().appraisal_state(device_id) {
+        Ok(Some(bytes)) => serde_json::from_slice(&bytes).unwrap_or_else(|error| {
+            // A corrupt state is not trusted: start over, which demands a full boot log.
+            tracing::error!(device = %device_id, %error, "stored appraisal state unreadable; starting over");
+            AppraisalState::default()
+        }),
+        _ => AppraisalState::default(),
+    }
+}
+
+async fn send(outbound: &Outbound, body: verifier_message::Body) -> bool {
+    outbound
+        .send(Ok(v1::VerifierMessage { body: Some(body) }))
+        .await
+        .is_ok()
+}
+
+/// Runs one agent's stream until it ends. `device_id` comes from the client certificate.
+pub async fn run(
+    service: Arc<Service>,
+    device_id: String,
+    mut inbound: Streaming<v1::AgentMessage>,
+    outbound: Outbound,
+) {
+    match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
+        Ok(Ok(Some(v1::AgentMessage {
+            body: Some(agent_message::Body::Hello(hello)),
+        }))) if hello.device_id == device_id => {}
+        _ => {
+            let _ = outbound
+                .send(Err(Status::invalid_argument(
+                    "expected hello for this device",
+                )))
+                .await;
+            return;
+        }
+    }
+    let policy = Policy::default();
+    let interval = service.interval();
+    let missed_limit = service
+        .attestation_config()
+        .timeout_after_missed_intervals
+        .max(1);
+    let rng = SystemRandom::new();
+    let mut next_id: u64 = 1;
+    let mut want_full = true;
+    let mut missed = 0u32;
+    let mut rechallenges = 0u32;
+    tracing::info!(device = %device_id, "attestation stream open");
+
+    while let Ok(Some(device)) = service.storage().device(&device_id) {
+        if matches!(
+            device.state,
+            DeviceState::Decommissioned | DeviceState::Quarantined
+        ) {
+            let _ = outbound
+                .send(Err(Status::permission_denied("device may not attest")))
+                .await;
+            break;
+        }
+        let key = match verifying_key(&device) {
+            Ok(key) => key,
+            Err(error) => {
+                tracing::error!(device = %device_id, %error, "cannot build the AK key");
+                break;
+            }
+        };
+        let prior = load_state(&service, &device_id);
+        let mut nonce = [0u8; 32];
+        if rng.fill(&mut nonce).is_err() {
+            break;
+        }
+        let challenge = Challenge {
+            id: next_id,
+            nonce,
+            selection: selection(&policy),
+            want_boot_log: want_full || prior.boot_reset_count.is_none(),
+            ima_offset: if want_full && rechallenges > 0 {
+                0
+            } else {
+                prior.ima.entries
+            },
+            expires: Instant::now() + interval,
+        };
+        next_id += 1;
+        let started = Instant::now();
+        let wire = v1::Challenge {
+            challenge_id: challenge.id,
+            nonce: challenge.nonce.to_vec(),
+            expires_in_millis: u32::try_from(interval.as_millis()).unwrap_or(u32::MAX),
+            pcr_selection: challenge
+                .selection
+                .banks
+                .iter()
+                .map(|(alg, pcrs)| v1::PcrBankSelection {
+                    hash_algorithm: u32::from(alg.tpm_alg_id()),
+                    pcrs: pcrs.clone(),
+                })
+                .collect(),
+            want_boot_log: challenge.want_boot_log,
+            ima_offset: challenge.ima_offset,
+        };
+        if !send(&outbound, verifier_message::Body::Challenge(wire)).await {
+            break;
+        }
+        // Wait for the answer to this challenge; answers to earlier, expired challenges arrive
+        // late sometimes and are dropped (they count as missed, never as trusted).
+        let deadline = tokio::time::Instant::now() + interval;
+        let evidence = loop {
+            match tokio::time::timeout_at(deadline, inbound.message()).await {
+                Err(_) => break None,
+                Ok(Ok(Some(v1::AgentMessage {
+                    body: Some(agent_message::Body::Evidence(evidence)),
+                }))) => {
+                    if evidence.challenge_id < challenge.id {
+                        tracing::info!(device = %device_id, late = evidence.challenge_id, "dropping a late answer");
+                        continue;
+                    }
+                    let lines = evidence.ima_entries.iter().filter(|b| **b == b'\n').count() as u64;
+                    let bytes = (evidence.quote.len()
+                        + evidence.signature.len()
+                        + evidence.boot_log.len()
+                        + evidence.ima_entries.len()) as u64;
+                    service.count_answer(&device_id, evidence.boot_log_included, lines, bytes);
+                    break Some(evidence_from_wire(evidence));
+                }
+                Ok(Ok(Some(_))) => {
+                    let _ = outbound
+                        .send(Err(Status::invalid_argument("expected evidence")))
+                        .await;
+                    return;
+                }
+                Ok(Ok(None)) | Ok(Err(_)) => {
+                    tracing::info!(device = %device_id, "attestation stream closed");
+                    return;
+                }
+            }
+        };
+        let Some(evidence) = evidence else {
+            missed += 1;
+            tracing::warn!(device = %device_id, missed, "no answer within the interval");
+            if missed >= missed_limit {
+                let _ = service.transition(
+                    &device_id,
+                    Input::Silent,
+                    "no valid answer within the timeout",
+                );
+            }
+            continue;
+        };
+        missed = 0;
+        // The nonce is spent, durably, before any verdict rests on it.
+        let fresh = match service
+            .storage()
+            .consume_nonce(&challenge.nonce, &device_id)
+        {
+            Ok(fresh) => fresh,
+            Err(error) => {
+                tracing::error!(%error, "cannot record the nonce; no verdict");
+                break;
+            }
+        };
+        let outcome = {
+            let prior = prior.clone();
+            let challenge = challenge.clone();
+            let policy = policy.clone();
+            tokio::task::spawn_blocking(move || {
+                appraisal::appraise(&key, &policy, &prior, &challenge, &evidence, fresh)
+            })
+            .await
+        };
+        let Ok(outcome) = outcome else {
+            let _ = service.transition(
+                &device_id,
+                Input::AppraisalFailed,
+                "appraisal_completed: the appraisal crashed",
+            );
+            break;
+        };
+        if outcome.rechallenge && rechallenges < MAX_RECHALLENGES {
+            rechallenges += 1;
+            want_full = true;
+            tracing::info!(device = %device_id, "TPM reset seen: asking again for the boot log and IMA from the start");
+            continue;
+        }
+        rechallenges = 0;
+        want_full = false;
+        let verdict = outcome.verdict;
+        let state = if verdict.passed() {
+            if let Ok(bytes) = serde_json::to_vec(&outcome.next)
+                && service
+                    .storage()
+                    .put_appraisal_state(&device_id, &bytes)
+                    .is_err()
+            {
+                tracing::error!(device = %device_id, "cannot save the appraisal state; no verdict");
+                break;
+            }
+            if outcome.rebooted {
+                let _ = service.record_reboot(&device_id, &verdict.notes.join("; "));
+            }
+            service.note_passed(&device_id);
+            service.transition(&device_id, Input::AppraisalPassed, "all rules passed")
+        } else {
+            tracing::warn!(device = %device_id, verdict = %verdict.summary(), "appraisal failed");
+            service.record_failure(&device_id, &verdict);
+            service.transition(&device_id, Input::AppraisalFailed, &verdict.summary())
+        };
+        let current = state.map(|d| d.state).unwrap_or(DeviceState::Untrusted);
+        let notice = v1::VerdictNotice {
+            challenge_id: challenge.id,
+            state: crate::server::state_to_proto(current) as i32,
+        };
+        if !send(&outbound, verifier_message::Body::Verdict(notice)).await {
+            break;
+        }
+        if let Some(rest) = interval.checked_sub(started.elapsed()) {
+            tokio::time::sleep(rest).await;
+        }
+    }
+    tracing::info!(device = %device_id, "attestation stream closed");
+}

@@ -1,0 +1,187 @@
+//! What an appraisal concludes: the rules that failed, each with the event or file that failed it.
+
+use serde::{Deserialize, Serialize};
+
+/// Every appraisal rule, named. A verdict lists each one that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Rule {
+    /// The answer did not arrive before the challenge expired, or was not for the outstanding one.
+    ChallengeAnswered,
+    /// The quote or signature could not be parsed.
+    QuoteWellFormed,
+    /// Magic is TPM_GENERATED and type is ATTEST_QUOTE.
+    QuoteMagicAndType,
+    /// Signed by the enrolled AK with the pinned scheme and hash.
+    QuoteSignature,
+    /// qualifiedSigner is the enrolled AK's name.
+    QuoteSigner,
+    /// extraData is the outstanding nonce, unexpired and never used before.
+    Nonce,
+    /// The PCR values cover exactly the signed selection and hash to pcrDigest.
+    PcrDigest,
+    /// The required PCR bank (sha256 unless policy says otherwise) is quoted: no SHA-1 downgrade.
+    RequiredBank,
+    /// clockInfo (resetCount, restartCount, clock) only moves forward, and safe is set.
+    ClockMonotonic,
+    /// After a TPM reset a new boot log is required, and the IMA log must start again.
+    ResetHandling,
+    /// The boot log parses and replays to the quoted PCRs.
+    BootLogReplay,
+    /// (PCR, event type) pairs are allowed; separators, variables and actions are well formed.
+    BootEventRules,
+    /// Boot measurements match the reference values in the device's policy.
+    BootReferenceValues,
+    /// IMA entries parse, template hashes recompute, and PCR 10 replays to the quoted value.
+    ImaReplay,
+    /// Measured files are on the allowlist.
+    ImaAllowlist,
+    /// The trust list still admits the device, its maker and every manifest used.
+    TrustList,
+    /// The verifier could not complete the appraisal (fails closed).
+    AppraisalCompleted,
+}
+
+impl Rule {
+    pub fn name(self) -> &'static str {
+        match self {
+            Rule::ChallengeAnswered => "challenge_answered",
+            Rule::QuoteWellFormed => "quote_well_formed",
+            Rule::QuoteMagicAndType => "quote_magic_and_type",
+            Rule::QuoteSignature => "quote_signature",
+            Rule::QuoteSigner => "quote_signer",
+            Rule::Nonce => "nonce",
+            Rule::PcrDigest => "pcr_digest",
+            Rule::RequiredBank => "required_bank",
+            Rule::ClockMonotonic => "clock_monotonic",
+            Rule::ResetHandling => "reset_handling",
+            Rule::BootLogReplay => "boot_log_replay",
+            Rule::BootEventRules => "boot_event_rules",
+            Rule::BootReferenceValues => "boot_reference_values",
+            Rule::ImaReplay => "ima_replay",
+            Rule::ImaAllowlist => "ima_allowlist",
+            Rule::TrustList => "trust_list",
+            Rule::AppraisalCompleted => "appraisal_completed",
+        }
+    }
+}
+
+impl std::fmt::Display for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One failed rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub rule: Rule,
+    /// The event, entry, PCR or field concerned (e.g. "event 41 (EV_EFI_BOOT_SERVICES_APPLICATION)").
+    #[serde(default)]
+    pub subject: String,
+    #[serde(default)]
+    pub measured: String,
+    #[serde(default)]
+    pub expected: String,
+    #[serde(default)]
+    pub detail: String,
+}
+
+impl Failure {
+    pub fn new(rule: Rule, detail: impl Into<String>) -> Self {
+        Self {
+            rule,
+            subject: String::new(),
+            measured: String::new(),
+            expected: String::new(),
+            detail: detail.into(),
+        }
+    }
+
+    pub fn subject(mut self, subject: impl Into<String>) -> Self {
+        self.subject = subject.into();
+        self
+    }
+
+    pub fn values(mut self, measured: impl Into<String>, expected: impl Into<String>) -> Self {
+        self.measured = measured.into();
+        self.expected = expected.into();
+        self
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.rule)?;
+        if !self.subject.is_empty() {
+            write!(f, " [{}]", self.subject)?;
+        }
+        if !self.detail.is_empty() {
+            write!(f, ": {}", self.detail)?;
+        }
+        if !self.measured.is_empty() || !self.expected.is_empty() {
+            write!(
+                f,
+                " (measured {}, expected {})",
+                self.measured, self.expected
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The outcome of one appraisal. It passes only if no rule failed: there is no other way to build
+/// a passing verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verdict {
+    failures: Vec<Failure>,
+    /// Notes that are not failures (e.g. "TPM reset with a fresh boot log: reboot recorded").
+    pub notes: Vec<String>,
+}
+
+impl Verdict {
+    pub fn new() -> Self {
+        Self {
+            failures: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    pub fn fail(&mut self, failure: Failure) {
+        self.failures.push(failure);
+    }
+
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty()
+    }
+
+    pub fn failures(&self) -> &[Failure] {
+        &self.failures
+    }
+
+    pub fn failed_rules(&self) -> Vec<Rule> {
+        let mut rules: Vec<Rule> = self.failures.iter().map(|f| f.rule).collect();
+        rules.dedup();
+        rules
+    }
+
+    /// One line for logs and the device's state reason.
+    pub fn summary(&self) -> String {
+        if self.passed() {
+            "all rules passed".into()
+        } else {
+            self.failures
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        }
+    }
+}
+
+impl Default for Verdict {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,60 @@
+//! The Attestation gRPC service: agents only, each for its own device (the device id is the
+//! common name of its client certificate, which the verifier issued).
+
+use std::sync::Arc;
+
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use trustchain_ca::Role;
+use trustchain_proto::v1::{self, attestation_server::Attestation};
+
+use super::auth;
+use crate::service::Service;
+use crate::storage::DeviceState;
+
+#[derive(Debug)]
+pub struct AttestationApi {
+    service: Arc<Service>,
+}
+
+impl AttestationApi {
+    pub fn new(service: Arc<Service>) -> Self {
+        Self { service }
+    }
+}
+
+#[tonic::async_trait]
+impl Attestation for AttestationApi {
+    type AttestStream = ReceiverStream<Result<v1::VerifierMessage, Status>>;
+
+    async fn attest(
+        &self,
+        request: Request<Streaming<v1::AgentMessage>>,
+    ) -> Result<Response<Self::AttestStream>, Status> {
+        let agent = auth::require(&request, Role::Agent)?;
+        let device = self
+            .service
+            .storage()
+            .device(&agent.name)
+            .map_err(|_| Status::internal("internal error"))?
+            .ok_or_else(|| Status::permission_denied("unknown device"))?;
+        // Only the certificate issued at the latest enrollment opens a stream.
+        if device.client_certificate_serial_hex != agent.serial_hex {
+            return Err(Status::permission_denied("superseded certificate"));
+        }
+        if matches!(
+            device.state,
+            DeviceState::Decommissioned | DeviceState::Quarantined
+        ) {
+            return Err(Status::permission_denied("device may not attest"));
+        }
+        let (outbound, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(crate::attestation::session::run(
+            self.service.clone(),
+            agent.name,
+            request.into_inner(),
+            outbound,
+        ));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
