@@ -1,0 +1,499 @@
+//! The TrustChain demo: a real verifier, the deployment CA and five agents, each on its own real
+//! swtpm device, all separate processes talking gRPC over mutual TLS on loopback. It enrolls them,
+//! shows their states live, then plants a boot-level implant on one device (a digest extended into
+//! PCR 4 behind the event log's back), and shows the verifier catching it.
+//!
+//! Usage: `trustchain-demo [--keep-running] [--state DIR]` (scripts/demo.sh builds and runs it).
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use trustchain_proto::v1::admin_client::AdminClient;
+use trustchain_proto::v1::{
+    DeviceRequest, DeviceSummary, ExportAuditRequest, ListDevicesRequest, TrustState,
+};
+use trustchain_swtpm::{BootProfile, SwtpmDevice, TestMakers};
+
+const DEVICES: [&str; 5] = [
+    "gateway-tokyo-01",
+    "gateway-osaka-02",
+    "plc-line-3",
+    "server-mes-01",
+    "gateway-nagoya-05",
+];
+const VICTIM: usize = 2;
+const INTERVAL_SECONDS: u64 = 2;
+
+/// Child processes, killed when the demo ends.
+struct Processes(Vec<(String, Child)>);
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn binary(name: &str) -> anyhow::Result<PathBuf> {
+    let here = std::env::current_exe()?;
+    let path = here.parent().context("executable directory")?.join(name);
+    if !path.exists() {
+        bail!(
+            "{} not found: build it first (scripts/demo.sh does)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+fn run(binary_path: &Path, args: &[&str]) -> anyhow::Result<()> {
+    let output = Command::new(binary_path).args(args).output()?;
+    if !output.status.success() {
+        bail!(
+            "{} {:?} failed: {}",
+            binary_path.display(),
+            args,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(())
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn state_name(state: i32) -> &'static str {
+    match TrustState::try_from(state).unwrap_or(TrustState::Unspecified) {
+        TrustState::Enrolled => "enrolled",
+        TrustState::Trusted => "TRUSTED",
+        TrustState::Untrusted => "UNTRUSTED",
+        TrustState::TimedOut => "timed out",
+        TrustState::Quarantined => "quarantined",
+        TrustState::Decommissioned => "decommissioned",
+        TrustState::Unspecified => "?",
+    }
+}
+
+fn table(devices: &[DeviceSummary], started: Instant, headline: &str) -> String {
+    let mut out = format!(
+        "TrustChain demo — {headline} — t+{:.1}s\n",
+        started.elapsed().as_secs_f64()
+    );
+    out.push_str(&format!(
+        "{:<20} {:<38} {:<8} {:<10} {:<9} {}\n",
+        "HOST", "DEVICE", "TIER", "STATE", "LAST", "REASON"
+    ));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    for d in devices {
+        let mut reason = d.reason.clone();
+        if reason.len() > 70 {
+            reason.truncate(70);
+            reason.push_str("...");
+        }
+        out.push_str(&format!(
+            "{:<20} {:<38} {:<8} {:<10} {:<9} {}\n",
+            d.hostname,
+            d.device_id,
+            d.tier,
+            state_name(d.state),
+            format!("{}s ago", (now - d.last_appraisal_unix).max(0)),
+            reason
+        ));
+    }
+    out
+}
+
+async fn operator(dir: &Path, port: u16) -> anyhow::Result<AdminClient<Channel>> {
+    let root = std::fs::read_to_string(dir.join("ca/root.pem"))?;
+    let cert = std::fs::read_to_string(dir.join("operator.pem"))?
+        + &std::fs::read_to_string(dir.join("ca/issuing.pem"))?;
+    let key = std::fs::read_to_string(dir.join("operator.key.pem"))?;
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(root))
+        .identity(Identity::from_pem(cert, key))
+        .domain_name("localhost");
+    let channel = Endpoint::from_shared(format!("https://127.0.0.1:{port}"))?
+        .tls_config(tls)?
+        .connect()
+        .await?;
+    Ok(AdminClient::new(channel))
+}
+
+async fn list(admin: &mut AdminClient<Channel>) -> anyhow::Result<Vec<DeviceSummary>> {
+    let mut devices = admin
+        .list_devices(ListDevicesRequest {})
+        .await?
+        .into_inner()
+        .devices;
+    devices.sort_by(|a, b| a.hostname.cmp(&b.hostname));
+    Ok(devices)
+}
+
+async fn demo(keep_running: bool, state_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let (_temp, dir) = match state_dir {
+        Some(dir) => {
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)?;
+            }
+            std::fs::create_dir_all(&dir)?;
+            (None, dir)
+        }
+        None => {
+            let temp = tempfile::Builder::new()
+                .prefix("trustchain-demo-")
+                .tempdir()?;
+            let path = temp.path().to_path_buf();
+            (Some(temp), path)
+        }
+    };
+    let interactive = std::io::stdout().is_terminal();
+    println!("state and logs in {}", dir.display());
+
+    // The deployment PKI, with the real CA command.
+    let ca = binary("trustchain-ca")?;
+    let ca_dir = dir.join("ca");
+    run(
+        &ca,
+        &[
+            "init",
+            "--dir",
+            &ca_dir.to_string_lossy(),
+            "--organization",
+            "TrustChain Demo",
+        ],
+    )?;
+    run(
+        &ca,
+        &[
+            "issue-verifier",
+            "--dir",
+            &ca_dir.to_string_lossy(),
+            "--out",
+            &dir.join("verifier").to_string_lossy(),
+        ],
+    )?;
+    run(
+        &ca,
+        &[
+            "issue-operator",
+            "--dir",
+            &ca_dir.to_string_lossy(),
+            "--out",
+            &dir.join("operator").to_string_lossy(),
+            "--name",
+            "soc-analyst",
+        ],
+    )?;
+    let chain = std::fs::read_to_string(dir.join("verifier.pem"))?
+        + &std::fs::read_to_string(ca_dir.join("issuing.pem"))?;
+    std::fs::write(dir.join("verifier-chain.pem"), chain)?;
+    println!(
+        "[{:>5.1}s] deployment CA created; verifier and operator certificates issued",
+        started.elapsed().as_secs_f64()
+    );
+
+    // Five devices on real swtpm, EK certificates from a test TPM maker.
+    let makers = TestMakers::generate()?;
+    let (maker_root, maker_intermediate) = makers.trusted.write_pem(&dir)?;
+    let mut devices = Vec::new();
+    for label in DEVICES {
+        let mut device = SwtpmDevice::start(&makers.trusted, label)?;
+        device.boot(&BootProfile::default_linux())?;
+        device.ima_measure("/usr/bin/systemd", b"systemd")?;
+        device.ima_measure("/usr/sbin/sshd", b"sshd")?;
+        devices.push(device);
+    }
+    println!(
+        "[{:>5.1}s] {} swtpm devices booted (UEFI event log + IMA written, PCRs extended)",
+        started.elapsed().as_secs_f64(),
+        devices.len()
+    );
+
+    // The verifier, as its own process.
+    let port = free_port()?;
+    let config = format!(
+        "listen = \"127.0.0.1:{port}\"\nstate_dir = {:?}\nca_dir = {:?}\ntls_certificate = {:?}\ntls_key = {:?}\nmaker_anchors = [{:?}]\nmaker_intermediates = [{:?}]\n\n[attestation]\ndefault_interval_seconds = {INTERVAL_SECONDS}\ntimeout_after_missed_intervals = 3\n",
+        dir.join("verifier-state"),
+        ca_dir,
+        dir.join("verifier-chain.pem"),
+        dir.join("verifier.key.pem"),
+        maker_root,
+        maker_intermediate,
+    );
+    std::fs::write(dir.join("verifier.toml"), config)?;
+    let mut processes = Processes(Vec::new());
+    let log = std::fs::File::create(dir.join("verifier.log"))?;
+    processes.0.push((
+        "verifier".into(),
+        Command::new(binary("trustchain-verifier")?)
+            .args(["serve", "--config"])
+            .arg(dir.join("verifier.toml"))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?,
+    ));
+    let mut admin = None;
+    for _ in 0..100 {
+        if let Ok(client) = operator(&dir, port).await {
+            admin = Some(client);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut admin = admin.context("the verifier did not come up; see verifier.log")?;
+    println!(
+        "[{:>5.1}s] verifier listening on 127.0.0.1:{port} (mTLS)",
+        started.elapsed().as_secs_f64()
+    );
+
+    // Five agents, each its own process with its own TPM.
+    let agent = binary("trustchain-agent")?;
+    for (device, label) in devices.iter().zip(DEVICES) {
+        let agent_dir = dir.join(format!("agent-{label}"));
+        std::fs::create_dir_all(&agent_dir)?;
+        let config = format!(
+            "verifier_url = \"https://127.0.0.1:{port}\"\nverifier_name = \"localhost\"\nca_certificate = {:?}\nstate_dir = {:?}\ntcti = {:?}\nevent_log = {:?}\nima_log = {:?}\n\n[facts]\nhostname = {label:?}\nmodel = \"swtpm demo device\"\ndevice_class = {:?}\n",
+            ca_dir.join("root.pem"),
+            agent_dir.join("state"),
+            device.tcti(),
+            device.event_log_path(),
+            device.ima_log_path(),
+            if label.starts_with("plc") {
+                "plc"
+            } else if label.starts_with("server") {
+                "server"
+            } else {
+                "gateway"
+            },
+        );
+        std::fs::write(agent_dir.join("agent.toml"), config)?;
+        let log = std::fs::File::create(agent_dir.join("agent.log"))?;
+        processes.0.push((
+            label.into(),
+            Command::new(&agent)
+                .args(["run", "--config"])
+                .arg(agent_dir.join("agent.toml"))
+                .env("TSS2_LOG", "all+none")
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()?,
+        ));
+    }
+    println!(
+        "[{:>5.1}s] {} agents started; enrolling (EK chain + credential activation)...",
+        started.elapsed().as_secs_f64(),
+        DEVICES.len()
+    );
+
+    let show = |devices: &[DeviceSummary], headline: &str, last: &mut String| {
+        let text = table(devices, started, headline);
+        let body: String = text.lines().skip(1).collect::<Vec<_>>().join("\n");
+        if interactive {
+            print!("\x1b[2J\x1b[H{text}");
+            let _ = std::io::stdout().flush();
+        } else if body != *last {
+            print!("{text}");
+        }
+        *last = body;
+    };
+    let mut last = String::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let listed = list(&mut admin).await?;
+        show(&listed, "enrolling and attesting", &mut last);
+        if listed.len() == DEVICES.len()
+            && listed.iter().all(|d| d.state == TrustState::Trusted as i32)
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "not every device became trusted in time; see {}/*/agent.log and verifier.log",
+                dir.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    println!(
+        "[{:>5.1}s] all {} devices TRUSTED",
+        started.elapsed().as_secs_f64(),
+        DEVICES.len()
+    );
+    tokio::time::sleep(Duration::from_secs(INTERVAL_SECONDS * 2)).await;
+
+    // The attack: a boot-level implant extends PCR 4, and the event log is left as it was.
+    let victim = &devices[VICTIM];
+    let tampered_at = Instant::now();
+    let mut planted = false;
+    for _ in 0..5 {
+        if victim
+            .extend_unlisted(4, b"implant: pre-OS backdoor v2")
+            .is_ok()
+        {
+            planted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if !planted {
+        bail!("could not tamper with {}", DEVICES[VICTIM]);
+    }
+    println!(
+        "[{:>5.1}s] TAMPER: implant measured into PCR 4 of {} behind the event log's back",
+        started.elapsed().as_secs_f64(),
+        DEVICES[VICTIM]
+    );
+
+    let victim_id;
+    loop {
+        let listed = list(&mut admin).await?;
+        show(&listed, "tamper planted on one device", &mut last);
+        if let Some(d) = listed
+            .iter()
+            .find(|d| d.hostname == DEVICES[VICTIM] && d.state == TrustState::Untrusted as i32)
+        {
+            victim_id = d.device_id.clone();
+            break;
+        }
+        if tampered_at.elapsed() > Duration::from_secs(60) {
+            bail!("the tampered device was not caught in 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let detection = tampered_at.elapsed();
+    let detail = admin
+        .get_device(DeviceRequest {
+            device_id: victim_id.clone(),
+            comment: String::new(),
+        })
+        .await?
+        .into_inner();
+    println!(
+        "\n=== CAUGHT: {} ({victim_id}) is UNTRUSTED after {:.2}s (interval {INTERVAL_SECONDS}s) ===",
+        DEVICES[VICTIM],
+        detection.as_secs_f64()
+    );
+    for rule in &detail.failed_rules {
+        println!("  rule {}: {} [{}]", rule.rule, rule.detail, rule.subject);
+        if !rule.measured.is_empty() {
+            println!(
+                "      measured {}\n      expected {}",
+                rule.measured, rule.expected
+            );
+        }
+    }
+    let others_trusted = list(&mut admin)
+        .await?
+        .iter()
+        .filter(|d| d.state == TrustState::Trusted as i32)
+        .count();
+    println!("  the other {others_trusted} devices stay TRUSTED");
+
+    // The record: every enrollment, appraisal failure and state change, exported.
+    let mut stream = admin
+        .export_audit(ExportAuditRequest { from_sequence: 0 })
+        .await?
+        .into_inner();
+    let mut exported = String::new();
+    let mut alerts = Vec::new();
+    while let Some(record) = stream.message().await? {
+        let text = String::from_utf8_lossy(&record.record).into_owned();
+        if text.contains(&victim_id)
+            && (text.contains("appraisal_failed") || text.contains("-> untrusted"))
+        {
+            alerts.push(text.clone());
+        }
+        exported.push_str(&text);
+        exported.push('\n');
+    }
+    std::fs::write(dir.join("audit-export.jsonl"), &exported)?;
+    println!("\nalert records for the device:");
+    for alert in alerts.iter().take(3) {
+        println!("  {alert}");
+    }
+    println!("\nsummary:");
+    println!(
+        "  devices: {} enrolled, {} trusted, 1 caught",
+        DEVICES.len(),
+        others_trusted
+    );
+    println!(
+        "  detection time: {:.2}s from tamper to UNTRUSTED (challenge interval {INTERVAL_SECONDS}s)",
+        detection.as_secs_f64()
+    );
+    println!(
+        "  event log export: {}",
+        dir.join("audit-export.jsonl").display()
+    );
+    println!(
+        "  verifier state (sled): {}",
+        dir.join("verifier-state").display()
+    );
+    println!(
+        "  logs: {}/verifier.log, {}/agent-*/agent.log",
+        dir.display(),
+        dir.display()
+    );
+    if keep_running {
+        println!("\n--keep-running: verifier and agents stay up; Ctrl-C to stop.");
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {
+                    let listed = list(&mut admin).await?;
+                    show(&listed, "running (Ctrl-C to stop)", &mut last);
+                }
+            }
+        }
+    } else if let Some(temp) = _temp {
+        // Keep the state directory for inspection.
+        let kept = temp.keep();
+        println!("  (kept {})", kept.display());
+    }
+    drop(processes);
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let keep_running = args.iter().any(|a| a == "--keep-running");
+    let state = args
+        .iter()
+        .position(|a| a == "--state")
+        .and_then(|i| args.get(i + 1))
+        .map(PathBuf::from);
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!(
+            "trustchain-demo [--keep-running] [--state DIR]\n\nRuns a verifier, the CA and five swtpm-backed agents, tampers with one device and shows it caught."
+        );
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("demo: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(demo(keep_running, state)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("demo failed: {error:#}");
+            ExitCode::from(1)
+        }
+    }
+}
