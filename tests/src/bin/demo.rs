@@ -336,7 +336,7 @@ async fn demo(keep_running: bool, state_dir: Option<PathBuf>) -> anyhow::Result<
     tokio::time::sleep(Duration::from_secs(INTERVAL_SECONDS * 2)).await;
 
     // The attack: a boot-level implant extends PCR 4, and the event log is left as it was.
-    let victim = &devices[VICTIM];
+    let victim = devices.get(VICTIM).context("the victim device")?;
     let tampered_at = Instant::now();
     let mut planted = false;
     for _ in 0..5 {
