@@ -311,6 +311,25 @@ fn check_boot_events(log: &EventLog, verdict: &mut Verdict) {
     }
 }
 
+/// One failure per IMA entry whose logged template hash is not the hash of its data.
+fn fail_template_mismatches(log: &ima::ImaLog, mismatches: &[u64], verdict: &mut Verdict) {
+    for index in mismatches {
+        let path = log
+            .entries
+            .iter()
+            .find(|e| e.index == *index)
+            .map(|e| e.path.clone())
+            .unwrap_or_default();
+        verdict.fail(
+            Failure::new(
+                Rule::ImaReplay,
+                "template hash does not match the entry's data",
+            )
+            .subject(format!("IMA entry {index} ({})", path.escape_debug())),
+        );
+    }
+}
+
 /// The full appraisal.
 pub fn appraise(
     key: &VerifyingKey,
@@ -523,22 +542,11 @@ pub fn appraise(
                 match ima::replay_to_quote(&from, &log, &[bank], bank, IMA_PCR, quoted10) {
                     None => {
                         // Name the entries whose template hash is wrong, if that is why.
-                        let full = ima::replay(&from, &log, &[bank]);
-                        for index in &full.mismatches {
-                            let path = log
-                                .entries
-                                .iter()
-                                .find(|e| e.index == *index)
-                                .map(|e| e.path.clone())
-                                .unwrap_or_default();
-                            verdict.fail(
-                                Failure::new(
-                                    Rule::ImaReplay,
-                                    "template hash does not match the entry's data",
-                                )
-                                .subject(format!("IMA entry {index} ({})", path.escape_debug())),
-                            );
-                        }
+                        fail_template_mismatches(
+                            &log,
+                            &ima::replay(&from, &log, &[bank]).mismatches,
+                            &mut verdict,
+                        );
                         verdict.fail(
                             Failure::new(rule, "the IMA list does not replay to the quoted PCR 10")
                                 .subject(format!(
@@ -550,21 +558,7 @@ pub fn appraise(
                         );
                     }
                     Some(replayed) => {
-                        for index in &replayed.mismatches {
-                            let path = log
-                                .entries
-                                .iter()
-                                .find(|e| e.index == *index)
-                                .map(|e| e.path.clone())
-                                .unwrap_or_default();
-                            verdict.fail(
-                                Failure::new(
-                                    Rule::ImaReplay,
-                                    "template hash does not match the entry's data",
-                                )
-                                .subject(format!("IMA entry {index} ({})", path.escape_debug())),
-                            );
-                        }
+                        fail_template_mismatches(&log, &replayed.mismatches, &mut verdict);
                         for index in &replayed.violations {
                             verdict.notes.push(format!(
                                 "IMA violation at entry {index} (flagged, not matched)"

@@ -8,6 +8,8 @@ use trustchain_ca::Role;
 use trustchain_proto::v1::{self, admin_server::Admin};
 
 use super::auth;
+use crate::attestation::state::Input;
+use crate::service::ActionError;
 use crate::service::Service;
 use crate::storage::{DeviceRecord, DeviceState, EventKind, EventRecord};
 
@@ -56,6 +58,24 @@ impl AdminApi {
             .device(device_id)
             .map_err(internal)?
             .ok_or_else(|| Status::not_found("no such device"))
+    }
+
+    /// An operator action on a device, recorded with the operator's identity.
+    fn act(
+        &self,
+        request: Request<v1::DeviceRequest>,
+        input: Input,
+    ) -> Result<Response<v1::DeviceDetail>, Status> {
+        let operator = auth::require(&request, Role::Operator)?;
+        let message = request.into_inner();
+        let device = self
+            .service
+            .operator_action(&message.device_id, input, &operator.name, &message.comment)
+            .map_err(|e| match e {
+                ActionError::NotFound => Status::not_found("no such device"),
+                other => internal(other),
+            })?;
+        Ok(Response::new(self.detail(&device)))
     }
 
     fn detail(&self, device: &DeviceRecord) -> v1::DeviceDetail {
@@ -113,42 +133,14 @@ impl Admin for AdminApi {
         &self,
         request: Request<v1::DeviceRequest>,
     ) -> Result<Response<v1::DeviceDetail>, Status> {
-        let operator = auth::require(&request, Role::Operator)?;
-        let message = request.into_inner();
-        let device = self
-            .service
-            .operator_action(
-                &message.device_id,
-                crate::attestation::state::Input::OperatorCleared,
-                &operator.name,
-                &message.comment,
-            )
-            .map_err(|e| match e {
-                crate::service::ActionError::NotFound => Status::not_found("no such device"),
-                other => internal(other),
-            })?;
-        Ok(Response::new(self.detail(&device)))
+        self.act(request, Input::OperatorCleared)
     }
 
     async fn decommission_device(
         &self,
         request: Request<v1::DeviceRequest>,
     ) -> Result<Response<v1::DeviceDetail>, Status> {
-        let operator = auth::require(&request, Role::Operator)?;
-        let message = request.into_inner();
-        let device = self
-            .service
-            .operator_action(
-                &message.device_id,
-                crate::attestation::state::Input::Decommission,
-                &operator.name,
-                &message.comment,
-            )
-            .map_err(|e| match e {
-                crate::service::ActionError::NotFound => Status::not_found("no such device"),
-                other => internal(other),
-            })?;
-        Ok(Response::new(self.detail(&device)))
+        self.act(request, Input::Decommission)
     }
 
     async fn import_trust_list(

@@ -43,6 +43,15 @@ impl Template {
         }
     }
 
+    /// The optional last field is a signature for `ima-sig` and a buffer for `ima-buf`.
+    fn split_extra(&self, extra: Option<Vec<u8>>) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+        match self {
+            Self::ImaSig => (extra, None),
+            Self::ImaBuf => (None, extra),
+            _ => (None, None),
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Self::Ima => "ima",
@@ -231,11 +240,7 @@ fn parse_line(raw: &[u8], line: usize, index: u64) -> Result<ImaEntry, ImaError>
         ]
         .concat(),
     };
-    let (signature, buffer) = match template {
-        Template::ImaSig => (extra, None),
-        Template::ImaBuf => (None, extra),
-        _ => (None, None),
-    };
+    let (signature, buffer) = template.split_extra(extra);
     Ok(ImaEntry {
         index,
         pcr,
@@ -347,11 +352,7 @@ fn read_binary_entry(r: &mut Reader<'_>, index: u64) -> Result<ImaEntry, ReadErr
         .ok_or_else(|| r.invalid("d-ng", "not an algorithm-prefixed digest"))?;
     let path = fields.get(1).map(|f| text_field(f)).unwrap_or_default();
     let extra = fields.get(2).map(|f| f.to_vec());
-    let (signature, buffer) = match template {
-        Template::ImaSig => (extra, None),
-        Template::ImaBuf => (None, extra),
-        _ => (None, None),
-    };
+    let (signature, buffer) = template.split_extra(extra);
     Ok(ImaEntry {
         index,
         pcr,
