@@ -283,7 +283,9 @@ impl SwtpmDevice {
     }
 
     /// The TPM's clock information (resetCount advances with each TPM reset), read from a quote by
-    /// a throwaway P-256 key in the null hierarchy (tss-esapi 7.7 has no ReadClock).
+    /// a throwaway P-256 key in the endorsement hierarchy (tss-esapi 7.7 has no ReadClock). Not the
+    /// null or owner hierarchy: the TPM obfuscates resetCount and restartCount in quotes by keys
+    /// outside the endorsement and platform hierarchies.
     pub fn clock_info(&self) -> Result<tss_esapi::structures::ClockInfo, HarnessError> {
         use tss_esapi::interface_types::algorithm::EccSchemeAlgorithm;
         use tss_esapi::interface_types::resource_handles::Hierarchy;
@@ -302,7 +304,7 @@ impl SwtpmDevice {
             .map_err(tpm_error("template"))?;
             let key = ctx
                 .execute_with_nullauth_session(|c| {
-                    c.create_primary(Hierarchy::Null, template, None, None, None, None)
+                    c.create_primary(Hierarchy::Endorsement, template, None, None, None, None)
                 })
                 .map_err(tpm_error("create signing key"))?
                 .key_handle;
