@@ -137,4 +137,15 @@ mod tests {
         assert_eq!(config.server_name(), "10.1.2.3");
         assert!(toml::from_str::<AgentConfig>("verifier_url = 1").is_err());
     }
+
+    #[test]
+    fn the_documented_sample_parses() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/agent.example.toml"
+        ));
+        let config = AgentConfig::load(path).unwrap();
+        assert_eq!(config.server_name(), "verifier.example.net");
+        assert_eq!(config.facts.device_class, "gateway");
+    }
 }

@@ -46,6 +46,10 @@ pub struct AttestationConfig {
     /// Missed intervals after which a device is TIMED OUT.
     #[serde(default = "default_missed")]
     pub timeout_after_missed_intervals: u32,
+    /// Interval per device class (the tier the device reports at enrollment, e.g. "plc" = 1),
+    /// in seconds; 1 to 3600. Classes not listed use `default_interval_seconds`.
+    #[serde(default)]
+    pub interval_seconds_by_class: std::collections::BTreeMap<String, u64>,
 }
 
 impl Default for AttestationConfig {
@@ -53,7 +57,24 @@ impl Default for AttestationConfig {
         Self {
             default_interval_seconds: default_interval(),
             timeout_after_missed_intervals: default_missed(),
+            interval_seconds_by_class: std::collections::BTreeMap::new(),
         }
+    }
+}
+
+/// Challenge intervals are kept between these bounds whatever the configuration says.
+pub const MIN_INTERVAL_SECONDS: u64 = 1;
+pub const MAX_INTERVAL_SECONDS: u64 = 3600;
+
+impl AttestationConfig {
+    /// The challenge interval for a device of `class`.
+    pub fn interval_for(&self, class: &str) -> Duration {
+        let seconds = self
+            .interval_seconds_by_class
+            .get(class)
+            .copied()
+            .unwrap_or(self.default_interval_seconds);
+        Duration::from_secs(seconds.clamp(MIN_INTERVAL_SECONDS, MAX_INTERVAL_SECONDS))
     }
 }
 
@@ -96,5 +117,39 @@ impl VerifierConfig {
 
     pub fn activation_timeout(&self) -> Duration {
         Duration::from_secs(self.activation_timeout_seconds)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_sample_parses_and_tiers_pick_intervals() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/verifier.example.toml"
+        ));
+        let config = VerifierConfig::load(path).unwrap();
+        assert_eq!(
+            config.attestation.interval_for("plc"),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            config.attestation.interval_for("gateway"),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            config.attestation.interval_for("unknown"),
+            Duration::from_secs(10)
+        );
+        assert_eq!(config.activation_timeout(), Duration::from_secs(60));
+        let mut odd = config.attestation.clone();
+        odd.interval_seconds_by_class.insert("x".into(), 0);
+        assert_eq!(
+            odd.interval_for("x"),
+            Duration::from_secs(MIN_INTERVAL_SECONDS)
+        );
+        assert!(toml::from_str::<VerifierConfig>("listen = 1").is_err());
     }
 }

@@ -155,9 +155,9 @@ impl Service {
         &self.attestation
     }
 
-    /// The challenge interval (one for all devices until policy tiers exist), at least 1 s.
-    pub fn interval(&self) -> Duration {
-        Duration::from_secs(self.attestation.default_interval_seconds.max(1))
+    /// The challenge interval for a device, from its class (tier).
+    pub fn interval_for(&self, device: &DeviceRecord) -> Duration {
+        self.attestation.interval_for(&device.facts.device_class)
     }
 
     /// Counts one answer from a device.
@@ -229,9 +229,9 @@ impl Service {
     /// Times out trusted devices that have not passed an appraisal for the configured number of
     /// intervals, whether or not they hold a stream. Runs until the process ends.
     pub async fn watchdog(self: Arc<Self>) {
-        let limit = self.interval() * self.attestation.timeout_after_missed_intervals.max(1);
+        let missed = self.attestation.timeout_after_missed_intervals.max(1);
         loop {
-            tokio::time::sleep(self.interval() / 2).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
             let Ok(devices) = self.storage.devices() else {
                 continue;
             };
@@ -246,7 +246,7 @@ impl Service {
                     .get(&device.device_id)
                     .copied()
                     .unwrap_or(self.started);
-                if last.elapsed() > limit {
+                if last.elapsed() > self.interval_for(&device) * missed {
                     let _ = self.transition(
                         &device.device_id,
                         Input::Silent,

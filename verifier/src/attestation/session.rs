@@ -111,7 +111,6 @@ pub async fn run(
         }
     }
     let policy = Policy::default();
-    let interval = service.interval();
     let missed_limit = service
         .attestation_config()
         .timeout_after_missed_intervals
@@ -124,6 +123,8 @@ pub async fn run(
     tracing::info!(device = %device_id, "attestation stream open");
 
     while let Ok(Some(device)) = service.storage().device(&device_id) {
+        // Re-read every round: an operator may change the device's tier.
+        let interval = service.interval_for(&device);
         if matches!(
             device.state,
             DeviceState::Decommissioned | DeviceState::Quarantined
