@@ -70,6 +70,7 @@ impl TestVerifier {
             ca_dir,
             tls_certificate: dir.path().join("verifier.pem"),
             tls_key: dir.path().join("verifier.key.pem"),
+            signing_key: None,
             maker_anchors: vec![maker_root],
             maker_intermediates: vec![maker_intermediate],
             activation_timeout_seconds: 60,
@@ -144,6 +145,17 @@ impl TestVerifier {
             .tls_config(tls)?
             .connect()
             .await?)
+    }
+
+    /// The operator's certificate chain and key, written as files (for the `trustchain` CLI).
+    pub fn operator_files(&self) -> (PathBuf, PathBuf) {
+        let cert = self.dir.path().join("operator.pem");
+        let key = self.dir.path().join("operator.key.pem");
+        if !cert.exists() {
+            let _ = std::fs::write(&cert, &self.operator.0);
+            let _ = trustchain_ca::files::write_secret(&key, self.operator.1.as_bytes());
+        }
+        (cert, key)
     }
 
     /// A channel authenticated as the test operator.
@@ -349,4 +361,22 @@ impl trustchain_agent::tpm::Tpm for GuardedTpm {
     ) -> Result<trustchain_agent::tpm::Quote, trustchain_agent::tpm::TpmError> {
         guarded!(self, self.inner.quote(nonce, selection))
     }
+}
+
+/// A binary of another workspace member (e.g. `trustchain`), built next to this test binary by
+/// `cargo test --workspace`. Fails loudly when it is missing rather than skipping.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    // target/debug/deps/<test> -> target/debug/<name>
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join(name))
+        .unwrap_or_default();
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test --workspace --all-targets` (scripts/test.sh)",
+        path.display()
+    );
+    path
 }

@@ -20,6 +20,11 @@ pub struct VerifierConfig {
     pub tls_certificate: PathBuf,
     /// PEM file: the verifier's TLS private key (mode 0600).
     pub tls_key: PathBuf,
+    /// The verifier's signing key (PKCS#8, 0600) for audit checkpoints and results; created on
+    /// first start, with its public key written beside it as `<path>.pub`.
+    /// Default: `<ca_dir>/verifier-signing.pk8`.
+    #[serde(default)]
+    pub signing_key: Option<PathBuf>,
     /// PEM files of TPM-maker root CAs whose EK certificates are trusted.
     #[serde(default)]
     pub maker_anchors: Vec<PathBuf>,

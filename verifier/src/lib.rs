@@ -10,9 +10,13 @@
 //!   - `evidence::eventlog`: TCG PC Client UEFI event logs: parsing, typed events, replay.
 //!   - `evidence::ima`: Linux IMA measurement lists: parsing, template hashes, PCR 10 replay.
 //!
+//! - [`audit`]: the hash-chained history, signed checkpoints and offline verification.
+//! - [`enrollment`], [`attestation`]: the two flows; [`server`]: the gRPC edge; [`storage`]: state.
+//!
 //! The verifier never links libtss2 and never shells out to parse evidence.
 
 pub mod attestation;
+pub mod audit;
 pub mod config;
 pub mod enrollment;
 pub mod evidence;

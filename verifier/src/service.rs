@@ -9,6 +9,7 @@ use trustchain_ca::Authority;
 
 use crate::attestation::state::{self, Input, Recovery};
 use crate::attestation::verdict::Verdict;
+use crate::audit::{AuditLine, KeyError, SigningKey};
 use crate::config::{AttestationConfig, VerifierConfig};
 use crate::enrollment::ek_chain::MakerAnchors;
 use crate::enrollment::enroller::{Enroller, EnrollerConfig};
@@ -34,6 +35,8 @@ pub enum StartError {
     },
     #[error("state: {0}")]
     Action(#[from] ActionError),
+    #[error("signing key: {0}")]
+    SigningKey(#[from] KeyError),
     #[error("{path}: no PEM certificate found")]
     NoCertificate { path: std::path::PathBuf },
 }
@@ -55,6 +58,8 @@ pub struct Service {
     started: Instant,
     /// What each device has sent, for operators and tests (what travels on the wire).
     traffic: Mutex<HashMap<String, Traffic>>,
+    /// Signs audit checkpoints (and, later, results).
+    signing_key: SigningKey,
 }
 
 /// Evidence received from one device since the verifier started.
@@ -126,6 +131,11 @@ impl Service {
         for path in &config.maker_intermediates {
             makers.intermediates.extend(pem_certificates(path)?);
         }
+        let signing_path = config
+            .signing_key
+            .clone()
+            .unwrap_or_else(|| config.ca_dir.join("verifier-signing.pk8"));
+        let signing_key = SigningKey::load_or_create(&signing_path)?;
         let enroller = Enroller::new(
             storage.clone(),
             ca.clone(),
@@ -146,6 +156,7 @@ impl Service {
             last_passed: Mutex::new(HashMap::new()),
             started: Instant::now(),
             traffic: Mutex::new(HashMap::new()),
+            signing_key,
         };
         service.refresh_crl()?;
         Ok(Arc::new(service))
@@ -158,6 +169,29 @@ impl Service {
     /// The challenge interval for a device, from its class (tier).
     pub fn interval_for(&self, device: &DeviceRecord) -> Duration {
         self.attestation.interval_for(&device.facts.device_class)
+    }
+
+    /// The verifier's public signing key (hex SEC1 point), for offline checks.
+    pub fn signing_public_hex(&self) -> String {
+        self.signing_key.public_hex()
+    }
+
+    /// The audit log from `from` on, ending with a checkpoint signed now over its last record.
+    pub fn export_audit(&self, from: u64) -> Result<Vec<AuditLine>, ActionError> {
+        let (head, hash) = self.storage.audit_head();
+        let mut lines = self.storage.audit_records(from.max(1), usize::MAX)?;
+        lines
+            .retain(|line| matches!(line, AuditLine::Record { sequence, .. } if *sequence <= head));
+        if head > 0 {
+            let checkpoint = self.signing_key.checkpoint(head, &hash).map_err(|e| {
+                ActionError::Storage(StorageError::Backend {
+                    operation: "sign checkpoint",
+                    detail: e.to_string(),
+                })
+            })?;
+            lines.push(checkpoint);
+        }
+        Ok(lines)
     }
 
     /// Counts one answer from a device.

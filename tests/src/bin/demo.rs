@@ -411,16 +411,21 @@ async fn demo(keep_running: bool, state_dir: Option<PathBuf>) -> anyhow::Result<
     let mut exported = String::new();
     let mut alerts = Vec::new();
     while let Some(record) = stream.message().await? {
-        let text = String::from_utf8_lossy(&record.record).into_owned();
-        if text.contains(&victim_id)
-            && (text.contains("appraisal_failed") || text.contains("-> untrusted"))
+        let line = String::from_utf8_lossy(&record.record).into_owned();
+        if let Ok(trustchain_verifier::audit::AuditLine::Record { record, .. }) =
+            serde_json::from_str(&line)
+            && record.contains(&victim_id)
+            && (record.contains("appraisal_failed") || record.contains("-> untrusted"))
         {
-            alerts.push(text.clone());
+            alerts.push(record);
         }
-        exported.push_str(&text);
+        exported.push_str(&line);
         exported.push('\n');
     }
     std::fs::write(dir.join("audit-export.jsonl"), &exported)?;
+    let public_key = std::fs::read_to_string(ca_dir.join("verifier-signing.pub"))?;
+    let audit = trustchain_verifier::audit::verify_export(&exported, &public_key)
+        .map_err(|e| anyhow::anyhow!("the exported audit log does not verify: {e}"))?;
     println!("\nalert records for the device:");
     for alert in alerts.iter().take(3) {
         println!("  {alert}");
@@ -436,7 +441,13 @@ async fn demo(keep_running: bool, state_dir: Option<PathBuf>) -> anyhow::Result<
         detection.as_secs_f64()
     );
     println!(
-        "  event log export: {}",
+        "  audit log: {} records, hash-chained, checkpoint signed by the verifier; verified offline: {}",
+        audit.records,
+        dir.join("audit-export.jsonl").display()
+    );
+    println!(
+        "  check it yourself: trustchain audit verify --public-key {} {}",
+        ca_dir.join("verifier-signing.pub").display(),
         dir.join("audit-export.jsonl").display()
     );
     println!(

@@ -177,15 +177,15 @@ impl Admin for AdminApi {
     ) -> Result<Response<Self::ExportAuditStream>, Status> {
         auth::require(&request, Role::Operator)?;
         let from = request.get_ref().from_sequence;
-        let events = self
-            .service
-            .storage()
-            .events(from, 100_000)
-            .map_err(internal)?;
+        let lines = self.service.export_audit(from).map_err(internal)?;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
-            for (sequence, event) in events {
-                let record = serde_json::to_vec(&event).unwrap_or_default();
+            for line in lines {
+                let sequence = match &line {
+                    crate::audit::AuditLine::Record { sequence, .. }
+                    | crate::audit::AuditLine::Checkpoint { sequence, .. } => *sequence,
+                };
+                let record = serde_json::to_vec(&line).unwrap_or_default();
                 if tx
                     .send(Ok(v1::AuditRecord { sequence, record }))
                     .await

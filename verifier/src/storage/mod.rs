@@ -52,8 +52,17 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn device_by_hostname(&self, hostname: &str) -> Result<Option<DeviceRecord>, StorageError>;
     /// Inserts or replaces a device record (and its hostname index), durably.
     fn put_device(&self, record: &DeviceRecord) -> Result<(), StorageError>;
-    /// Appends an event (enrollment outcome, alert, state change), durably; returns its sequence.
+    /// Appends an event (enrollment outcome, alert, state change) to the hash-chained audit log,
+    /// durably; returns its sequence (1, 2, 3, ... with no gaps).
     fn append_event(&self, event: &EventRecord) -> Result<u64, StorageError>;
+    /// The audit chain's head: last sequence and its chain hash.
+    fn audit_head(&self) -> (u64, [u8; 32]);
+    /// Audit records with sequence >= `from`, at most `limit`, as stored.
+    fn audit_records(
+        &self,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<crate::audit::AuditLine>, StorageError>;
     /// Events with sequence >= `from`, at most `limit`.
     fn events(&self, from: u64, limit: usize) -> Result<Vec<(u64, EventRecord)>, StorageError>;
     /// Marks a nonce used, durably. Returns false if it was used before: a nonce is accepted once.

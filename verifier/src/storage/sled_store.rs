@@ -1,13 +1,17 @@
 //! The sled implementation of [`Storage`]. Trees:
 //! `meta` (schema version), `devices` (id -> JSON), `hostnames` (hostname -> id),
-//! `events` (big-endian sequence -> JSON).
+//! `events` (big-endian sequence -> a hash-chained audit record, see `crate::audit`),
+//! `nonces` (used nonces), `appraisals` (last good appraisal state per device).
 
 use std::path::Path;
 
 use super::{DeviceRecord, EventRecord, SCHEMA_VERSION, Storage, StorageError};
+use crate::audit::{AuditLine, chain_hash};
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct SledStorage {
+    /// The chain head: last sequence and its hash. Appends hold this lock, so the chain is linear.
+    head: std::sync::Mutex<(u64, [u8; 32])>,
     db: sled::Db,
     devices: sled::Tree,
     hostnames: sled::Tree,
@@ -80,10 +84,27 @@ impl SledStorage {
             }
         }
         let tree = |name: &str| db.open_tree(name).map_err(|e| open_error(e.to_string()));
+        let events = tree("events")?;
+        let head = match events.last().map_err(|e| open_error(e.to_string()))? {
+            None => (0, [0u8; 32]),
+            Some((_, value)) => match serde_json::from_slice::<AuditLine>(&value) {
+                Ok(AuditLine::Record { sequence, hash, .. }) => {
+                    let hash = hex::decode(&hash)
+                        .ok()
+                        .and_then(|h| h.try_into().ok())
+                        .ok_or_else(|| {
+                            open_error("the last audit record's hash is corrupt".into())
+                        })?;
+                    (sequence, hash)
+                }
+                _ => return Err(open_error("the last audit record is corrupt".into())),
+            },
+        };
         Ok(Self {
+            head: std::sync::Mutex::new(head),
             devices: tree("devices")?,
             hostnames: tree("hostnames")?,
-            events: tree("events")?,
+            events,
             nonces: tree("nonces")?,
             appraisals: tree("appraisals")?,
             db,
@@ -140,12 +161,39 @@ impl Storage for SledStorage {
     }
 
     fn append_event(&self, event: &EventRecord) -> Result<u64, StorageError> {
-        let sequence = self.db.generate_id().map_err(backend("event sequence"))?;
+        let record =
+            String::from_utf8(encode("event", event)?).map_err(|e| StorageError::Corrupt {
+                what: "event",
+                detail: e.to_string(),
+            })?;
+        let mut head = self.head.lock().unwrap_or_else(|p| p.into_inner());
+        let (last, previous) = *head;
+        let sequence = last + 1;
+        let hash = chain_hash(&previous, sequence, record.as_bytes());
+        let line = AuditLine::Record {
+            sequence,
+            prev_hash: hex::encode(previous),
+            hash: hex::encode(hash),
+            record,
+        };
         self.events
-            .insert(sequence.to_be_bytes(), encode("event", event)?)
+            .insert(sequence.to_be_bytes(), encode("audit record", &line)?)
             .map_err(backend("write event"))?;
         self.flush()?;
+        *head = (sequence, hash);
         Ok(sequence)
+    }
+
+    fn audit_head(&self) -> (u64, [u8; 32]) {
+        *self.head.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn audit_records(&self, from: u64, limit: usize) -> Result<Vec<AuditLine>, StorageError> {
+        self.events
+            .range(from.to_be_bytes()..)
+            .take(limit)
+            .map(|entry| decode("audit record", &entry.map_err(backend("read events"))?.1))
+            .collect()
     }
 
     fn consume_nonce(&self, nonce: &[u8], device_id: &str) -> Result<bool, StorageError> {
@@ -173,16 +221,15 @@ impl Storage for SledStorage {
     }
 
     fn events(&self, from: u64, limit: usize) -> Result<Vec<(u64, EventRecord)>, StorageError> {
-        let mut out = Vec::new();
-        for entry in self.events.range(from.to_be_bytes()..).take(limit) {
-            let (key, value) = entry.map_err(backend("read events"))?;
-            let key: [u8; 8] = key.as_ref().try_into().map_err(|_| StorageError::Corrupt {
-                what: "event key",
-                detail: "not 8 bytes".into(),
-            })?;
-            out.push((u64::from_be_bytes(key), decode("event", &value)?));
-        }
-        Ok(out)
+        self.audit_records(from, limit)?
+            .into_iter()
+            .filter_map(|line| match line {
+                AuditLine::Record {
+                    sequence, record, ..
+                } => Some(decode("event", record.as_bytes()).map(|e| (sequence, e))),
+                AuditLine::Checkpoint { .. } => None,
+            })
+            .collect()
     }
 }
 

@@ -4,6 +4,8 @@
 //! - `main.rs`: argument parsing and dispatch.
 //! - `eventlog.rs`, `ima.rs`, `quote.rs`: offline evidence tools (what tpm2_eventlog and
 //!   tpm2_checkquote give people today).
+//! - `audit.rs`: export the hash-chained history and verify an export offline.
+//! - `operator.rs`: the operator's mTLS connection to the verifier.
 //!
 //! Exit status: 0 when the command succeeded and every check held, 1 otherwise.
 
@@ -11,8 +13,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod audit;
 mod eventlog;
 mod ima;
+mod operator;
 mod quote;
 
 /// TrustChain operator CLI.
@@ -32,6 +36,9 @@ enum Command {
     /// Work with TPM 2.0 quotes.
     #[command(subcommand)]
     Quote(quote::Command),
+    /// Export the verifier's tamper-evident history, or verify an export offline.
+    #[command(subcommand)]
+    Audit(audit::Command),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +47,7 @@ fn main() -> ExitCode {
         Command::Eventlog(args) => eventlog::run(args),
         Command::Ima(args) => ima::run(args),
         Command::Quote(command) => quote::run(command),
+        Command::Audit(command) => audit::run(command),
     };
     match outcome {
         Ok(code) => code,

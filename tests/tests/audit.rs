@@ -1,0 +1,135 @@
+//! The audit log end to end: a real verifier records enrollments, appraisal failures and state
+//! changes in its hash chain; `trustchain audit export` fetches it over mTLS and
+//! `trustchain audit verify` checks it offline with only the verifier's public key, naming the
+//! first record altered, removed or reordered.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::process::Command;
+use std::time::Duration;
+
+use trustchain_swtpm::{BootProfile, TestMakers};
+use trustchain_tests::{TestDevice, TestVerifier};
+use trustchain_verifier::storage::DeviceState;
+
+fn verify(export: &str, public_key: &str, dir: &std::path::Path) -> (bool, String) {
+    let path = dir.join("export.jsonl");
+    std::fs::write(&path, export).unwrap();
+    let output = Command::new(trustchain_tests::workspace_binary("trustchain"))
+        .args(["audit", "verify", "--public-key", public_key])
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_exported_audit_log_verifies_offline_and_tampering_is_pinpointed() {
+    let makers = TestMakers::generate().unwrap();
+    let verifier = TestVerifier::start_with(&makers.trusted, |c| {
+        c.attestation.default_interval_seconds = 2;
+    })
+    .await
+    .unwrap();
+    let mut device = TestDevice::enrolled(
+        &verifier,
+        &makers.trusted,
+        "gw-audit",
+        &BootProfile::default_linux(),
+    )
+    .await
+    .unwrap();
+    device.start_agent();
+    verifier
+        .wait_for_state(
+            &device.device_id(),
+            DeviceState::Trusted,
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    device
+        .swtpm
+        .extend_unlisted(7, b"tampered secure boot state")
+        .unwrap();
+    verifier
+        .wait_for_state(
+            &device.device_id(),
+            DeviceState::Untrusted,
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    device.stop_agent();
+
+    // Export with the operator CLI, over mTLS, as a SOC analyst would.
+    let dir = verifier.dir.path();
+    let operator = verifier.operator_files();
+    let output = Command::new(trustchain_tests::workspace_binary("trustchain"))
+        .args(["audit", "export", "--verifier", &verifier.url(), "--ca"])
+        .arg(&verifier.root_pem_path)
+        .arg("--cert")
+        .arg(&operator.0)
+        .arg("--key")
+        .arg(&operator.1)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let export = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<&str> = export.lines().collect();
+    assert!(lines.len() >= 5, "{export}");
+    assert!(
+        export.contains("appraisal_failed") && export.contains("enrolled"),
+        "{export}"
+    );
+    let public_key = verifier.service.signing_public_hex();
+
+    let (ok, text) = verify(&export, &public_key, dir);
+    assert!(ok, "{text}");
+
+    // Alter one record: the verifier's reason for the failure, softened.
+    let altered_index = lines
+        .iter()
+        .position(|l| l.contains("appraisal_failed"))
+        .unwrap();
+    let mut altered: Vec<String> = lines.iter().map(|l| (*l).to_string()).collect();
+    altered[altered_index] = altered[altered_index].replace("boot_log_replay", "all rules passed");
+    let (ok, text) = verify(&altered.join("\n"), &public_key, dir);
+    assert!(
+        !ok && text.contains(&format!("line {}", altered_index + 1)),
+        "{text}"
+    );
+
+    // Delete one record.
+    let mut deleted: Vec<&str> = lines.clone();
+    deleted.remove(2);
+    let (ok, text) = verify(&deleted.join("\n"), &public_key, dir);
+    assert!(
+        !ok && text.contains("record 4") && text.contains("removed or reordered"),
+        "{text}"
+    );
+
+    // Reorder two records.
+    let mut reordered: Vec<&str> = lines.clone();
+    reordered.swap(1, 2);
+    let (ok, text) = verify(&reordered.join("\n"), &public_key, dir);
+    assert!(!ok && text.contains("line 2"), "{text}");
+
+    // Another key cannot vouch for it.
+    let other = trustchain_verifier::audit::SigningKey::generate()
+        .unwrap()
+        .public_hex();
+    let (ok, _) = verify(&export, &other, dir);
+    assert!(!ok);
+}
