@@ -53,24 +53,33 @@ pub fn replay(from: &ImaState, log: &ImaLog, banks: &[HashAlgorithm]) -> ImaRepl
     let mut mismatches = Vec::new();
     for entry in &log.entries {
         let violation = entry.is_violation();
-        if violation {
-            violations.push(entry.index);
-        } else if logged_algorithm(entry.logged_hash.len())
-            .is_none_or(|alg| alg.hash(&entry.hashed) != entry.logged_hash)
-        {
-            mismatches.push(entry.index);
-        }
+        let logged = logged_algorithm(entry.logged_hash.len());
+        // The template-hash check reuses the bank hash of the same algorithm when there is one.
+        let mut logged_matches = None;
         for bank in banks {
             let digest = if violation {
                 vec![0xff; bank.size()]
             } else {
                 bank.hash(&entry.hashed)
             };
+            if !violation && logged == Some(*bank) {
+                logged_matches = Some(digest == entry.logged_hash);
+            }
             let pcrs = state.pcrs.entry(*bank).or_default();
             let current = pcrs
                 .entry(entry.pcr)
                 .or_insert_with(|| vec![0u8; bank.size()]);
             *current = bank.extend(current, &digest);
+        }
+        if violation {
+            violations.push(entry.index);
+        } else {
+            let matches = logged_matches.unwrap_or_else(|| {
+                logged.is_some_and(|alg| alg.hash(&entry.hashed) == entry.logged_hash)
+            });
+            if !matches {
+                mismatches.push(entry.index);
+            }
         }
         state.entries = entry.index + 1;
     }
