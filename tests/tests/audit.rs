@@ -126,6 +126,42 @@ async fn an_exported_audit_log_verifies_offline_and_tampering_is_pinpointed() {
     let (ok, text) = verify(&reordered.join("\n"), &public_key, dir);
     assert!(!ok && text.contains("line 2"), "{text}");
 
+    // The operator CLI shows why the device is untrusted, and its history.
+    let cli = |args: &[&str]| {
+        let output = Command::new(trustchain_tests::workspace_binary("trustchain"))
+            .arg("device")
+            .args(["--verifier", &verifier.url(), "--ca"])
+            .arg(&verifier.root_pem_path)
+            .arg("--cert")
+            .arg(&operator.0)
+            .arg("--key")
+            .arg(&operator.1)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let listed = cli(&["list"]);
+    assert!(
+        listed.contains(&device.device_id()) && listed.contains("UNTRUSTED"),
+        "{listed}"
+    );
+    let shown = cli(&["show", &device.device_id()]);
+    assert!(
+        shown.contains("failed   boot_log_replay [PCR 7 (sha256)]") && shown.contains("measured"),
+        "{shown}"
+    );
+    let history = cli(&["history", &device.device_id()]);
+    assert!(
+        history.contains("enrolled") && history.contains("trusted -> untrusted"),
+        "{history}"
+    );
+
     // Another key cannot vouch for it.
     let other = trustchain_verifier::audit::SigningKey::generate()
         .unwrap()

@@ -4,6 +4,7 @@
 //! - `main.rs`: argument parsing and dispatch.
 //! - `eventlog.rs`, `ima.rs`, `quote.rs`: offline evidence tools (what tpm2_eventlog and
 //!   tpm2_checkquote give people today).
+//! - `device.rs`: operator commands on devices (list, show, clear, decommission, history).
 //! - `audit.rs`: export the hash-chained history and verify an export offline.
 //! - `operator.rs`: the operator's mTLS connection to the verifier.
 //!
@@ -14,6 +15,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod audit;
+mod device;
 mod eventlog;
 mod ima;
 mod operator;
@@ -39,6 +41,8 @@ enum Command {
     /// Export the verifier's tamper-evident history, or verify an export offline.
     #[command(subcommand)]
     Audit(audit::Command),
+    /// List devices, show why one is untrusted, clear or decommission it, read its history.
+    Device(device::Args),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +52,7 @@ fn main() -> ExitCode {
         Command::Ima(args) => ima::run(args),
         Command::Quote(command) => quote::run(command),
         Command::Audit(command) => audit::run(command),
+        Command::Device(args) => device::run(args),
     };
     match outcome {
         Ok(code) => code,
