@@ -66,6 +66,7 @@ impl TestVerifier {
 
         let mut config = VerifierConfig {
             listen: "127.0.0.1:0".parse()?,
+            metrics_listen: None,
             state_dir: dir.path().join("state"),
             ca_dir,
             tls_certificate: dir.path().join("verifier.pem"),
@@ -101,6 +102,17 @@ impl TestVerifier {
             shutdown: Some(shutdown),
             task: Some(task),
         })
+    }
+
+    /// Serves the metrics endpoint on a free loopback port; returns its address.
+    pub async fn start_metrics(&self) -> anyhow::Result<SocketAddr> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?;
+        tokio::spawn(trustchain_verifier::metrics::serve(
+            listener,
+            self.service.clone(),
+        ));
+        Ok(address)
     }
 
     pub fn url(&self) -> String {

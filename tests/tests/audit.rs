@@ -162,6 +162,26 @@ async fn an_exported_audit_log_verifies_offline_and_tampering_is_pinpointed() {
         "{history}"
     );
 
+    // curl on the metrics endpoint shows counts that match the devices' states.
+    let metrics_address = verifier.start_metrics().await.unwrap();
+    let output = Command::new("curl")
+        .args(["-sf", &format!("http://{metrics_address}/metrics")])
+        .output()
+        .expect("curl");
+    let metrics = String::from_utf8(output.stdout).unwrap();
+    assert!(output.status.success(), "{metrics}");
+    for line in [
+        "trustchain_devices{state=\"untrusted\"} 1",
+        "trustchain_devices{state=\"trusted\"} 0",
+        "trustchain_enrollments_total{outcome=\"accepted\"} 1",
+        "trustchain_appraisals_total{outcome=\"fail\"} 1",
+        "trustchain_attestation_streams ",
+    ] {
+        assert!(metrics.contains(line), "{line} in:\n{metrics}");
+    }
+    assert!(metrics.contains("trustchain_appraisal_duration_seconds_bucket{le=\"+Inf\"}"));
+    assert!(metrics.contains("trustchain_audit_records "));
+
     // Another key cannot vouch for it.
     let other = trustchain_verifier::audit::SigningKey::generate()
         .unwrap()

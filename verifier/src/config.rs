@@ -11,6 +11,9 @@ use serde::Deserialize;
 pub struct VerifierConfig {
     /// Address of the gRPC listener (TLS).
     pub listen: SocketAddr,
+    /// Address of the Prometheus metrics listener (plain HTTP, GET /metrics); none if absent.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
     /// Directory of the sled state database.
     pub state_dir: PathBuf,
     /// Directory of the deployment CA (`trustchain-ca init`): the verifier issues agent and AK

@@ -20,6 +20,7 @@ pub mod audit;
 pub mod config;
 pub mod enrollment;
 pub mod evidence;
+pub mod metrics;
 pub mod server;
 pub mod service;
 pub mod storage;

@@ -60,6 +60,7 @@ pub struct Service {
     traffic: Mutex<HashMap<String, Traffic>>,
     /// Signs audit checkpoints (and, later, results).
     signing_key: SigningKey,
+    metrics: crate::metrics::Metrics,
 }
 
 /// Evidence received from one device since the verifier started.
@@ -157,6 +158,7 @@ impl Service {
             started: Instant::now(),
             traffic: Mutex::new(HashMap::new()),
             signing_key,
+            metrics: crate::metrics::Metrics::default(),
         };
         service.refresh_crl()?;
         Ok(Arc::new(service))
@@ -169,6 +171,10 @@ impl Service {
     /// The challenge interval for a device, from its class (tier).
     pub fn interval_for(&self, device: &DeviceRecord) -> Duration {
         self.attestation.interval_for(&device.facts.device_class)
+    }
+
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
     }
 
     /// The verifier's public signing key (hex SEC1 point), for offline checks.

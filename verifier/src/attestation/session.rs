@@ -110,6 +110,20 @@ pub async fn run(
             return;
         }
     }
+    tracing::info!(device = %device_id, "attestation stream open");
+    service.metrics().stream_opened();
+    run_stream(&service, &device_id, &mut inbound, &outbound).await;
+    service.metrics().stream_closed();
+    tracing::info!(device = %device_id, "attestation stream closed");
+}
+
+async fn run_stream(
+    service: &Arc<Service>,
+    device_id: &str,
+    inbound: &mut Streaming<v1::AgentMessage>,
+    outbound: &Outbound,
+) {
+    let device_id = device_id.to_string();
     let policy = Policy::default();
     let missed_limit = service
         .attestation_config()
@@ -120,7 +134,6 @@ pub async fn run(
     let mut want_full = true;
     let mut missed = 0u32;
     let mut rechallenges = 0u32;
-    tracing::info!(device = %device_id, "attestation stream open");
 
     while let Ok(Some(device)) = service.storage().device(&device_id) {
         // Re-read every round: an operator may change the device's tier.
@@ -141,7 +154,7 @@ pub async fn run(
                 break;
             }
         };
-        let prior = load_state(&service, &device_id);
+        let prior = load_state(service, &device_id);
         let mut nonce = [0u8; 32];
         if rng.fill(&mut nonce).is_err() {
             break;
@@ -176,7 +189,7 @@ pub async fn run(
             want_boot_log: challenge.want_boot_log,
             ima_offset: challenge.ima_offset,
         };
-        if !send(&outbound, verifier_message::Body::Challenge(wire)).await {
+        if !send(outbound, verifier_message::Body::Challenge(wire)).await {
             break;
         }
         // Wait for the answer to this challenge; answers to earlier, expired challenges arrive
@@ -236,6 +249,7 @@ pub async fn run(
                 break;
             }
         };
+        let appraisal_started = Instant::now();
         let outcome = {
             let prior = prior.clone();
             let challenge = challenge.clone();
@@ -262,6 +276,9 @@ pub async fn run(
         rechallenges = 0;
         want_full = false;
         let verdict = outcome.verdict;
+        service
+            .metrics()
+            .appraisal(verdict.passed(), appraisal_started.elapsed());
         let state = if verdict.passed() {
             if let Ok(bytes) = serde_json::to_vec(&outcome.next)
                 && service
@@ -287,12 +304,11 @@ pub async fn run(
             challenge_id: challenge.id,
             state: crate::server::state_to_proto(current) as i32,
         };
-        if !send(&outbound, verifier_message::Body::Verdict(notice)).await {
+        if !send(outbound, verifier_message::Body::Verdict(notice)).await {
             break;
         }
         if let Some(rest) = interval.checked_sub(started.elapsed()) {
             tokio::time::sleep(rest).await;
         }
     }
-    tracing::info!(device = %device_id, "attestation stream closed");
 }

@@ -54,6 +54,16 @@ async fn serve(config: PathBuf) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     tracing::info!(address = %listener.local_addr()?, "verifier listening");
+    if let Some(address) = config.metrics_listen {
+        let metrics = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("binding the metrics listener {address}"))?;
+        tracing::info!(%address, "metrics on http://{address}/metrics");
+        tokio::spawn(trustchain_verifier::metrics::serve(
+            metrics,
+            service.clone(),
+        ));
+    }
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("shutting down");

@@ -74,7 +74,13 @@ impl Enrollment for EnrollmentApi {
             },
         };
         let service = self.service.clone();
-        let challenge = blocking(move || service.enroller().begin(domain)).await?;
+        let challenge = blocking(move || service.enroller().begin(domain))
+            .await
+            .inspect_err(|status| {
+                if status.code() == tonic::Code::PermissionDenied {
+                    self.service.metrics().enrollment(false);
+                }
+            })?;
         Ok(Response::new(v1::ActivationChallenge {
             attempt_id: challenge.attempt_id.to_vec(),
             credential_blob: challenge.credential_blob,
@@ -90,12 +96,19 @@ impl Enrollment for EnrollmentApi {
     ) -> Result<Response<v1::EnrollmentResult>, Status> {
         let message = request.into_inner();
         let service = self.service.clone();
+        let counted = self.service.clone();
         let enrolled = blocking(move || {
             service
                 .enroller()
                 .complete(&message.attempt_id, &message.secret, &message.client_csr)
         })
-        .await?;
+        .await
+        .inspect_err(|status| {
+            if status.code() == tonic::Code::PermissionDenied {
+                counted.metrics().enrollment(false);
+            }
+        })?;
+        counted.metrics().enrollment(true);
         Ok(Response::new(v1::EnrollmentResult {
             device_id: enrolled.device_id,
             ak_certificate: enrolled.ak_certificate,

@@ -1,0 +1,198 @@
+//! Prometheus metrics on their own plain-HTTP listener (GET /metrics): devices per state,
+//! appraisals by outcome, appraisal latency, open streams, enrollment outcomes, audit-log size.
+//! Read-only; it exposes counts, never device evidence.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Request, Response, StatusCode};
+use tokio::net::TcpListener;
+
+use crate::service::Service;
+use crate::storage::DeviceState;
+
+/// Upper bounds (seconds) of the appraisal-latency histogram buckets.
+const BUCKETS: [f64; 10] = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0];
+
+/// Counters updated on the hot path (atomics only: no locks per appraisal).
+#[derive(Debug, Default)]
+pub struct Metrics {
+    appraisals_passed: AtomicU64,
+    appraisals_failed: AtomicU64,
+    latency_buckets: [AtomicU64; BUCKETS.len()],
+    latency_count: AtomicU64,
+    latency_micros_sum: AtomicU64,
+    streams: AtomicU64,
+    enrollments_accepted: AtomicU64,
+    enrollments_refused: AtomicU64,
+}
+
+impl Metrics {
+    pub fn appraisal(&self, passed: bool, took: Duration) {
+        if passed {
+            self.appraisals_passed.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.appraisals_failed.fetch_add(1, Ordering::Relaxed);
+        }
+        let seconds = took.as_secs_f64();
+        for (bucket, bound) in self.latency_buckets.iter().zip(BUCKETS) {
+            if seconds <= bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.latency_count.fetch_add(1, Ordering::Relaxed);
+        self.latency_micros_sum
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    pub fn stream_opened(&self) {
+        self.streams.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn stream_closed(&self) {
+        self.streams.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn enrollment(&self, accepted: bool) {
+        if accepted {
+            self.enrollments_accepted.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.enrollments_refused.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self, service: &Service) -> String {
+        let mut out = String::new();
+        let devices = service.storage().devices().unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "# HELP trustchain_devices Devices by trust state.\n# TYPE trustchain_devices gauge"
+        );
+        for state in [
+            DeviceState::Enrolled,
+            DeviceState::Trusted,
+            DeviceState::Untrusted,
+            DeviceState::TimedOut,
+            DeviceState::Quarantined,
+            DeviceState::Decommissioned,
+        ] {
+            let count = devices.iter().filter(|d| d.state == state).count();
+            let _ = writeln!(
+                out,
+                "trustchain_devices{{state=\"{}\"}} {count}",
+                state.name()
+            );
+        }
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "# HELP trustchain_appraisals_total Appraisals by outcome.\n# TYPE trustchain_appraisals_total counter"
+        );
+        let _ = writeln!(
+            out,
+            "trustchain_appraisals_total{{outcome=\"pass\"}} {}",
+            load(&self.appraisals_passed)
+        );
+        let _ = writeln!(
+            out,
+            "trustchain_appraisals_total{{outcome=\"fail\"}} {}",
+            load(&self.appraisals_failed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP trustchain_appraisal_duration_seconds Time to appraise one answer.\n# TYPE trustchain_appraisal_duration_seconds histogram"
+        );
+        for (bucket, bound) in self.latency_buckets.iter().zip(BUCKETS) {
+            let _ = writeln!(
+                out,
+                "trustchain_appraisal_duration_seconds_bucket{{le=\"{bound}\"}} {}",
+                load(bucket)
+            );
+        }
+        let count = load(&self.latency_count);
+        let _ = writeln!(
+            out,
+            "trustchain_appraisal_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            out,
+            "trustchain_appraisal_duration_seconds_sum {}",
+            load(&self.latency_micros_sum) as f64 / 1e6
+        );
+        let _ = writeln!(out, "trustchain_appraisal_duration_seconds_count {count}");
+        let _ = writeln!(
+            out,
+            "# HELP trustchain_attestation_streams Open agent streams.\n# TYPE trustchain_attestation_streams gauge"
+        );
+        let _ = writeln!(
+            out,
+            "trustchain_attestation_streams {}",
+            load(&self.streams)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP trustchain_enrollments_total Enrollment outcomes.\n# TYPE trustchain_enrollments_total counter"
+        );
+        let _ = writeln!(
+            out,
+            "trustchain_enrollments_total{{outcome=\"accepted\"}} {}",
+            load(&self.enrollments_accepted)
+        );
+        let _ = writeln!(
+            out,
+            "trustchain_enrollments_total{{outcome=\"refused\"}} {}",
+            load(&self.enrollments_refused)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP trustchain_audit_records Records in the hash-chained audit log.\n# TYPE trustchain_audit_records gauge"
+        );
+        let _ = writeln!(
+            out,
+            "trustchain_audit_records {}",
+            service.storage().audit_head().0
+        );
+        out
+    }
+}
+
+/// Serves GET /metrics on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, service: Arc<Service>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let service = service.clone();
+        tokio::spawn(async move {
+            let handler =
+                hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                    let service = service.clone();
+                    async move {
+                        let response = if request.method() == hyper::Method::GET
+                            && request.uri().path() == "/metrics"
+                        {
+                            let body = service.metrics().render(&service);
+                            Response::builder()
+                                .header("content-type", "text/plain; version=0.0.4")
+                                .body(Full::new(Bytes::from(body)))
+                        } else {
+                            Response::builder()
+                                .status(StatusCode::NOT_FOUND)
+                                .body(Full::new(Bytes::from_static(b"not found\n")))
+                        };
+                        response.map_err(|e| e.to_string())
+                    }
+                });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(5))
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), handler);
+            let _ = tokio::time::timeout(Duration::from_secs(30), connection).await;
+        });
+    }
+}
