@@ -126,6 +126,19 @@ impl SigningKey {
         &self.pkcs8
     }
 
+    /// ES256 as JWS wants it: r || s, 32 bytes each.
+    pub fn sign_fixed(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
+        let pair = EcdsaKeyPair::from_pkcs8(
+            &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &self.pkcs8,
+        )
+        .map_err(|_| KeyError::Crypto("not a P-256 PKCS#8 key"))?;
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        pair.sign(&rng, message)
+            .map(|s| s.as_ref().to_vec())
+            .map_err(|_| KeyError::Crypto("signing"))
+    }
+
     pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
         let rng = aws_lc_rs::rand::SystemRandom::new();
         self.pair

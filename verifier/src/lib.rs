@@ -21,6 +21,7 @@ pub mod config;
 pub mod enrollment;
 pub mod evidence;
 pub mod metrics;
+pub mod results;
 pub mod server;
 pub mod service;
 pub mod storage;

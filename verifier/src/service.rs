@@ -61,6 +61,22 @@ pub struct Service {
     /// Signs audit checkpoints (and, later, results).
     signing_key: SigningKey,
     metrics: crate::metrics::Metrics,
+    /// Live state changes for watchers (relying parties); the audit log is the durable copy.
+    changes: tokio::sync::broadcast::Sender<StateChange>,
+}
+
+/// A device's state change, as relying parties see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateChange {
+    /// The audit-log sequence of the change: watchers resume from it.
+    pub sequence: u64,
+    pub device_id: String,
+    pub previous: DeviceState,
+    pub current: DeviceState,
+    pub reason: String,
+    /// The signed result (EAR JWT) of the appraisal behind the change, if one was.
+    pub result_jwt: String,
+    pub at_unix_millis: i64,
 }
 
 /// Evidence received from one device since the verifier started.
@@ -159,6 +175,7 @@ impl Service {
             traffic: Mutex::new(HashMap::new()),
             signing_key,
             metrics: crate::metrics::Metrics::default(),
+            changes: tokio::sync::broadcast::channel(1024).0,
         };
         service.refresh_crl()?;
         Ok(Arc::new(service))
@@ -171,6 +188,74 @@ impl Service {
     /// The challenge interval for a device, from its class (tier).
     pub fn interval_for(&self, device: &DeviceRecord) -> Duration {
         self.attestation.interval_for(&device.facts.device_class)
+    }
+
+    /// Live state changes (subscribe before reading the backlog, then drop duplicates by sequence).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<StateChange> {
+        self.changes.subscribe()
+    }
+
+    /// State changes recorded in the audit log with sequence >= `from`.
+    pub fn state_changes_since(&self, from: u64) -> Result<Vec<StateChange>, StorageError> {
+        let mut out = Vec::new();
+        for (sequence, event) in self.storage.events(from.max(1), usize::MAX)? {
+            if event.kind != EventKind::StateChanged {
+                continue;
+            }
+            // The detail is written by `transition` as "<from> -> <to>: <reason>".
+            let Some((states, reason)) = event.detail.split_once(": ") else {
+                continue;
+            };
+            let Some((previous, current)) = states.split_once(" -> ") else {
+                continue;
+            };
+            let (Some(previous), Some(current)) = (
+                DeviceState::from_name(previous),
+                DeviceState::from_name(current),
+            ) else {
+                continue;
+            };
+            out.push(StateChange {
+                sequence,
+                device_id: event.device_id,
+                previous,
+                current,
+                reason: reason.to_string(),
+                result_jwt: String::new(),
+                at_unix_millis: event.at_unix_millis,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Signs the result of an appraisal (EAR JWT) and keeps it as the device's latest.
+    pub fn sign_result(&self, device_id: &str, nonce: &[u8], verdict: &Verdict) -> Option<String> {
+        let claims =
+            crate::results::ear_claims(device_id, nonce, verdict, now_unix_millis() / 1000);
+        match crate::results::sign_jwt(&self.signing_key, &claims) {
+            Ok(jwt) => {
+                if let Err(error) = self
+                    .storage
+                    .put_appraisal_state(&format!("result/{device_id}"), jwt.as_bytes())
+                {
+                    tracing::error!(%error, "cannot keep the signed result");
+                }
+                Some(jwt)
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot sign the result");
+                None
+            }
+        }
+    }
+
+    /// The device's latest signed result.
+    pub fn last_result(&self, device_id: &str) -> Option<String> {
+        let bytes = self
+            .storage
+            .appraisal_state(&format!("result/{device_id}"))
+            .ok()??;
+        String::from_utf8(bytes).ok()
     }
 
     pub fn metrics(&self) -> &crate::metrics::Metrics {
@@ -315,13 +400,23 @@ impl Service {
             changed = next != device.state;
             let now = now_unix_millis();
             if changed {
-                self.storage.append_event(&EventRecord {
+                let sequence = self.storage.append_event(&EventRecord {
                     at_unix_millis: now,
                     kind: EventKind::StateChanged,
                     device_id: device_id.to_string(),
                     detail: format!("{} -> {}: {reason}", device.state.name(), next.name()),
                 })?;
                 tracing::info!(device = %device_id, from = device.state.name(), to = next.name(), %reason, "state changed");
+                // No receiver is fine: watchers read the audit log when they connect.
+                let _ = self.changes.send(StateChange {
+                    sequence,
+                    device_id: device_id.to_string(),
+                    previous: device.state,
+                    current: next,
+                    reason: reason.to_string(),
+                    result_jwt: self.last_result(device_id).unwrap_or_default(),
+                    at_unix_millis: now,
+                });
                 device.state = next;
                 device.state_reason = reason.to_string();
             }

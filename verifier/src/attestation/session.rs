@@ -279,6 +279,8 @@ async fn run_stream(
         service
             .metrics()
             .appraisal(verdict.passed(), appraisal_started.elapsed());
+        // Signed before the state changes, so the change carries the result it rests on.
+        service.sign_result(&device_id, &challenge.nonce, &verdict);
         let state = if verdict.passed() {
             if let Ok(bytes) = serde_json::to_vec(&outcome.next)
                 && service

@@ -102,7 +102,7 @@ impl AdminApi {
         v1::DeviceDetail {
             summary: Some(summary(device)),
             failed_rules,
-            last_result_jwt: String::new(),
+            last_result_jwt: self.service.last_result(&device.device_id).unwrap_or_default(),
         }
     }
 }
@@ -205,9 +205,47 @@ impl Admin for AdminApi {
         request: Request<v1::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         auth::require(&request, Role::Operator)?;
-        Err(Status::unimplemented(
-            "the watch stream is not implemented yet",
-        ))
+        let from = request.get_ref().from_sequence;
+        // Subscribe first, then read the backlog: nothing falls between the two, and duplicates
+        // are dropped by sequence.
+        let mut live = self.service.subscribe();
+        let backlog = self.service.state_changes_since(from).map_err(internal)?;
+        let service = self.service.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            let mut last = from.saturating_sub(1);
+            for change in backlog {
+                last = change.sequence;
+                if tx.send(Ok(change_to_proto(change))).await.is_err() {
+                    return;
+                }
+            }
+            loop {
+                match live.recv().await {
+                    Ok(change) if change.sequence > last => {
+                        last = change.sequence;
+                        if tx.send(Ok(change_to_proto(change))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        // Too slow a watcher: catch up from the audit log.
+                        let Ok(missed) = service.state_changes_since(last + 1) else {
+                            return;
+                        };
+                        for change in missed {
+                            last = change.sequence;
+                            if tx.send(Ok(change_to_proto(change))).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
 
@@ -218,5 +256,17 @@ pub fn operator_event(device_id: &str, operator: &str, action: &str, comment: &s
         kind: EventKind::OperatorAction,
         device_id: device_id.to_string(),
         detail: format!("{action} by operator {operator:?}: {comment:?}"),
+    }
+}
+
+fn change_to_proto(change: crate::service::StateChange) -> v1::StateChange {
+    v1::StateChange {
+        sequence: change.sequence,
+        device_id: change.device_id,
+        previous: state_to_proto(change.previous) as i32,
+        current: state_to_proto(change.current) as i32,
+        reason: change.reason,
+        result_jwt: change.result_jwt,
+        at_unix_millis: change.at_unix_millis,
     }
 }

@@ -29,6 +29,19 @@ pub enum DeviceState {
 }
 
 impl DeviceState {
+    pub const ALL: [DeviceState; 6] = [
+        DeviceState::Enrolled,
+        DeviceState::Trusted,
+        DeviceState::Untrusted,
+        DeviceState::TimedOut,
+        DeviceState::Quarantined,
+        DeviceState::Decommissioned,
+    ];
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|state| state.name() == name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             DeviceState::Enrolled => "enrolled",
