@@ -77,9 +77,14 @@ impl TestVerifier {
             activation_timeout_seconds: 60,
             max_pending_enrollments: 1000,
             attestation: Default::default(),
+            webhooks: Vec::new(),
         };
         adjust(&mut config);
         let service = Service::start(&config)?;
+        tokio::spawn(trustchain_verifier::webhooks::run(
+            service.clone(),
+            config.webhooks.clone(),
+        ));
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let address = listener.local_addr()?;
         let (shutdown, signal) = oneshot::channel::<()>();

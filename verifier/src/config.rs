@@ -43,6 +43,24 @@ pub struct VerifierConfig {
     pub max_pending_enrollments: usize,
     #[serde(default)]
     pub attestation: AttestationConfig,
+    /// Where alerts are POSTed (JSON, signed with the verifier's key), e.g.
+    /// `[[webhooks]] url = "http://siem.internal:8080/trustchain"`.
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// `http://host:port/path` (plain HTTP; put a TLS-terminating proxy in front for remote sinks).
+    pub url: String,
+    /// How long to keep retrying one alert, with exponential backoff. Default 600.
+    #[serde(default = "default_webhook_give_up")]
+    pub give_up_after_seconds: u64,
+}
+
+fn default_webhook_give_up() -> u64 {
+    600
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -25,3 +25,4 @@ pub mod results;
 pub mod server;
 pub mod service;
 pub mod storage;
+pub mod webhooks;

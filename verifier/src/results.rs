@@ -125,7 +125,9 @@ mod tests {
         let verdict = Verdict::new();
         let jwt = sign_jwt(&key, &ear_claims("tc-1", &[7; 32], &verdict, 1)).unwrap();
         assert_eq!(jwt.split('.').count(), 3);
-        let signature = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(jwt.rsplit('.').next().unwrap()).unwrap();
+        let signature = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(jwt.rsplit('.').next().unwrap())
+            .unwrap();
         assert_eq!(signature.len(), 64);
     }
 }

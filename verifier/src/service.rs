@@ -249,6 +249,12 @@ impl Service {
         }
     }
 
+    /// ES256 signature (r||s, hex) over `message` with the verifier's key: how webhook receivers
+    /// check an alert came from this verifier.
+    pub fn sign_detached(&self, message: &[u8]) -> Option<String> {
+        self.signing_key.sign_fixed(message).ok().map(hex::encode)
+    }
+
     /// The device's latest signed result.
     pub fn last_result(&self, device_id: &str) -> Option<String> {
         let bytes = self

@@ -54,6 +54,10 @@ async fn serve(config: PathBuf) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     tracing::info!(address = %listener.local_addr()?, "verifier listening");
+    tokio::spawn(trustchain_verifier::webhooks::run(
+        service.clone(),
+        config.webhooks.clone(),
+    ));
     if let Some(address) = config.metrics_listen {
         let metrics = tokio::net::TcpListener::bind(address)
             .await

@@ -102,7 +102,10 @@ impl AdminApi {
         v1::DeviceDetail {
             summary: Some(summary(device)),
             failed_rules,
-            last_result_jwt: self.service.last_result(&device.device_id).unwrap_or_default(),
+            last_result_jwt: self
+                .service
+                .last_result(&device.device_id)
+                .unwrap_or_default(),
         }
     }
 }
