@@ -55,6 +55,8 @@ async fn an_exported_audit_log_verifies_offline_and_tampering_is_pinpointed() {
         )
         .await
         .unwrap();
+    // A periodic checkpoint (the verifier signs one every minute; here, now).
+    verifier.service.checkpoint().unwrap();
     device
         .swtpm
         .extend_unlisted(7, b"tampered secure boot state")
@@ -97,6 +99,7 @@ async fn an_exported_audit_log_verifies_offline_and_tampering_is_pinpointed() {
 
     let (ok, text) = verify(&export, &public_key, dir);
     assert!(ok, "{text}");
+    assert!(text.contains("2 signed checkpoint(s)"), "{text}\n{export}");
 
     // Alter one record: the verifier's reason for the failure, softened.
     let altered_index = lines
@@ -112,8 +115,14 @@ async fn an_exported_audit_log_verifies_offline_and_tampering_is_pinpointed() {
     );
 
     // Delete one record.
+    let records: Vec<usize> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.starts_with("{\"record\""))
+        .map(|(i, _)| i)
+        .collect();
     let mut deleted: Vec<&str> = lines.clone();
-    deleted.remove(2);
+    deleted.remove(records[2]);
     let (ok, text) = verify(&deleted.join("\n"), &public_key, dir);
     assert!(
         !ok && text.contains("record 4") && text.contains("removed or reordered"),
@@ -122,9 +131,12 @@ async fn an_exported_audit_log_verifies_offline_and_tampering_is_pinpointed() {
 
     // Reorder two records.
     let mut reordered: Vec<&str> = lines.clone();
-    reordered.swap(1, 2);
+    reordered.swap(records[2], records[3]);
     let (ok, text) = verify(&reordered.join("\n"), &public_key, dir);
-    assert!(!ok && text.contains("line 2"), "{text}");
+    assert!(
+        !ok && text.contains(&format!("line {}", records[2] + 1)),
+        "{text}"
+    );
 
     // The operator CLI shows why the device is untrusted, and its history.
     let cli = |args: &[&str]| {

@@ -26,7 +26,8 @@ pub fn chain_hash(previous: &[u8; 32], sequence: u64, record: &[u8]) -> [u8; 32]
     hasher.finalize().into()
 }
 
-fn checkpoint_message(sequence: u64, hash: &[u8; 32]) -> Vec<u8> {
+/// What a checkpoint signs.
+pub fn checkpoint_message(sequence: u64, hash: &[u8; 32]) -> Vec<u8> {
     let mut message = CHECKPOINT_DOMAIN.to_vec();
     message.extend_from_slice(&sequence.to_be_bytes());
     message.extend_from_slice(hash);

@@ -273,20 +273,67 @@ impl Service {
         self.signing_key.public_hex()
     }
 
-    /// The audit log from `from` on, ending with a checkpoint signed now over its last record.
-    pub fn export_audit(&self, from: u64) -> Result<Vec<AuditLine>, ActionError> {
+    /// Signs the audit chain's head, if it moved since the last checkpoint, and stores it.
+    pub fn checkpoint(&self) -> Result<(), ActionError> {
         let (head, hash) = self.storage.audit_head();
-        let mut lines = self.storage.audit_records(from.max(1), usize::MAX)?;
-        lines
-            .retain(|line| matches!(line, AuditLine::Record { sequence, .. } if *sequence <= head));
-        if head > 0 {
-            let checkpoint = self.signing_key.checkpoint(head, &hash).map_err(|e| {
+        if head == 0
+            || self
+                .storage
+                .checkpoints(head)?
+                .iter()
+                .any(|(sequence, _, _)| *sequence == head)
+        {
+            return Ok(());
+        }
+        let signature = self
+            .signing_key
+            .sign(&crate::audit::checkpoint_message(head, &hash))
+            .map_err(|e| {
                 ActionError::Storage(StorageError::Backend {
                     operation: "sign checkpoint",
                     detail: e.to_string(),
                 })
             })?;
-            lines.push(checkpoint);
+        self.storage
+            .put_checkpoint(head, &hex::encode(hash), &hex::encode(signature))?;
+        Ok(())
+    }
+
+    /// Signs a checkpoint every `every` while the process runs (the audit chain's periodic,
+    /// signed tree heads).
+    pub async fn checkpoints(self: Arc<Self>, every: Duration) {
+        loop {
+            tokio::time::sleep(every).await;
+            if let Err(error) = self.checkpoint() {
+                tracing::error!(%error, "cannot sign an audit checkpoint");
+            }
+        }
+    }
+
+    /// The audit log from `from` on, with the periodic checkpoints in place and a last one over
+    /// the final record.
+    pub fn export_audit(&self, from: u64) -> Result<Vec<AuditLine>, ActionError> {
+        self.checkpoint()?;
+        let (head, _) = self.storage.audit_head();
+        let checkpoints = self.storage.checkpoints(from.max(1))?;
+        let mut lines = Vec::new();
+        for line in self.storage.audit_records(from.max(1), usize::MAX)? {
+            let AuditLine::Record { sequence, .. } = &line else {
+                continue;
+            };
+            let sequence = *sequence;
+            if sequence > head {
+                break;
+            }
+            lines.push(line);
+            if let Some((_, hash, signature)) = checkpoints.iter().find(|(s, _, _)| *s == sequence)
+            {
+                lines.push(AuditLine::Checkpoint {
+                    sequence,
+                    hash: hash.clone(),
+                    signature: signature.clone(),
+                });
+            }
         }
         Ok(lines)
     }

@@ -33,6 +33,9 @@ pub use admin::{operator_event as admin_event, state_to_proto};
 
 use crate::service::Service;
 
+/// How often the audit chain's head is signed.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(60);
+
 /// Bounds on the network edge.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -79,6 +82,7 @@ pub async fn serve(
         limits.clone(),
     ));
     let watchdog = tokio::spawn(service.clone().watchdog());
+    let checkpoints = tokio::spawn(service.clone().checkpoints(CHECKPOINT_EVERY));
 
     let enrollment = EnrollmentServer::new(enrollment::EnrollmentApi::new(service.clone()))
         .max_decoding_message_size(limits.max_enrollment_message);
@@ -95,6 +99,7 @@ pub async fn serve(
         .await;
     accept.abort();
     watchdog.abort();
+    checkpoints.abort();
     result.map_err(ServeError::from)
 }
 

@@ -57,6 +57,15 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn append_event(&self, event: &EventRecord) -> Result<u64, StorageError>;
     /// The audit chain's head: last sequence and its chain hash.
     fn audit_head(&self) -> (u64, [u8; 32]);
+    /// Stores a signed checkpoint over the audit chain up to `sequence` (its hash and signature, hex).
+    fn put_checkpoint(
+        &self,
+        sequence: u64,
+        hash_hex: &str,
+        signature_hex: &str,
+    ) -> Result<(), StorageError>;
+    /// Stored checkpoints with sequence >= `from`, in order, as (sequence, hash hex, signature hex).
+    fn checkpoints(&self, from: u64) -> Result<Vec<(u64, String, String)>, StorageError>;
     /// Audit records with sequence >= `from`, at most `limit`, as stored.
     fn audit_records(
         &self,

@@ -18,6 +18,7 @@ pub struct SledStorage {
     events: sled::Tree,
     nonces: sled::Tree,
     appraisals: sled::Tree,
+    checkpoints: sled::Tree,
 }
 
 fn backend(operation: &'static str) -> impl FnOnce(sled::Error) -> StorageError {
@@ -107,6 +108,7 @@ impl SledStorage {
             events,
             nonces: tree("nonces")?,
             appraisals: tree("appraisals")?,
+            checkpoints: tree("checkpoints")?,
             db,
         })
     }
@@ -186,6 +188,33 @@ impl Storage for SledStorage {
 
     fn audit_head(&self) -> (u64, [u8; 32]) {
         *self.head.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn put_checkpoint(
+        &self,
+        sequence: u64,
+        hash_hex: &str,
+        signature_hex: &str,
+    ) -> Result<(), StorageError> {
+        let value = encode("checkpoint", &(hash_hex, signature_hex))?;
+        self.checkpoints
+            .insert(sequence.to_be_bytes(), value)
+            .map_err(backend("write checkpoint"))?;
+        self.flush()
+    }
+
+    fn checkpoints(&self, from: u64) -> Result<Vec<(u64, String, String)>, StorageError> {
+        let mut out = Vec::new();
+        for entry in self.checkpoints.range(from.to_be_bytes()..) {
+            let (key, value) = entry.map_err(backend("read checkpoints"))?;
+            let key: [u8; 8] = key.as_ref().try_into().map_err(|_| StorageError::Corrupt {
+                what: "checkpoint key",
+                detail: "not 8 bytes".into(),
+            })?;
+            let (hash, signature): (String, String) = decode("checkpoint", &value)?;
+            out.push((u64::from_be_bytes(key), hash, signature));
+        }
+        Ok(out)
     }
 
     fn audit_records(&self, from: u64, limit: usize) -> Result<Vec<AuditLine>, StorageError> {
