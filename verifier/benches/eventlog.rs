@@ -52,4 +52,22 @@ fn logs(c: &mut Criterion) {
 }
 
 criterion_group!(benches, logs);
-criterion_main!(benches);
+criterion_main!(benches, split_group);
+
+/// Parse and replay separately, on the 121-event two-bank log, to see where the time goes.
+fn split(c: &mut Criterion) {
+    let path = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/testdata/eventlogs/keylime__binary_bios_measurements.bin"
+    ));
+    let bytes = std::fs::read(&path).unwrap();
+    let log = parse(&bytes).unwrap();
+    c.bench_function("eventlog_split/parse_only_121events", |b| {
+        b.iter(|| parse(black_box(&bytes)).unwrap())
+    });
+    c.bench_function("eventlog_split/replay_only_121events", |b| {
+        b.iter(|| replay(black_box(&log), &ReplayOptions::default()))
+    });
+}
+
+criterion_group!(split_group, split);

@@ -110,6 +110,24 @@ impl HashAlgorithm {
     pub fn extend(self, pcr: &[u8], digest: &[u8]) -> Vec<u8> {
         self.hash_parts(&[pcr, digest])
     }
+
+    /// PCR extend in place, without allocating: `pcr = H(pcr || digest)`. `pcr` must be this
+    /// algorithm's size (replay keeps it so); a wrong size is left unchanged.
+    pub fn extend_in_place(self, pcr: &mut [u8], digest: &[u8]) {
+        fn run<D: sha2::Digest>(pcr: &mut [u8], digest: &[u8]) {
+            let out = D::new().chain_update(&*pcr).chain_update(digest).finalize();
+            if out.len() == pcr.len() {
+                pcr.copy_from_slice(&out);
+            }
+        }
+        match self {
+            Self::Sha1 => run::<Sha1>(pcr, digest),
+            Self::Sha256 => run::<Sha256>(pcr, digest),
+            Self::Sha384 => run::<Sha384>(pcr, digest),
+            Self::Sha512 => run::<Sha512>(pcr, digest),
+            Self::Sm3_256 => run::<Sm3>(pcr, digest),
+        }
+    }
 }
 
 impl fmt::Display for HashAlgorithm {
@@ -128,6 +146,10 @@ mod tests {
             assert_eq!(HashAlgorithm::from_tpm_alg_id(alg.tpm_alg_id()), Some(alg));
             assert_eq!(alg.hash(b"abc").len(), alg.size());
             assert_eq!(HashAlgorithm::from_name(alg.name()), Some(alg));
+            let mut pcr = vec![0u8; alg.size()];
+            let expected = alg.extend(&pcr, b"digest");
+            alg.extend_in_place(&mut pcr, b"digest");
+            assert_eq!(pcr, expected);
         }
         assert_eq!(HashAlgorithm::from_tpm_alg_id(0x0010), None);
     }

@@ -51,7 +51,7 @@ pub fn replay(log: &EventLog, options: &ReplayOptions) -> PcrBanks {
             let current = pcrs
                 .entry(event.pcr)
                 .or_insert_with(|| initial(*bank, event.pcr, pcr0_start));
-            *current = bank.extend(current, digest);
+            bank.extend_in_place(current, digest);
         }
     }
     if options.hp_unlogged_exit_boot_services {

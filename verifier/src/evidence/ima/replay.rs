@@ -69,7 +69,7 @@ pub fn replay(from: &ImaState, log: &ImaLog, banks: &[HashAlgorithm]) -> ImaRepl
             let current = pcrs
                 .entry(entry.pcr)
                 .or_insert_with(|| vec![0u8; bank.size()]);
-            *current = bank.extend(current, &digest);
+            bank.extend_in_place(current, &digest);
         }
         if violation {
             violations.push(entry.index);
