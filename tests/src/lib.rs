@@ -17,6 +17,7 @@ use trustchain_verifier::service::Service;
 /// A verifier running in this process.
 pub struct TestVerifier {
     pub dir: tempfile::TempDir,
+    config: VerifierConfig,
     pub address: SocketAddr,
     pub service: Arc<Service>,
     pub root_pem_path: PathBuf,
@@ -80,7 +81,32 @@ impl TestVerifier {
             webhooks: Vec::new(),
         };
         adjust(&mut config);
-        let service = Service::start(&config)?;
+        let (service, address, shutdown, task) = Self::launch(&config).await?;
+        Ok(Self {
+            dir,
+            config,
+            address,
+            service,
+            root_pem_path,
+            operator: (
+                format!("{}{}", operator.pem, ca.issuing_pem()),
+                operator.key_pem.unwrap_or_default(),
+            ),
+            shutdown: Some(shutdown),
+            task: Some(task),
+        })
+    }
+
+    #[allow(clippy::type_complexity)]
+    async fn launch(
+        config: &VerifierConfig,
+    ) -> anyhow::Result<(
+        Arc<Service>,
+        SocketAddr,
+        oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    )> {
+        let service = Service::start(config)?;
         tokio::spawn(trustchain_verifier::webhooks::run(
             service.clone(),
             config.webhooks.clone(),
@@ -95,15 +121,41 @@ impl TestVerifier {
             })
             .await;
         });
-        Ok(Self {
+        Ok((service, address, shutdown, task))
+    }
+
+    /// Stops this verifier and starts a new one on the same state, CA and port, as after a crash
+    /// or an upgrade. Agents must be stopped first: their streams hold the old process's state.
+    pub async fn restart(mut self) -> anyhow::Result<Self> {
+        self.stop().await;
+        let TestVerifier {
             dir,
+            mut config,
             address,
             service,
             root_pem_path,
-            operator: (
-                format!("{}{}", operator.pem, ca.issuing_pem()),
-                operator.key_pem.unwrap_or_default(),
-            ),
+            operator,
+            ..
+        } = self;
+        // The state database is released when the last holder of the old service is gone.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while Arc::strong_count(&service) > 1 {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "the old verifier is still in use"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        drop(service);
+        config.listen = address;
+        let (service, address, shutdown, task) = Self::launch(&config).await?;
+        Ok(Self {
+            dir,
+            config,
+            address,
+            service,
+            root_pem_path,
+            operator,
             shutdown: Some(shutdown),
             task: Some(task),
         })
@@ -188,14 +240,6 @@ impl TestVerifier {
         }
         if let Some(task) = self.task.take() {
             let _ = task.await;
-        }
-    }
-}
-
-impl Drop for TestVerifier {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
         }
     }
 }

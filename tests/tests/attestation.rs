@@ -518,3 +518,27 @@ async fn a_sha1_only_answer_is_a_downgrade() {
         .await;
     assert_untrusted_for(&verifier, &device, "required_bank").await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_verifier_restart_trust_rests_on_a_fresh_challenge() {
+    let makers = TestMakers::generate().unwrap();
+    let verifier = verifier(&makers).await;
+    let mut device = trusted_device(&verifier, &makers, "gw-restart").await;
+    device.stop_agent();
+    let verifier = verifier.restart().await.unwrap();
+    // Trusted before the restart is not trusted after it...
+    let state = verifier
+        .service
+        .storage()
+        .device(&device.device_id())
+        .unwrap()
+        .unwrap()
+        .state;
+    assert_eq!(state, DeviceState::Enrolled);
+    // ...until the device passes a fresh challenge from the new process.
+    device.start_agent();
+    verifier
+        .wait_for_state(&device.device_id(), DeviceState::Trusted, WAIT)
+        .await
+        .unwrap();
+}

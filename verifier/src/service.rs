@@ -178,7 +178,23 @@ impl Service {
             changes: tokio::sync::broadcast::channel(1024).0,
         };
         service.refresh_crl()?;
+        service.forget_trust_across_restart()?;
         Ok(Arc::new(service))
+    }
+
+    /// A trusted state rests on a quote this process checked: after a restart, every trusted
+    /// device goes back to enrolled until a fresh challenge passes (fail closed across crashes).
+    fn forget_trust_across_restart(&self) -> Result<(), StartError> {
+        for device in self.storage.devices()? {
+            if device.state == DeviceState::Trusted {
+                self.transition(
+                    &device.device_id,
+                    Input::VerifierRestarted,
+                    "verifier restarted: awaiting a fresh appraisal",
+                )?;
+            }
+        }
+        Ok(())
     }
 
     pub fn attestation_config(&self) -> &AttestationConfig {

@@ -7,6 +7,7 @@
 //!     Enrolled --> Untrusted: appraisal failed
 //!     Trusted --> Untrusted: appraisal failed
 //!     Trusted --> TimedOut: no valid answer for N intervals
+//!     Trusted --> Enrolled: verifier restarted (trust must rest on a fresh challenge)
 //!     TimedOut --> Trusted: fresh appraisal passed
 //!     TimedOut --> Untrusted: appraisal failed
 //!     Untrusted --> Trusted: operator cleared, then appraisal passed (or policy allows recovery)
@@ -38,6 +39,8 @@ pub enum Input {
     /// An operator investigated and cleared the device.
     OperatorCleared,
     Decommission,
+    /// The verifier restarted: trust established before no longer counts until a fresh pass.
+    VerifierRestarted,
 }
 
 /// Policy knobs that change transitions.
@@ -63,7 +66,8 @@ pub fn step(current: DeviceState, input: Input, recovery: Recovery) -> DeviceSta
         (_, Input::Quarantine) => S::Quarantined,
         (_, Input::AppraisalPassed) => S::Trusted,
         (S::Trusted | S::TimedOut, Input::Silent) => S::TimedOut,
-        (state, Input::Silent | Input::OperatorCleared) => state,
+        (S::Trusted, Input::VerifierRestarted) => S::Enrolled,
+        (state, Input::Silent | Input::OperatorCleared | Input::VerifierRestarted) => state,
     }
 }
 
@@ -100,6 +104,26 @@ mod tests {
     }
 
     #[test]
+    fn a_restart_takes_trust_away_until_a_fresh_pass() {
+        assert_eq!(
+            step(S::Trusted, Input::VerifierRestarted, STRICT),
+            S::Enrolled
+        );
+        assert_eq!(
+            step(S::Untrusted, Input::VerifierRestarted, STRICT),
+            S::Untrusted
+        );
+        assert_eq!(
+            step(S::TimedOut, Input::VerifierRestarted, STRICT),
+            S::TimedOut
+        );
+        assert_eq!(
+            step(S::Enrolled, Input::AppraisalPassed, STRICT),
+            S::Trusted
+        );
+    }
+
+    #[test]
     fn decommissioned_is_final() {
         for input in [
             Input::AppraisalPassed,
@@ -108,6 +132,7 @@ mod tests {
             Input::Quarantine,
             Input::OperatorCleared,
             Input::Decommission,
+            Input::VerifierRestarted,
         ] {
             assert_eq!(
                 step(S::Decommissioned, input, Recovery { may_recover: true }),
