@@ -2,6 +2,8 @@
 //! loopback port, real sled on disk, real deployment CA) and agent configurations pointing at
 //! real swtpm devices.
 
+pub mod soft_tpm;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

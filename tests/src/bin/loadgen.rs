@@ -1,0 +1,457 @@
+//! Load generator: many simulated devices in one process, each with a software TPM model and its
+//! own mTLS attestation stream, against a real `trustchain-verifier` process on loopback.
+//!
+//! `trustchain-loadgen --devices 1000 --interval 10 --ima 10 --tampered 0.01 --seconds 60`
+//! prints appraisals per second, appraisal latency (verifier histogram and client round trip),
+//! the verifier's CPU and resident memory per connected device, and whether every tampered device
+//! was caught and no honest one flagged. Loopback only; every loop is bounded by --seconds.
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::sync::{Mutex, Semaphore, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use trustchain_ca::Authority;
+use trustchain_proto::v1::attestation_client::AttestationClient;
+use trustchain_proto::v1::enrollment_client::EnrollmentClient;
+use trustchain_proto::v1::{
+    ActivationResponse, AgentMessage, DeviceFacts, EnrollRequest, Evidence, Hello, PcrValue,
+    TrustState, agent_message, verifier_message,
+};
+use trustchain_swtpm::{BootProfile, TestMakers};
+use trustchain_tests::soft_tpm::SoftTpm;
+
+struct Options {
+    devices: usize,
+    interval: u64,
+    ima: usize,
+    tampered: f64,
+    seconds: u64,
+}
+
+fn options() -> anyhow::Result<Options> {
+    let args: Vec<String> = std::env::args().collect();
+    let get = |name: &str, default: &str| -> String {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+            .unwrap_or_else(|| default.into())
+    };
+    Ok(Options {
+        devices: get("--devices", "200").parse()?,
+        interval: get("--interval", "10").parse()?,
+        ima: get("--ima", "10").parse()?,
+        tampered: get("--tampered", "0.02").parse()?,
+        seconds: get("--seconds", "60").parse()?,
+    })
+}
+
+#[derive(Default)]
+struct Stats {
+    answers: AtomicU64,
+    round_trips_micros: Mutex<Vec<u64>>,
+}
+
+fn proc_figures(pid: u32) -> (u64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    (rss_kib, ticks as f64 / 100.0)
+}
+
+async fn metric(port: u16, name: &str) -> f64 {
+    let output = Command::new("curl")
+        .args(["-s", &format!("http://127.0.0.1:{port}/metrics")])
+        .output();
+    let text = output
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+#[allow(clippy::too_many_lines)]
+async fn run() -> anyhow::Result<()> {
+    let opts = options()?;
+    let dir = tempfile::Builder::new()
+        .prefix("trustchain-loadgen-")
+        .tempdir()?;
+    let ca = Authority::create(&dir.path().join("ca"), "Loadgen")?;
+    let server = ca.issue_verifier(&["localhost".into()], &["127.0.0.1".parse()?])?;
+    std::fs::write(
+        dir.path().join("verifier.pem"),
+        format!("{}{}", server.pem, ca.issuing_pem()),
+    )?;
+    trustchain_ca::files::write_secret(
+        &dir.path().join("verifier.key.pem"),
+        server.key_pem.unwrap_or_default().as_bytes(),
+    )?;
+    let makers = TestMakers::generate()?;
+    let (root, intermediate) = makers.trusted.write_pem(dir.path())?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    std::fs::write(
+        dir.path().join("verifier.toml"),
+        format!(
+            "listen = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\nstate_dir = {:?}\nca_dir = {:?}\ntls_certificate = {:?}\ntls_key = {:?}\nmaker_anchors = [{root:?}]\nmaker_intermediates = [{intermediate:?}]\nmax_pending_enrollments = 100000\n[attestation]\ndefault_interval_seconds = {}\n",
+            dir.path().join("state"),
+            dir.path().join("ca"),
+            dir.path().join("verifier.pem"),
+            dir.path().join("verifier.key.pem"),
+            opts.interval
+        ),
+    )?;
+    let binary = std::env::current_exe()?
+        .parent()
+        .context("dir")?
+        .join("trustchain-verifier");
+    let mut verifier = Command::new(&binary)
+        .args(["serve", "--config"])
+        .arg(dir.path().join("verifier.toml"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("verifier.log"))?)
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))?;
+    let pid = verifier.id();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (rss_baseline, _) = proc_figures(pid);
+    let root_pem = ca.root_pem().to_string();
+    let issuing_pem = ca.issuing_pem().to_string();
+    let url = format!("https://127.0.0.1:{port}");
+    let connect = |identity: Option<Identity>| {
+        let url = url.clone();
+        let root_pem = root_pem.clone();
+        async move {
+            let mut tls = ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(root_pem))
+                .domain_name("localhost");
+            if let Some(identity) = identity {
+                tls = tls.identity(identity);
+            }
+            Ok::<Channel, anyhow::Error>(
+                Endpoint::from_shared(url)?
+                    .tls_config(tls)?
+                    .connect()
+                    .await?,
+            )
+        }
+    };
+    let mut enrollment_channel = None;
+    for _ in 0..100 {
+        if let Ok(channel) = connect(None).await {
+            enrollment_channel = Some(channel);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let enrollment_channel = enrollment_channel.context("verifier did not start")?;
+
+    // Build and enroll the fleet.
+    let started = Instant::now();
+    let tampered_count = ((opts.devices as f64) * opts.tampered).ceil() as usize;
+    let profile = BootProfile::default_linux();
+    let gate = Arc::new(Semaphore::new(32));
+    let mut enrolls = Vec::new();
+    for i in 0..opts.devices {
+        let label = format!("sim-{i:06}");
+        let tpm = SoftTpm::new(&makers.trusted, &label, &profile)?;
+        let mut client = EnrollmentClient::new(enrollment_channel.clone());
+        let gate = gate.clone();
+        let issuing_pem = issuing_pem.clone();
+        enrolls.push(tokio::spawn(async move {
+            let _permit = gate.acquire().await?;
+            let challenge = client
+                .begin(EnrollRequest {
+                    ek_certificate: tpm.ek_certificate.clone(),
+                    ek_intermediates: Vec::new(),
+                    ek_public: tpm.ek_public.clone(),
+                    ak_public: tpm.ak_public.clone(),
+                    facts: Some(DeviceFacts {
+                        hostname: label.clone(),
+                        device_class: "gateway".into(),
+                        ..Default::default()
+                    }),
+                })
+                .await?
+                .into_inner();
+            let secret =
+                tpm.activate_credential(&challenge.credential_blob, &challenge.encrypted_secret)?;
+            let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+            let csr = rcgen::CertificateParams::default().serialize_request(&key)?;
+            let result = client
+                .complete(ActivationResponse {
+                    attempt_id: challenge.attempt_id,
+                    secret,
+                    client_csr: csr.der().to_vec(),
+                })
+                .await?
+                .into_inner();
+            let cert = pem::encode(&pem::Pem::new("CERTIFICATE", result.client_certificate))
+                + &issuing_pem;
+            Ok::<_, anyhow::Error>((
+                tpm,
+                result.device_id,
+                Identity::from_pem(cert, key.serialize_pem()),
+            ))
+        }));
+    }
+    let mut fleet = Vec::new();
+    for handle in enrolls {
+        fleet.push(handle.await??);
+    }
+    let enrolled_in = started.elapsed();
+    println!(
+        "enrolled {} devices in {:.1}s ({:.0}/s)",
+        fleet.len(),
+        enrolled_in.as_secs_f64(),
+        fleet.len() as f64 / enrolled_in.as_secs_f64()
+    );
+
+    // Attest.
+    let stats = Arc::new(Stats::default());
+    let deadline = Instant::now() + Duration::from_secs(opts.seconds);
+    let tamper_at = Instant::now() + Duration::from_secs(opts.seconds / 2);
+    let caught = Arc::new(AtomicU64::new(0));
+    let false_alarms = Arc::new(AtomicU64::new(0));
+    let detection_micros = Arc::new(Mutex::new(Vec::new()));
+    let connected = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for (index, (mut tpm, device_id, identity)) in fleet.into_iter().enumerate() {
+        let tampered = index < tampered_count;
+        let channel = connect(Some(identity)).await?;
+        let (stats, caught, false_alarms, detection_micros, connected) = (
+            stats.clone(),
+            caught.clone(),
+            false_alarms.clone(),
+            detection_micros.clone(),
+            connected.clone(),
+        );
+        let ima_per_interval = opts.ima;
+        tasks.push(tokio::spawn(async move {
+            let (tx, rx) = mpsc::channel(4);
+            tx.send(AgentMessage {
+                body: Some(agent_message::Body::Hello(Hello {
+                    device_id: device_id.clone(),
+                    agent_version: "loadgen".into(),
+                })),
+            })
+            .await?;
+            let mut inbound = AttestationClient::new(channel)
+                .attest(ReceiverStream::new(rx))
+                .await?
+                .into_inner();
+            connected.fetch_add(1, Ordering::Relaxed);
+            let mut sent_at = Instant::now();
+            let mut tampered_at: Option<Instant> = None;
+            let mut round = 0u64;
+            while Instant::now() < deadline {
+                let Ok(Ok(Some(message))) =
+                    tokio::time::timeout(deadline - Instant::now(), inbound.message()).await
+                else {
+                    break;
+                };
+                match message.body {
+                    Some(verifier_message::Body::Challenge(challenge)) => {
+                        for k in 0..ima_per_interval {
+                            tpm.measure_file(
+                                &format!("/opt/app/{round}/{k}"),
+                                format!("{device_id}{round}{k}").as_bytes(),
+                            );
+                        }
+                        round += 1;
+                        let pcrs: Vec<u32> = challenge
+                            .pcr_selection
+                            .first()
+                            .map(|b| b.pcrs.clone())
+                            .unwrap_or_default();
+                        let (quote, signature, values) = tpm.quote(&challenge.nonce, &pcrs)?;
+                        let ima: String = tpm
+                            .ima_log
+                            .iter()
+                            .skip(challenge.ima_offset as usize)
+                            .cloned()
+                            .collect();
+                        sent_at = Instant::now();
+                        tx.send(AgentMessage {
+                            body: Some(agent_message::Body::Evidence(Evidence {
+                                challenge_id: challenge.challenge_id,
+                                quote,
+                                signature,
+                                pcr_values: values
+                                    .into_iter()
+                                    .map(|(i, d)| PcrValue {
+                                        hash_algorithm: 0x000b,
+                                        index: i,
+                                        digest: d,
+                                    })
+                                    .collect(),
+                                boot_log: if challenge.want_boot_log {
+                                    tpm.boot_log.clone()
+                                } else {
+                                    Vec::new()
+                                },
+                                boot_log_included: challenge.want_boot_log,
+                                ima_offset: challenge.ima_offset,
+                                ima_entries: ima.into_bytes(),
+                            })),
+                        })
+                        .await?;
+                    }
+                    Some(verifier_message::Body::Verdict(verdict)) => {
+                        stats.answers.fetch_add(1, Ordering::Relaxed);
+                        // Tamper right after a verdict, so detection waits for the next challenge
+                        // as it would for an implant landing at any moment between two.
+                        if tampered && tampered_at.is_none() && Instant::now() >= tamper_at {
+                            tpm.extend_unlisted(4, b"implant");
+                            tampered_at = Some(Instant::now());
+                        }
+                        stats
+                            .round_trips_micros
+                            .lock()
+                            .await
+                            .push(sent_at.elapsed().as_micros() as u64);
+                        if verdict.state == TrustState::Untrusted as i32 {
+                            match tampered_at {
+                                Some(at) => {
+                                    caught.fetch_add(1, Ordering::Relaxed);
+                                    detection_micros
+                                        .lock()
+                                        .await
+                                        .push(at.elapsed().as_micros() as u64);
+                                }
+                                None => {
+                                    false_alarms.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                            break;
+                        }
+                    }
+                    None => {}
+                }
+            }
+            Ok::<(), anyhow::Error>(())
+        }));
+    }
+    let attest_started = Instant::now();
+    let (rss_start, cpu_start) = proc_figures(pid);
+    let answers_start = stats.answers.load(Ordering::Relaxed);
+    let mut failures = 0;
+    for task in tasks {
+        if !matches!(task.await, Ok(Ok(()))) {
+            failures += 1;
+        }
+    }
+    let elapsed = attest_started.elapsed().as_secs_f64();
+    let (rss_end, cpu_end) = proc_figures(pid);
+    let answers = stats.answers.load(Ordering::Relaxed) - answers_start;
+    let pass = metric(
+        metrics_port,
+        "trustchain_appraisals_total{outcome=\"pass\"}",
+    )
+    .await;
+    let fail = metric(
+        metrics_port,
+        "trustchain_appraisals_total{outcome=\"fail\"}",
+    )
+    .await;
+    let latency_sum = metric(metrics_port, "trustchain_appraisal_duration_seconds_sum").await;
+    let latency_count = metric(metrics_port, "trustchain_appraisal_duration_seconds_count").await;
+    let mut round_trips = stats.round_trips_micros.lock().await.clone();
+    round_trips.sort_unstable();
+    let pct = |v: &[u64], p: f64| {
+        v.get(((v.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
+    let mut detections = detection_micros.lock().await.clone();
+    detections.sort_unstable();
+    println!(
+        "devices {}  connected {}  interval {}s  IMA entries per answer {}  run {:.0}s",
+        opts.devices,
+        connected.load(Ordering::Relaxed),
+        opts.interval,
+        opts.ima,
+        elapsed
+    );
+    println!(
+        "appraisals: {:.0}/s end to end ({} verdicts; verifier counted {pass:.0} pass, {fail:.0} fail)",
+        answers as f64 / elapsed,
+        answers
+    );
+    println!(
+        "appraisal time in the verifier: mean {:.2} ms",
+        if latency_count > 0.0 {
+            latency_sum / latency_count * 1000.0
+        } else {
+            0.0
+        }
+    );
+    println!(
+        "round trip (evidence sent -> verdict): p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+        pct(&round_trips, 0.5),
+        pct(&round_trips, 0.99),
+        pct(&round_trips, 1.0)
+    );
+    println!(
+        "verifier CPU {:.0}% of one core; RSS {} MiB idle, {} MiB with the fleet connected, {} MiB at the end = {:.1} KiB per connected device above idle",
+        (cpu_end - cpu_start) / elapsed * 100.0,
+        rss_baseline / 1024,
+        rss_start / 1024,
+        rss_end / 1024,
+        rss_end.saturating_sub(rss_baseline) as f64 / opts.devices.max(1) as f64
+    );
+    println!(
+        "tampered {tampered_count}: caught {} (detection p50 {:.1} s, max {:.1} s); honest devices flagged: {}; stream failures {failures}",
+        caught.load(Ordering::Relaxed),
+        pct(&detections, 0.5) / 1000.0,
+        pct(&detections, 1.0) / 1000.0,
+        false_alarms.load(Ordering::Relaxed)
+    );
+    let _ = verifier.kill();
+    let _ = verifier.wait();
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("loadgen: {error}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("loadgen failed: {error:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
