@@ -83,79 +83,6 @@ fn load_state(service: &Service, device_id: &str) -> AppraisalState {
     }
 }
 
-/// What one answer led to.
-enum Decision {
-    /// A TPM reset was seen with evidence from before it: ask again, fully.
-    Rechallenge,
-    /// The verdict is recorded; the device is now in this state.
-    Done(DeviceState),
-    /// The verifier cannot record a verdict (storage): end the stream, nothing is trusted.
-    Stop,
-}
-
-/// Everything after an answer arrives, in order: spend the nonce durably, appraise, sign the
-/// result, save the new state, change the device's state. Blocking.
-#[allow(clippy::too_many_arguments)]
-fn decide(
-    service: &Service,
-    device_id: &str,
-    key: &VerifyingKey,
-    policy: &Policy,
-    prior: &AppraisalState,
-    challenge: &Challenge,
-    evidence: &Evidence,
-    allow_rechallenge: bool,
-) -> Decision {
-    let fresh = match service.storage().consume_nonce(&challenge.nonce, device_id) {
-        Ok(fresh) => fresh,
-        Err(error) => {
-            tracing::error!(%error, "cannot record the nonce; no verdict");
-            return Decision::Stop;
-        }
-    };
-    let started = Instant::now();
-    let outcome = appraisal::appraise(key, policy, prior, challenge, evidence, fresh);
-    let mut verdict = outcome.verdict;
-    if outcome.rechallenge {
-        if allow_rechallenge {
-            return Decision::Rechallenge;
-        }
-        verdict.fail(super::verdict::Failure::new(
-            super::verdict::Rule::ResetHandling,
-            "the evidence stayed incomplete after a TPM reset",
-        ));
-    }
-    service
-        .metrics()
-        .appraisal(verdict.passed(), started.elapsed());
-    // Signed before the state changes, so the change carries the result it rests on.
-    service.sign_result(device_id, &challenge.nonce, &verdict);
-    let state = if verdict.passed() {
-        let saved = serde_json::to_vec(&outcome.next)
-            .map_err(|e| e.to_string())
-            .and_then(|bytes| {
-                service
-                    .storage()
-                    .put_appraisal_state(device_id, &bytes)
-                    .map_err(|e| e.to_string())
-            });
-        if let Err(error) = saved {
-            tracing::error!(device = %device_id, %error, "cannot save the appraisal state; no verdict");
-            return Decision::Stop;
-        }
-        if outcome.rebooted {
-            let _ = service.record_reboot(device_id, &verdict.notes.join("; "));
-        }
-        service.note_passed(device_id);
-        service.transition(device_id, Input::AppraisalPassed, "all rules passed")
-    } else {
-        tracing::warn!(device = %device_id, verdict = %verdict.summary(), "appraisal failed");
-        service.record_failure(device_id, &verdict);
-        service.transition(device_id, Input::AppraisalFailed, &verdict.summary())
-    };
-    Decision::Done(state.map(|d| d.state).unwrap_or(DeviceState::Untrusted))
-}
-
 async fn send(outbound: &Outbound, body: verifier_message::Body) -> bool {
     outbound
         .send(Ok(v1::VerifierMessage { body: Some(body) }))
@@ -311,51 +238,70 @@ async fn run_stream(
             continue;
         };
         missed = 0;
-        // Nonce bookkeeping, appraisal, signing and durable writes block: all of it runs on the
-        // blocking pool, so the reactor keeps serving other devices' streams meanwhile.
-        let decision = {
-            let (service, device_id, challenge, policy) = (
-                service.clone(),
-                device_id.clone(),
-                challenge.clone(),
-                policy.clone(),
-            );
-            let allow_rechallenge = rechallenges < MAX_RECHALLENGES;
-            tokio::task::spawn_blocking(move || {
-                decide(
-                    &service,
-                    &device_id,
-                    &key,
-                    &policy,
-                    &prior,
-                    &challenge,
-                    &evidence,
-                    allow_rechallenge,
-                )
-            })
-            .await
-        };
-        let state = match decision {
-            Ok(Decision::Rechallenge) => {
-                rechallenges += 1;
-                want_full = true;
-                tracing::info!(device = %device_id, "TPM reset seen: asking again for the boot log and IMA from the start");
-                continue;
-            }
-            Ok(Decision::Done(state)) => state,
-            Ok(Decision::Stop) => break,
-            Err(_) => {
-                let _ = service.transition(
-                    &device_id,
-                    Input::AppraisalFailed,
-                    "appraisal_completed: the appraisal crashed",
-                );
+        // The nonce is spent, durably, before any verdict rests on it.
+        let fresh = match service
+            .storage()
+            .consume_nonce(&challenge.nonce, &device_id)
+        {
+            Ok(fresh) => fresh,
+            Err(error) => {
+                tracing::error!(%error, "cannot record the nonce; no verdict");
                 break;
             }
         };
+        let appraisal_started = Instant::now();
+        let outcome = {
+            let prior = prior.clone();
+            let challenge = challenge.clone();
+            let policy = policy.clone();
+            tokio::task::spawn_blocking(move || {
+                appraisal::appraise(&key, &policy, &prior, &challenge, &evidence, fresh)
+            })
+            .await
+        };
+        let Ok(outcome) = outcome else {
+            let _ = service.transition(
+                &device_id,
+                Input::AppraisalFailed,
+                "appraisal_completed: the appraisal crashed",
+            );
+            break;
+        };
+        if outcome.rechallenge && rechallenges < MAX_RECHALLENGES {
+            rechallenges += 1;
+            want_full = true;
+            tracing::info!(device = %device_id, "TPM reset seen: asking again for the boot log and IMA from the start");
+            continue;
+        }
         rechallenges = 0;
         want_full = false;
-        let current = state;
+        let verdict = outcome.verdict;
+        service
+            .metrics()
+            .appraisal(verdict.passed(), appraisal_started.elapsed());
+        // Signed before the state changes, so the change carries the result it rests on.
+        service.sign_result(&device_id, &challenge.nonce, &verdict);
+        let state = if verdict.passed() {
+            if let Ok(bytes) = serde_json::to_vec(&outcome.next)
+                && service
+                    .storage()
+                    .put_appraisal_state(&device_id, &bytes)
+                    .is_err()
+            {
+                tracing::error!(device = %device_id, "cannot save the appraisal state; no verdict");
+                break;
+            }
+            if outcome.rebooted {
+                let _ = service.record_reboot(&device_id, &verdict.notes.join("; "));
+            }
+            service.note_passed(&device_id);
+            service.transition(&device_id, Input::AppraisalPassed, "all rules passed")
+        } else {
+            tracing::warn!(device = %device_id, verdict = %verdict.summary(), "appraisal failed");
+            service.record_failure(&device_id, &verdict);
+            service.transition(&device_id, Input::AppraisalFailed, &verdict.summary())
+        };
+        let current = state.map(|d| d.state).unwrap_or(DeviceState::Untrusted);
         let notice = v1::VerdictNotice {
             challenge_id: challenge.id,
             state: crate::server::state_to_proto(current) as i32,
