@@ -275,7 +275,14 @@ async fn run_stream(
         }
         rechallenges = 0;
         want_full = false;
-        let verdict = outcome.verdict;
+        let mut verdict = outcome.verdict;
+        if outcome.rechallenge {
+            // Still incomplete after the re-challenges: fail closed, never fall through to a pass.
+            verdict.fail(super::verdict::Failure::new(
+                super::verdict::Rule::ResetHandling,
+                "the evidence stayed incomplete after a TPM reset",
+            ));
+        }
         service
             .metrics()
             .appraisal(verdict.passed(), appraisal_started.elapsed());
