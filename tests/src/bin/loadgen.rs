@@ -141,7 +141,7 @@ async fn run() -> anyhow::Result<()> {
     let root_pem = ca.root_pem().to_string();
     let issuing_pem = ca.issuing_pem().to_string();
     let url = format!("https://127.0.0.1:{port}");
-    let connect = |identity: Option<Identity>| {
+    let connect = move |identity: Option<Identity>| {
         let url = url.clone();
         let root_pem = root_pem.clone();
         async move {
@@ -230,6 +230,29 @@ async fn run() -> anyhow::Result<()> {
         fleet.len() as f64 / enrolled_in.as_secs_f64()
     );
 
+    // Connect every device's own mTLS channel first (handshakes are not appraisals).
+    let connect_started = Instant::now();
+    let mut connecting = Vec::new();
+    let gate = Arc::new(Semaphore::new(64));
+    for (tpm, device_id, identity) in fleet {
+        let connect = connect.clone();
+        let gate = gate.clone();
+        connecting.push(tokio::spawn(async move {
+            let _permit = gate.acquire().await?;
+            let channel = connect(Some(identity)).await?;
+            Ok::<_, anyhow::Error>((tpm, device_id, channel))
+        }));
+    }
+    let mut fleet = Vec::new();
+    for handle in connecting {
+        fleet.push(handle.await??);
+    }
+    println!(
+        "connected {} mTLS channels in {:.1}s",
+        fleet.len(),
+        connect_started.elapsed().as_secs_f64()
+    );
+
     // Attest.
     let stats = Arc::new(Stats::default());
     let deadline = Instant::now() + Duration::from_secs(opts.seconds);
@@ -239,9 +262,8 @@ async fn run() -> anyhow::Result<()> {
     let detection_micros = Arc::new(Mutex::new(Vec::new()));
     let connected = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
-    for (index, (mut tpm, device_id, identity)) in fleet.into_iter().enumerate() {
+    for (index, (mut tpm, device_id, channel)) in fleet.into_iter().enumerate() {
         let tampered = index < tampered_count;
-        let channel = connect(Some(identity)).await?;
         let (stats, caught, false_alarms, detection_micros, connected) = (
             stats.clone(),
             caught.clone(),
