@@ -37,6 +37,23 @@ fn ima(c: &mut Criterion) {
             })
         },
     );
+    // The two halves on their own, to show where the time goes.
+    group.bench_function(format!("ascii_parse_only_{entries}entries"), |b| {
+        b.iter(|| parse_ascii(black_box(&bytes), 0).unwrap())
+    });
+    let log = parse_ascii(&bytes, 0).unwrap();
+    group.bench_function(
+        format!("check_replay_only_sha1_sha256_{entries}entries"),
+        |b| {
+            b.iter(|| {
+                replay(
+                    &ImaState::default(),
+                    black_box(&log),
+                    &[HashAlgorithm::Sha1, HashAlgorithm::Sha256],
+                )
+            })
+        },
+    );
     group.finish();
 }
 

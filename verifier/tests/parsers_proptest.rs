@@ -15,6 +15,7 @@ use proptest::prelude::*;
 use trustchain_verifier::evidence::digest::HashAlgorithm;
 use trustchain_verifier::evidence::eventlog::{self, ReplayOptions};
 use trustchain_verifier::evidence::ima::{self, ImaState};
+use trustchain_verifier::evidence::quote::{self, VerifyingKey};
 use trustchain_verifier::evidence::tpm::{Attest, Public, Signature};
 
 fn testdata(path: &str) -> Vec<u8> {
@@ -37,10 +38,26 @@ fn seeds() -> &'static Vec<Vec<u8>> {
             testdata("eventlogs/go-attestation__short_no_action_eventlog.bin"),
             testdata("ima/tpm2-tss__sml-ima-sig-sha256.bin"),
             testdata("ima/keylime__create-runtime-policy__ima-log-sha256"),
+            testdata("ima/keylime__create-runtime-policy__ima-log-sm3_256"),
+            testdata("ima/tpm2-tss__sml-ima-sha1.bin"),
             testdata("quotes/gce-cos-85-no-nonce/quote1_sha256.tpms_attest.bin"),
             testdata("quotes/gce-cos-85-no-nonce/quote1_sha256.tpmt_signature.bin"),
             testdata("quotes/gce-cos-85-no-nonce/ak_pub.tpmt_public.bin"),
         ]
+    })
+}
+
+/// The real AK, pinned to the scheme its quotes use: mutated signatures are checked against it.
+fn ak() -> &'static VerifyingKey {
+    static AK: OnceLock<VerifyingKey> = OnceLock::new();
+    AK.get_or_init(|| {
+        let bytes = testdata("quotes/gce-cos-85-no-nonce/ak_pub.tpmt_public.bin");
+        let public = Public::parse(&bytes).unwrap();
+        let signature = Signature::parse(&testdata(
+            "quotes/gce-cos-85-no-nonce/quote1_sha256.tpmt_signature.bin",
+        ))
+        .unwrap();
+        VerifyingKey::new(public, signature.scheme(), signature.hash()).unwrap()
     })
 }
 
@@ -117,19 +134,40 @@ fn exercise(bytes: &[u8]) {
             let _ = event.digest_check();
         }
     }
-    if let Ok(log) = ima::parse(bytes) {
-        let _ = ima::replay(
-            &ImaState::default(),
+    let _ = eventlog::events::variable(bytes);
+    let banks = [HashAlgorithm::Sha1, HashAlgorithm::Sha256];
+    for log in [
+        ima::parse(bytes),
+        ima::parse_ascii(bytes, 7),
+        ima::parse_binary(bytes, 0),
+        ima::parse_binary_with_hash_size(bytes, 0, 32),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let replayed = ima::replay(&ImaState::default(), &log, &banks);
+        let _ = replayed.check_template_hashes(&log);
+        let _ = ima::replay_to_quote(
+            &replayed.state,
             &log,
-            &[HashAlgorithm::Sha1, HashAlgorithm::Sha256],
+            &banks,
+            HashAlgorithm::Sha256,
+            10,
+            &[0; 32],
         );
     }
-    let _ = ima::parse_binary(bytes, 0);
     let _ = Attest::parse(bytes);
-    let _ = Signature::parse(bytes);
+    if let Ok(signature) = Signature::parse(bytes) {
+        let _ = ak().verify_signature(bytes, &signature);
+    }
+    // The quote entry point takes two inputs: split this one.
+    let (attest, signature) = bytes.split_at(bytes.len() / 2);
+    let _ = quote::parse(attest, signature);
+    let _ = quote::check_signature(attest, signature, ak());
     if let Ok(public) = Public::parse(bytes) {
         let _ = public.spki_der();
         let _ = public.name();
+        let _ = VerifyingKey::key_scheme(&public);
     }
     let _ = eventlog::device_path::render(bytes);
 }
@@ -139,7 +177,7 @@ proptest! {
 
     #[test]
     fn mutated_real_evidence_never_panics(
-        seed in 0usize..9,
+        seed in 0usize..64,
         mutations in proptest::collection::vec(mutation(), 1..6),
     ) {
         let bytes = apply(seeds()[seed % seeds().len()].clone(), &mutations);

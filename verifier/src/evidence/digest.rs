@@ -113,19 +113,47 @@ impl HashAlgorithm {
 
     /// PCR extend in place, without allocating: `pcr = H(pcr || digest)`. `pcr` must be this
     /// algorithm's size (replay keeps it so); a wrong size is left unchanged.
+    ///
+    /// The SHA families go through aws-lc: on these 40-128-byte inputs its assembly is about a
+    /// quarter faster than RustCrypto, and extends are most of an event log replay's time.
     pub fn extend_in_place(self, pcr: &mut [u8], digest: &[u8]) {
-        fn run<D: sha2::Digest>(pcr: &mut [u8], digest: &[u8]) {
-            let out = D::new().chain_update(&*pcr).chain_update(digest).finalize();
-            if out.len() == pcr.len() {
-                pcr.copy_from_slice(&out);
+        use aws_lc_rs::digest as lc;
+        use sha2::Digest as _;
+        let algorithm = match self {
+            Self::Sha1 => &lc::SHA1_FOR_LEGACY_USE_ONLY,
+            Self::Sha256 => &lc::SHA256,
+            Self::Sha384 => &lc::SHA384,
+            Self::Sha512 => &lc::SHA512,
+            Self::Sm3_256 => {
+                let out = Sm3::new()
+                    .chain_update(&*pcr)
+                    .chain_update(digest)
+                    .finalize();
+                if out.len() == pcr.len() {
+                    pcr.copy_from_slice(&out);
+                }
+                return;
             }
-        }
-        match self {
-            Self::Sha1 => run::<Sha1>(pcr, digest),
-            Self::Sha256 => run::<Sha256>(pcr, digest),
-            Self::Sha384 => run::<Sha384>(pcr, digest),
-            Self::Sha512 => run::<Sha512>(pcr, digest),
-            Self::Sm3_256 => run::<Sm3>(pcr, digest),
+        };
+        // One contiguous input on the stack: a one-shot digest is cheaper than a context.
+        let mut input = [0u8; 128];
+        let length = pcr.len() + digest.len();
+        let out = match input.get_mut(..length) {
+            Some(joined) => {
+                let (left, right) = joined.split_at_mut(pcr.len());
+                left.copy_from_slice(pcr);
+                right.copy_from_slice(digest);
+                lc::digest(algorithm, joined)
+            }
+            None => {
+                let mut context = lc::Context::new(algorithm);
+                context.update(pcr);
+                context.update(digest);
+                context.finish()
+            }
+        };
+        if out.as_ref().len() == pcr.len() {
+            pcr.copy_from_slice(out.as_ref());
         }
     }
 }
@@ -146,10 +174,12 @@ mod tests {
             assert_eq!(HashAlgorithm::from_tpm_alg_id(alg.tpm_alg_id()), Some(alg));
             assert_eq!(alg.hash(b"abc").len(), alg.size());
             assert_eq!(HashAlgorithm::from_name(alg.name()), Some(alg));
-            let mut pcr = vec![0u8; alg.size()];
-            let expected = alg.extend(&pcr, b"digest");
-            alg.extend_in_place(&mut pcr, b"digest");
-            assert_eq!(pcr, expected);
+            for extra in [&b"digest"[..], &[7u8; 64], &[9u8; 200]] {
+                let mut pcr = vec![3u8; alg.size()];
+                let expected = alg.extend(&pcr, extra);
+                alg.extend_in_place(&mut pcr, extra);
+                assert_eq!(pcr, expected);
+            }
         }
         assert_eq!(HashAlgorithm::from_tpm_alg_id(0x0010), None);
     }

@@ -126,6 +126,14 @@ fn algorithm(
             S::EcDsa,
             H::Sha384,
         ) => (&signature::ECDSA_P384_SHA384_FIXED, 48),
+        (
+            PublicKey::Ecc {
+                curve: EccCurve::NistP521,
+                ..
+            },
+            S::EcDsa,
+            H::Sha512,
+        ) => (&signature::ECDSA_P521_SHA512_FIXED, 66),
         _ => return None,
     })
 }
@@ -219,14 +227,17 @@ impl VerifyingKey {
         let ok = match signature {
             Signature::Rsa { signature, .. } => self.key.verify_sig(message, signature).is_ok(),
             Signature::Ecc { r, s, .. } => {
-                if r.len() > self.coordinate || s.len() > self.coordinate {
-                    return Err(QuoteError::BadSignature);
-                }
-                // r || s, each left-padded to the coordinate size (the TPM strips leading zeros).
+                // r || s, each exactly the coordinate size: TPMs may drop leading zeros (and an
+                // encoder may add one), so both are normalised before the fixed-size check.
                 let mut fixed = Vec::with_capacity(2 * self.coordinate);
                 for part in [r, s] {
-                    fixed.resize(fixed.len() + self.coordinate - part.len(), 0);
-                    fixed.extend_from_slice(part);
+                    let first = part.iter().position(|b| *b != 0).unwrap_or(part.len());
+                    let digits = part.get(first..).unwrap_or_default();
+                    if digits.len() > self.coordinate {
+                        return Err(QuoteError::BadSignature);
+                    }
+                    fixed.resize(fixed.len() + self.coordinate - digits.len(), 0);
+                    fixed.extend_from_slice(digits);
                 }
                 self.key.verify_sig(message, &fixed).is_ok()
             }
@@ -359,4 +370,94 @@ pub fn check_pcr_digest(
         return Err(QuoteError::PcrDigestMismatch);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::evidence::tpm::{PcrSelection, QuoteInfo};
+
+    fn value(bank: HashAlgorithm, pcr: u32) -> Vec<u8> {
+        bank.hash(&pcr.to_be_bytes())
+    }
+
+    /// A selection of SHA-256 PCRs 1, 3 then SHA-1 PCR 0: banks in selection order (not the
+    /// map's order, where sha1 sorts first), indices ascending.
+    fn quote_and_values() -> (QuoteInfo, PcrValues) {
+        let selection = PcrSelection::new(vec![
+            (HashAlgorithm::Sha256, vec![3, 1]),
+            (HashAlgorithm::Sha1, vec![0]),
+        ]);
+        let mut values = PcrValues::default();
+        let mut concatenated = Vec::new();
+        for (bank, pcr) in [
+            (HashAlgorithm::Sha256, 1),
+            (HashAlgorithm::Sha256, 3),
+            (HashAlgorithm::Sha1, 0),
+        ] {
+            concatenated.extend(value(bank, pcr));
+            values.insert(bank, pcr, value(bank, pcr));
+        }
+        let quote = QuoteInfo {
+            selection,
+            pcr_digest: HashAlgorithm::Sha256.hash(&concatenated),
+        };
+        (quote, values)
+    }
+
+    #[test]
+    fn pcr_digest_follows_selection_order() {
+        let (quote, values) = quote_and_values();
+        assert_eq!(
+            check_pcr_digest(&quote, HashAlgorithm::Sha256, &values),
+            Ok(())
+        );
+        // The digest is over the signing hash, not the bank's.
+        assert_eq!(
+            check_pcr_digest(&quote, HashAlgorithm::Sha384, &values),
+            Err(QuoteError::PcrDigestMismatch)
+        );
+    }
+
+    #[test]
+    fn pcr_values_must_match_the_selection_exactly() {
+        let (quote, values) = quote_and_values();
+        let mut short = values.clone();
+        short.0.remove(&(HashAlgorithm::Sha1, 0));
+        assert_eq!(
+            check_pcr_digest(&quote, HashAlgorithm::Sha256, &short),
+            Err(QuoteError::PcrValueMissing {
+                bank: HashAlgorithm::Sha1,
+                pcr: 0
+            })
+        );
+        let mut extra = values.clone();
+        extra.insert(HashAlgorithm::Sha256, 2, value(HashAlgorithm::Sha256, 2));
+        assert_eq!(
+            check_pcr_digest(&quote, HashAlgorithm::Sha256, &extra),
+            Err(QuoteError::PcrValueExtra {
+                bank: HashAlgorithm::Sha256,
+                pcr: 2
+            })
+        );
+        let mut wrong_size = values;
+        wrong_size.insert(HashAlgorithm::Sha1, 0, vec![0; 32]);
+        assert_eq!(
+            check_pcr_digest(&quote, HashAlgorithm::Sha256, &wrong_size),
+            Err(QuoteError::PcrValueSize {
+                bank: HashAlgorithm::Sha1,
+                pcr: 0,
+                size: 32,
+                expected: 20
+            })
+        );
+    }
+
+    #[test]
+    fn nonce_error_does_not_reveal_the_expected_value() {
+        assert_eq!(
+            QuoteError::NonceMismatch.to_string(),
+            "extraData is not the expected nonce"
+        );
+    }
 }

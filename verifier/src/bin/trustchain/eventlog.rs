@@ -45,14 +45,18 @@ fn events_json(log: &EventLog) -> Vec<Value> {
                 .iter()
                 .map(|(alg, d)| (alg.name(), hex::encode(d)))
                 .collect();
+            let decoded = event.decoded();
+            let check = event.digest_check();
             json!({
                 "index": event.index,
                 "offset": event.offset,
                 "pcr": event.pcr,
                 "type": eventlog::event_type_name(event.event_type),
                 "digests": digests,
-                "data": event.decoded(),
-                "digest_matches_data": event.digest_check().map(|c| c.holds()),
+                "summary": summary(&decoded),
+                "data": decoded,
+                "digest_matches_data": check.as_ref().map(|c| c.holds()),
+                "digest_quirk": check.and_then(|c| c.quirk),
             })
         })
         .collect()
@@ -64,7 +68,10 @@ fn summary(data: &eventlog::EventData) -> String {
         D::SpecId => "Spec ID Event03".into(),
         D::StartupLocality { locality } => format!("StartupLocality {locality}"),
         D::NoAction { signature } => format!("no action: {signature}"),
-        D::Separator { value } => format!("separator {value}"),
+        D::Separator { value, error } => format!(
+            "separator {value}{}",
+            if *error { " (firmware error)" } else { "" }
+        ),
         D::EfiVariable {
             guid,
             name,
@@ -93,7 +100,7 @@ fn summary(data: &eventlog::EventData) -> String {
         D::CrtmVersion { version } => format!("CRTM version {}", version.escape_debug()),
         D::Raw { data_hex } => format!(
             "{}{}",
-            &data_hex[..data_hex.len().min(64)],
+            data_hex.get(..data_hex.len().min(64)).unwrap_or_default(),
             if data_hex.len() > 64 { "..." } else { "" }
         ),
     }
@@ -130,10 +137,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Some(check) if !check.holds() => "  [digest != hash(data)]",
             _ => "",
         };
+        // EV_NO_ACTION events may name PCR 0xFFFFFFFF (Windows' trailing event).
+        let pcr = if event.pcr < eventlog::PCR_COUNT {
+            event.pcr.to_string()
+        } else {
+            "-".to_string()
+        };
         println!(
-            "{:>4}  PCR{:<2} {:<34} {}{check}",
+            "{:>4}  PCR{pcr:<2} {:<34} {}{check}",
             event.index,
-            event.pcr,
             eventlog::event_type_name(event.event_type),
             summary(&event.decoded()),
         );

@@ -31,6 +31,15 @@ pub fn utf16(bytes: &[u8]) -> String {
     String::from_utf16_lossy(&units)
 }
 
+/// A vendor-defined node: its GUID, and any vendor data in hex.
+fn vendor(name: &str, data: &[u8]) -> String {
+    match (data.get(..16), data.get(16..)) {
+        (Some(id), Some([])) => format!("{name}({})", guid(id)),
+        (Some(id), Some(rest)) => format!("{name}({},{})", guid(id), hex::encode(rest)),
+        _ => format!("{name}({})", hex::encode(data)),
+    }
+}
+
 fn node(kind: u8, subtype: u8, data: &[u8]) -> String {
     let mut r = Reader::new(data);
     let rendered = match (kind, subtype) {
@@ -87,7 +96,52 @@ fn node(kind: u8, subtype: u8, data: &[u8]) -> String {
                 _ => format!("HD({number},0x{start:x},0x{size:x})"),
             })
         })(),
-        (0x04, 0x04) => Some(utf16(data)),
+        (0x04, 0x04) => Some(format!("File({})", utf16(data))),
+        (0x01, 0x03) => (|| {
+            let memory_type = r.u32_le("type").ok()?;
+            let start = r.u64_le("start").ok()?;
+            let end = r.u64_le("end").ok()?;
+            Some(format!(
+                "MemoryMapped(0x{memory_type:x},0x{start:x},0x{end:x})"
+            ))
+        })(),
+        (0x01, 0x04) => Some(vendor("VenHw", data)),
+        (0x01, 0x05) => (|| Some(format!("Ctrl(0x{:x})", r.u32_le("controller").ok()?)))(),
+        (0x02, 0x03) => (|| Some(format!("AcpiAdr(0x{:x})", r.u32_le("adr").ok()?)))(),
+        (0x03, 0x01) => (|| {
+            Some(format!(
+                "Ata(0x{:x},0x{:x},0x{:x})",
+                r.u8("primary").ok()?,
+                r.u8("slave").ok()?,
+                r.u16_le("lun").ok()?
+            ))
+        })(),
+        (0x03, 0x0a) => Some(vendor("VenMsg", data)),
+        (0x03, 0x0c) => (|| {
+            let local = r.bytes("local", 4).ok()?;
+            let remote = r.bytes("remote", 4).ok()?;
+            let dotted = |b: &[u8]| b.iter().map(u8::to_string).collect::<Vec<_>>().join(".");
+            Some(format!("IPv4({},{})", dotted(remote), dotted(local)))
+        })(),
+        (0x03, 0x18) => Some(format!("Uri({})", String::from_utf8_lossy(data))),
+        (0x04, 0x02) => (|| {
+            Some(format!(
+                "CDROM(0x{:x},0x{:x},0x{:x})",
+                r.u32_le("entry").ok()?,
+                r.u64_le("start").ok()?,
+                r.u64_le("size").ok()?
+            ))
+        })(),
+        (0x04, 0x03) => Some(vendor("VenMedia", data)),
+        (0x05, 0x01) => (|| {
+            let device_type = r.u16_le("deviceType").ok()?;
+            r.u16_le("statusFlag").ok()?;
+            let description = String::from_utf8_lossy(r.rest());
+            Some(format!(
+                "BBS(0x{device_type:x},{})",
+                description.trim_end_matches('\0')
+            ))
+        })(),
         (0x04, 0x06) => Some(format!("FvFile({})", guid(data))),
         (0x04, 0x07) => Some(format!("Fv({})", guid(data))),
         (0x04, 0x08) => (|| {
@@ -152,7 +206,7 @@ mod tests {
         path.extend_from_slice(&[0x7f, 0xff, 0x04, 0x00]);
         assert_eq!(
             render(&path),
-            "PciRoot(0x0)/Pci(0x1f,0x1)/\\EFI\\BOOT\\BOOTX64.EFI"
+            "PciRoot(0x0)/Pci(0x1f,0x1)/File(\\EFI\\BOOT\\BOOTX64.EFI)"
         );
         for len in 0..path.len() {
             let _ = render(&path[..len]);

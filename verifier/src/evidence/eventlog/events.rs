@@ -67,6 +67,9 @@ pub enum EventData {
     },
     Separator {
         value: String,
+        /// The value firmware logs when it met an error (PFP §10.4.5: 0x00000001; 0xFFFFFFFF in
+        /// older firmware) instead of 0x00000000.
+        error: bool,
     },
     EfiVariable {
         guid: String,
@@ -164,6 +167,7 @@ impl Event {
             }),
             EV_SEPARATOR => Some(EventData::Separator {
                 value: hex::encode(data),
+                error: matches!(data, [1, 0, 0, 0] | [0xff, 0xff, 0xff, 0xff]),
             }),
             EV_EFI_VARIABLE_DRIVER_CONFIG
             | EV_EFI_VARIABLE_BOOT
@@ -246,43 +250,176 @@ impl Event {
 
     /// For events whose digest must be the hash of their own data (PFP §10.4): the banks where it
     /// is not. `None` for event types that measure something else (an image, a blob).
+    ///
+    /// Two firmware habits are accepted and named in [`DigestCheck::quirk`], because the digest
+    /// still covers everything a policy reads from the event:
+    /// - Boot#### variables (EV_EFI_VARIABLE_BOOT/BOOT2) hashed over the variable's value only;
+    /// - variable events whose logged data has one more byte than was measured (seen from shim
+    ///   and Google's firmware on EV_EFI_VARIABLE_AUTHORITY): the digest is the hash of all but
+    ///   the last byte, which still holds the whole UEFI_VARIABLE_DATA.
     pub fn digest_check(&self) -> Option<DigestCheck> {
-        let variable_data_only = match self.event_type {
-            EV_SEPARATOR
-            | EV_EFI_ACTION
-            | EV_ACTION
-            | EV_EFI_VARIABLE_DRIVER_CONFIG
-            | EV_EFI_VARIABLE_AUTHORITY
-            | EV_EFI_GPT_EVENT
-            | EV_S_CRTM_VERSION => None,
-            // Some firmware measures only the variable's value for Boot#### variables.
-            EV_EFI_VARIABLE_BOOT | EV_EFI_VARIABLE_BOOT2 => {
-                variable(&self.data).map(|(_, _, value)| value)
+        let data = self.data.as_slice();
+        let is_variable = matches!(
+            self.event_type,
+            EV_EFI_VARIABLE_DRIVER_CONFIG
+                | EV_EFI_VARIABLE_AUTHORITY
+                | EV_EFI_VARIABLE_BOOT
+                | EV_EFI_VARIABLE_BOOT2
+        );
+        if !is_variable
+            && !matches!(
+                self.event_type,
+                EV_SEPARATOR | EV_EFI_ACTION | EV_ACTION | EV_EFI_GPT_EVENT | EV_S_CRTM_VERSION
+            )
+        {
+            return None;
+        }
+        let mut alternatives: Vec<(DigestQuirk, &[u8])> = Vec::new();
+        if is_variable && let Some(parsed) = variable_layout(data) {
+            if matches!(
+                self.event_type,
+                EV_EFI_VARIABLE_BOOT | EV_EFI_VARIABLE_BOOT2
+            ) {
+                alternatives.push((DigestQuirk::VariableValueOnly, parsed.value));
             }
-            _ => return None,
+            if let Some(measured) = data.get(..data.len().saturating_sub(1))
+                && measured.len() >= parsed.structure_length
+            {
+                alternatives.push((DigestQuirk::LastByteUnmeasured, measured));
+            }
+        }
+        let mut check = DigestCheck {
+            mismatched: Vec::new(),
+            quirk: None,
         };
-        let mismatched: Vec<HashAlgorithm> = self
-            .digests
-            .iter()
-            .filter(|(alg, digest)| {
-                alg.hash(&self.data) != *digest
-                    && variable_data_only.is_none_or(|value| alg.hash(value) != *digest)
-            })
-            .map(|(alg, _)| *alg)
-            .collect();
-        Some(DigestCheck { mismatched })
+        for (alg, digest) in &self.digests {
+            if alg.hash(data) == digest {
+                continue;
+            }
+            match alternatives
+                .iter()
+                .find(|(_, measured)| alg.hash(measured) == digest)
+            {
+                Some((quirk, _)) => check.quirk = Some(*quirk),
+                None => check.mismatched.push(alg),
+            }
+        }
+        Some(check)
     }
+}
+
+/// Where the parts of a UEFI_VARIABLE_DATA lie.
+struct VariableLayout<'a> {
+    value: &'a [u8],
+    /// Bytes the structure itself takes (header, name, value); logged data may have more.
+    structure_length: usize,
+}
+
+fn variable_layout(data: &[u8]) -> Option<VariableLayout<'_>> {
+    let mut r = Reader::new(data);
+    r.bytes("guid", 16).ok()?;
+    let name_length = usize::try_from(r.u64_le("nameLength").ok()?).ok()?;
+    let data_length = usize::try_from(r.u64_le("dataLength").ok()?).ok()?;
+    r.bytes("name", name_length.checked_mul(2)?).ok()?;
+    let value = r.bytes("data", data_length).ok()?;
+    Some(VariableLayout {
+        value,
+        structure_length: r.offset(),
+    })
+}
+
+/// A firmware habit under which an event's digest is not the hash of its whole data, yet still
+/// covers what the event says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DigestQuirk {
+    /// A Boot#### variable hashed over its value only.
+    VariableValueOnly,
+    /// The logged data has one trailing byte more than was measured.
+    LastByteUnmeasured,
 }
 
 /// Result of a digest-versus-data check.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DigestCheck {
     /// Banks whose digest is not the hash of the event data.
     pub mismatched: Vec<HashAlgorithm>,
+    /// A known firmware habit under which the digests matched.
+    pub quirk: Option<DigestQuirk>,
 }
 
 impl DigestCheck {
     pub fn holds(&self) -> bool {
         self.mismatched.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::parse::Digests;
+    use super::*;
+
+    fn event(event_type: u32, data: &[u8], measured: &[u8]) -> Event {
+        let digest = HashAlgorithm::Sha256.hash(measured);
+        let digests = Digests::from_values(&[(HashAlgorithm::Sha256, &digest[..])]).unwrap();
+        Event::new(1, 7, event_type, digests, data)
+    }
+
+    fn variable_data(name: &str, value: &[u8]) -> Vec<u8> {
+        let mut out = vec![0x61u8; 16];
+        out.extend_from_slice(&(name.len() as u64).to_le_bytes());
+        out.extend_from_slice(&(value.len() as u64).to_le_bytes());
+        out.extend(name.encode_utf16().flat_map(u16::to_le_bytes));
+        out.extend_from_slice(value);
+        out
+    }
+
+    #[test]
+    fn separators_name_firmware_errors() {
+        for (data, error) in [
+            (&[0u8, 0, 0, 0][..], false),
+            (&[1, 0, 0, 0], true),
+            (&[0xff; 4], true),
+        ] {
+            let separator = event(EV_SEPARATOR, data, data);
+            assert!(
+                matches!(separator.decoded(), EventData::Separator { error: e, .. } if e == error)
+            );
+            assert!(separator.digest_check().unwrap().holds());
+        }
+        let forged = event(EV_SEPARATOR, &[0; 4], &[1, 0, 0, 0]);
+        assert_eq!(
+            forged.digest_check().unwrap().mismatched,
+            vec![HashAlgorithm::Sha256]
+        );
+    }
+
+    #[test]
+    fn variable_digests_accept_only_the_named_quirks() {
+        let data = variable_data("db", b"certificate");
+        let exact = event(EV_EFI_VARIABLE_AUTHORITY, &data, &data);
+        assert!(matches!(exact.decoded(), EventData::EfiVariable { ref name, .. } if name == "db"));
+        assert_eq!(exact.digest_check().unwrap().quirk, None);
+
+        let mut logged = data.clone();
+        logged.push(0xaf);
+        let check = event(EV_EFI_VARIABLE_AUTHORITY, &logged, &data)
+            .digest_check()
+            .unwrap();
+        assert!(check.holds());
+        assert_eq!(check.quirk, Some(DigestQuirk::LastByteUnmeasured));
+        // Dropping a byte of the structure itself is not that quirk.
+        let short = &data[..data.len() - 1];
+        let truncated = event(EV_EFI_VARIABLE_AUTHORITY, &data, short);
+        assert!(!truncated.digest_check().unwrap().holds());
+
+        let boot = event(EV_EFI_VARIABLE_BOOT, &data, b"certificate");
+        assert_eq!(
+            boot.digest_check().unwrap().quirk,
+            Some(DigestQuirk::VariableValueOnly)
+        );
+        let not_boot = event(EV_EFI_VARIABLE_DRIVER_CONFIG, &data, b"certificate");
+        assert!(!not_boot.digest_check().unwrap().holds());
     }
 }

@@ -1,11 +1,12 @@
 //! TCG PC Client UEFI event logs (`binary_bios_measurements`): parsing, typed decoding, replay.
 //!
 //! - `parse`: the crypto-agile format (TCG_PCR_EVENT2 after a "Spec ID Event03" header) and the
-//!   legacy SHA-1 format, with explicit limits.
+//!   legacy SHA-1 format, with explicit limits; events borrow one shared copy of the log.
 //! - `events`: typed decoding of the events a policy needs (variables, image loads, actions,
 //!   separators, firmware blobs, IPL strings, GPT...) and the digest-versus-data checks.
 //! - `device_path`: UEFI device paths rendered as text.
-//! - `replay`: final PCR values per bank, with StartupLocality and named vendor workarounds.
+//! - `replay`: final PCR values per bank (`replay`), or with the events behind each value
+//!   (`replay_detailed`); StartupLocality, H-CRTM and named vendor workarounds.
 //!
 //! Facts from the TCG PC Client Platform Firmware Profile (PFP) 1.05 and UEFI 2.10.
 
@@ -14,9 +15,14 @@ pub mod events;
 pub mod parse;
 pub mod replay;
 
-pub use events::{DigestCheck, EventData, event_type_name};
-pub use parse::{Event, EventLog, EventLogError, LogFormat, SpecId, parse};
-pub use replay::{PcrBanks, ReplayOptions, replay};
+pub use events::{DigestCheck, DigestQuirk, EventData, event_type_name};
+pub use parse::{
+    DigestIter, Digests, Event, EventLog, EventLogError, LogBytes, LogFormat, SpecId, parse,
+};
+pub use replay::{
+    HP_UNLOGGED_EXIT_BOOT_SERVICES, PCR_COUNT, PcrBanks, Replay, ReplayOptions, ReplayedPcr,
+    replay, replay_detailed,
+};
 
 /// Largest event log accepted (real logs are 10-200 KiB).
 pub const MAX_LOG_SIZE: usize = 16 * 1024 * 1024;

@@ -35,6 +35,20 @@ impl AttestType {
             other => Self::Other(other),
         }
     }
+
+    /// The TPM_ST tag on the wire.
+    pub fn tag(self) -> u16 {
+        match self {
+            Self::Quote => 0x8018,
+            Self::Certify => 0x8017,
+            Self::Creation => 0x801a,
+            Self::SessionAudit => 0x8016,
+            Self::CommandAudit => 0x8015,
+            Self::Time => 0x8019,
+            Self::Nv => 0x8014,
+            Self::Other(tag) => tag,
+        }
+    }
 }
 
 /// TPMS_CLOCK_INFO.

@@ -1,6 +1,8 @@
 //! TPM 2.0 wire structures (TPM 2.0 Part 2), parsed in pure Rust with explicit bounds.
 //!
-//! - `public`: TPMT_PUBLIC (RSA and ECC keys), object attributes, Names, SPKI encoding.
+//! - `public`: TPMT_PUBLIC (RSA and ECC keys), object attributes, key helpers.
+//! - `name`: object Names and Qualified Names (what qualifiedSigner holds).
+//! - `spki`: the key as X.509 SubjectPublicKeyInfo DER.
 //! - `attest`: TPMS_ATTEST with its quote body and clock information.
 //! - `pcr`: TPML_PCR_SELECTION.
 //! - `signature`: TPMT_SIGNATURE.
@@ -8,15 +10,19 @@
 //! Everything is big-endian, as the TPM marshals it. Unknown algorithms are errors, not panics.
 
 pub mod attest;
+pub mod name;
 pub mod pcr;
 pub mod public;
 pub mod signature;
+pub mod spki;
 
 pub use attest::{Attest, AttestType, ClockInfo, QuoteInfo, TPM_GENERATED};
+pub use name::{
+    ENDORSEMENT_HIERARCHY, OWNER_HIERARCHY, PLATFORM_HIERARCHY, hierarchy_qualified_name,
+};
 pub use pcr::PcrSelection;
 pub use public::{
-    ENDORSEMENT_HIERARCHY, EccCurve, KeyParameters, OWNER_HIERARCHY, ObjectAttributes, Public,
-    PublicKey, hierarchy_qualified_name,
+    AttributeError, EccCurve, Encoding, KeyParameters, ObjectAttributes, Public, PublicKey,
 };
 pub use signature::{Signature, SignatureScheme};
 

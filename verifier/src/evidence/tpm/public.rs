@@ -1,16 +1,21 @@
-//! TPMT_PUBLIC for RSA and ECC keys (TPM 2.0 Part 2, §12.2), object attributes, and Names.
+//! TPMT_PUBLIC for RSA and ECC keys (TPM 2.0 Part 2, §12.2) and its object attributes, with the
+//! helpers enrollment needs: the key as modulus/exponent or EC point, as SPKI DER, and attribute
+//! checks. Names live in `name`, the DER encoding in `spki`.
 
 use crate::evidence::digest::HashAlgorithm;
 use crate::evidence::reader::{ReadError, Reader};
 
+use super::spki;
 use super::{ALG_NULL, MAX_DIGEST_SIZE, MAX_ECC_COORDINATE, MAX_RSA_BYTES};
+
+pub use super::name::{ENDORSEMENT_HIERARCHY, OWNER_HIERARCHY, hierarchy_qualified_name};
 
 const TPM_ALG_RSA: u16 = 0x0001;
 const TPM_ALG_ECC: u16 = 0x0023;
 const TPM_ALG_KEYEDHASH: u16 = 0x0008;
 const TPM_ALG_SYMCIPHER: u16 = 0x0025;
 
-/// TPMA_OBJECT.
+/// TPMA_OBJECT. The flags are the `u32` constants below; the named methods read one each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ObjectAttributes(pub u32);
 
@@ -27,6 +32,16 @@ impl ObjectAttributes {
     pub const DECRYPT: u32 = 1 << 17;
     pub const SIGN_ENCRYPT: u32 = 1 << 18;
 
+    /// What an attestation key must have: it never leaves this TPM, the TPM made its secret, and
+    /// it only signs TPM-generated structures.
+    pub const AK_REQUIRED: [u32; 5] = [
+        Self::FIXED_TPM,
+        Self::FIXED_PARENT,
+        Self::SENSITIVE_DATA_ORIGIN,
+        Self::RESTRICTED,
+        Self::SIGN_ENCRYPT,
+    ];
+
     const NAMES: [(u32, &'static str); 11] = [
         (Self::FIXED_TPM, "fixedTPM"),
         (Self::ST_CLEAR, "stClear"),
@@ -41,8 +56,70 @@ impl ObjectAttributes {
         (Self::SIGN_ENCRYPT, "sign"),
     ];
 
+    /// True when every bit of `flag` (one constant or several or-ed) is set.
     pub fn has(self, flag: u32) -> bool {
         self.0 & flag == flag
+    }
+
+    pub fn fixed_tpm(self) -> bool {
+        self.has(Self::FIXED_TPM)
+    }
+
+    pub fn st_clear(self) -> bool {
+        self.has(Self::ST_CLEAR)
+    }
+
+    pub fn fixed_parent(self) -> bool {
+        self.has(Self::FIXED_PARENT)
+    }
+
+    pub fn sensitive_data_origin(self) -> bool {
+        self.has(Self::SENSITIVE_DATA_ORIGIN)
+    }
+
+    pub fn user_with_auth(self) -> bool {
+        self.has(Self::USER_WITH_AUTH)
+    }
+
+    pub fn admin_with_policy(self) -> bool {
+        self.has(Self::ADMIN_WITH_POLICY)
+    }
+
+    pub fn no_da(self) -> bool {
+        self.has(Self::NO_DA)
+    }
+
+    pub fn encrypted_duplication(self) -> bool {
+        self.has(Self::ENCRYPTED_DUPLICATION)
+    }
+
+    pub fn restricted(self) -> bool {
+        self.has(Self::RESTRICTED)
+    }
+
+    pub fn decrypt(self) -> bool {
+        self.has(Self::DECRYPT)
+    }
+
+    /// The `sign` (a.k.a. `sign/encrypt`) attribute.
+    pub fn sign(self) -> bool {
+        self.has(Self::SIGN_ENCRYPT)
+    }
+
+    /// The first flag of `required` that is not set, by its TPM name.
+    pub fn first_missing(self, required: &[u32]) -> Option<&'static str> {
+        required
+            .iter()
+            .find(|flag| !self.has(**flag))
+            .map(|flag| Self::flag_name(*flag))
+    }
+
+    /// The first flag of `forbidden` that is set, by its TPM name.
+    pub fn first_present(self, forbidden: &[u32]) -> Option<&'static str> {
+        forbidden
+            .iter()
+            .find(|flag| self.has(**flag))
+            .map(|flag| Self::flag_name(*flag))
     }
 
     /// The name of a single flag constant, for error messages.
@@ -53,12 +130,19 @@ impl ObjectAttributes {
             .map_or("unknown", |(_, n)| n)
     }
 
+    /// The TPM names of the set flags, in bit order.
     pub fn names(self) -> Vec<&'static str> {
         Self::NAMES
             .iter()
             .filter(|(f, _)| self.has(*f))
             .map(|(_, n)| *n)
             .collect()
+    }
+}
+
+impl std::fmt::Display for ObjectAttributes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "0x{:08x} ({})", self.0, self.names().join("|"))
     }
 }
 
@@ -171,10 +255,39 @@ fn read_scheme(r: &mut Reader<'_>) -> Result<Option<(u16, Option<u16>)>, ReadErr
 }
 
 impl Public {
-    /// Parses a TPMT_PUBLIC, or a TPM2B_PUBLIC (size-prefixed) holding one.
+    /// Parses a TPMT_PUBLIC, or a TPM2B_PUBLIC (size-prefixed) holding one; see [`Encoding`].
     pub fn parse(bytes: &[u8]) -> Result<Self, ReadError> {
-        let body = strip_tpm2b(bytes);
-        let mut r = Reader::new(body);
+        Self::parse_encoding(bytes).map(|(public, _)| public)
+    }
+
+    /// Parses either form and says which one it was.
+    ///
+    /// The size prefix is taken off only when it equals the length of the rest *and* the rest
+    /// parses as a TPMT_PUBLIC; otherwise the input is read as a bare TPMT_PUBLIC. The two
+    /// readings cannot both succeed: read as prefixed, a bare TPMT_PUBLIC's nameAlg lands in the
+    /// type field, and no hash algorithm id is a key type (RSA 0x0001, ECC 0x0023).
+    pub fn parse_encoding(bytes: &[u8]) -> Result<(Self, Encoding), ReadError> {
+        if let [hi, lo, rest @ ..] = bytes
+            && usize::from(u16::from_be_bytes([*hi, *lo])) == rest.len()
+        {
+            // Offsets stay relative to the whole input: the body starts at byte 2.
+            let mut outer = Reader::new(bytes);
+            outer.u16_be("size")?;
+            let mut r = outer.sub("publicArea", rest.len())?;
+            let prefixed = Self::read(&mut r).and_then(|public| r.finish().map(|()| public));
+            return match prefixed {
+                Ok(public) => Ok((public, Encoding::Tpm2bPublic)),
+                // Report the prefixed reading's error: the length said it was prefixed.
+                Err(prefixed_error) => Self::parse_bare(bytes)
+                    .map(|public| (public, Encoding::TpmtPublic))
+                    .map_err(|_| prefixed_error),
+            };
+        }
+        Self::parse_bare(bytes).map(|public| (public, Encoding::TpmtPublic))
+    }
+
+    fn parse_bare(bytes: &[u8]) -> Result<Self, ReadError> {
+        let mut r = Reader::new(bytes);
         let public = Self::read(&mut r)?;
         r.finish()?;
         Ok(public)
@@ -227,8 +340,9 @@ impl Public {
                     ALG_NULL => None,
                     kdf => Some((kdf, r.u16_be("ecc.kdf.hashAlg")?)),
                 };
-                let x = r.tpm2b("unique.ecc.x", MAX_ECC_COORDINATE)?.to_vec();
-                let y = r.tpm2b("unique.ecc.y", MAX_ECC_COORDINATE)?.to_vec();
+                let limit = curve.coordinate_size().unwrap_or(MAX_ECC_COORDINATE);
+                let x = r.tpm2b("unique.ecc.x", limit)?.to_vec();
+                let y = r.tpm2b("unique.ecc.y", limit)?.to_vec();
                 (
                     KeyParameters::Ecc {
                         symmetric,
@@ -258,23 +372,6 @@ impl Public {
         })
     }
 
-    /// The object's Name: nameAlg || H_nameAlg(TPMT_PUBLIC).
-    pub fn name(&self) -> Vec<u8> {
-        let mut name = self.name_alg.tpm_alg_id().to_be_bytes().to_vec();
-        name.extend_from_slice(&self.name_alg.hash(&self.raw));
-        name
-    }
-
-    /// The object's Qualified Name under a parent whose Qualified Name is `parent`
-    /// (TPM 2.0 Part 1, §16.6): nameAlg || H_nameAlg(QN(parent) || Name). For a primary key the
-    /// parent's QN is the hierarchy handle (see [`hierarchy_qualified_name`]).
-    /// TPMS_ATTEST.qualifiedSigner carries this, not the bare Name.
-    pub fn qualified_name(&self, parent: &[u8]) -> Vec<u8> {
-        let mut qn = self.name_alg.tpm_alg_id().to_be_bytes().to_vec();
-        qn.extend_from_slice(&self.name_alg.hash_parts(&[parent, &self.name()]));
-        qn
-    }
-
     /// The RSA modulus without leading zeros, or the uncompressed EC point (0x04 || x || y),
     /// for comparison with a certificate's key.
     pub fn key_material(&self) -> Vec<u8> {
@@ -284,7 +381,8 @@ impl Public {
             }
             PublicKey::Ecc { curve, x, y } => {
                 let size = curve.coordinate_size().unwrap_or(x.len().max(y.len()));
-                let mut point = vec![0x04];
+                let mut point = Vec::with_capacity(1 + 2 * size);
+                point.push(0x04);
                 point.extend(left_pad(x, size));
                 point.extend(left_pad(y, size));
                 point
@@ -292,110 +390,70 @@ impl Public {
         }
     }
 
+    /// The RSA modulus (as received, big-endian) and public exponent, for an RSA key.
+    pub fn rsa_public(&self) -> Option<(&[u8], u32)> {
+        match &self.key {
+            PublicKey::Rsa { modulus, exponent } => Some((modulus, *exponent)),
+            PublicKey::Ecc { .. } => None,
+        }
+    }
+
+    /// The curve and uncompressed point (0x04 || x || y, each left-padded to the coordinate
+    /// size), for an ECC key.
+    pub fn ec_point(&self) -> Option<(EccCurve, Vec<u8>)> {
+        match &self.key {
+            PublicKey::Ecc { curve, .. } => Some((*curve, self.key_material())),
+            PublicKey::Rsa { .. } => None,
+        }
+    }
+
     /// The key as an X.509 SubjectPublicKeyInfo (DER), or `None` for an unsupported curve.
     pub fn spki_der(&self) -> Option<Vec<u8>> {
         match &self.key {
-            PublicKey::Rsa { modulus, exponent } => Some(der::rsa_spki(modulus, *exponent)),
-            PublicKey::Ecc { curve, .. } => der::ec_spki(*curve, &self.key_material()),
+            PublicKey::Rsa { modulus, exponent } => Some(spki::rsa_spki(modulus, *exponent)),
+            PublicKey::Ecc { curve, .. } => spki::ec_spki(*curve, &self.key_material()),
         }
+    }
+
+    /// Whether this key is shaped like an attestation key: every flag of
+    /// [`ObjectAttributes::AK_REQUIRED`] set and `decrypt` clear. The error names the attribute.
+    pub fn check_ak_attributes(&self) -> Result<(), AttributeError> {
+        if let Some(flag) = self
+            .attributes
+            .first_missing(&ObjectAttributes::AK_REQUIRED)
+        {
+            return Err(AttributeError::Missing(flag));
+        }
+        if let Some(flag) = self.attributes.first_present(&[ObjectAttributes::DECRYPT]) {
+            return Err(AttributeError::Forbidden(flag));
+        }
+        Ok(())
     }
 }
 
-/// TPM_RH_ENDORSEMENT, TPM_RH_OWNER, TPM_RH_PLATFORM: the hierarchies keys are made in.
-pub const ENDORSEMENT_HIERARCHY: u32 = 0x4000_000b;
-pub const OWNER_HIERARCHY: u32 = 0x4000_0001;
+/// How a TPMT_PUBLIC arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// A bare TPMT_PUBLIC (what tpm2-tools writes with `-f tpmt`, go-attestation's dumps).
+    TpmtPublic,
+    /// A TPM2B_PUBLIC: u16 size, then the TPMT_PUBLIC (what TPM2_ReadPublic returns).
+    Tpm2bPublic,
+}
 
-/// The Qualified Name of a hierarchy: its handle.
-pub fn hierarchy_qualified_name(handle: u32) -> Vec<u8> {
-    handle.to_be_bytes().to_vec()
+/// An object attribute a key must have, or must not have.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AttributeError {
+    #[error("attribute {0} must be set")]
+    Missing(&'static str),
+    #[error("attribute {0} must not be set")]
+    Forbidden(&'static str),
 }
 
 fn left_pad(bytes: &[u8], size: usize) -> Vec<u8> {
     let mut out = vec![0u8; size.saturating_sub(bytes.len())];
     out.extend_from_slice(bytes);
     out
-}
-
-/// Strips a TPM2B size prefix when the first two bytes are exactly the length of the rest. A bare
-/// TPMT_PUBLIC starts with its type (0x0001 or 0x0023), which can never equal its own length
-/// minus two for a real key, so the two forms cannot be confused.
-pub fn strip_tpm2b(bytes: &[u8]) -> &[u8] {
-    match bytes {
-        [hi, lo, rest @ ..] if usize::from(u16::from_be_bytes([*hi, *lo])) == rest.len() => rest,
-        _ => bytes,
-    }
-}
-
-/// Minimal DER for the two SubjectPublicKeyInfo shapes we produce. Hand-written because it is two
-/// fixed structures; pulling a general ASN.1 encoder into the verifier for them is not worth it.
-mod der {
-    use super::EccCurve;
-
-    fn length(len: usize, out: &mut Vec<u8>) {
-        if len < 0x80 {
-            out.push(len as u8);
-        } else {
-            let bytes: Vec<u8> = len
-                .to_be_bytes()
-                .into_iter()
-                .skip_while(|b| *b == 0)
-                .collect();
-            out.push(0x80 | bytes.len() as u8);
-            out.extend(bytes);
-        }
-    }
-
-    fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
-        let mut out = vec![tag];
-        length(content.len(), &mut out);
-        out.extend_from_slice(content);
-        out
-    }
-
-    fn unsigned_integer(bytes: &[u8]) -> Vec<u8> {
-        let trimmed: Vec<u8> = bytes.iter().copied().skip_while(|b| *b == 0).collect();
-        let mut content = Vec::with_capacity(trimmed.len() + 1);
-        if trimmed.first().is_none_or(|b| b & 0x80 != 0) {
-            content.push(0);
-        }
-        content.extend(trimmed);
-        tlv(0x02, &content)
-    }
-
-    const RSA_ALGORITHM: [u8; 15] = [
-        0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00,
-    ];
-    const EC_PUBLIC_KEY_OID: [u8; 9] = [0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
-    const P256_OID: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
-    const P384_OID: [u8; 7] = [0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
-    const P521_OID: [u8; 7] = [0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x23];
-
-    pub fn rsa_spki(modulus: &[u8], exponent: u32) -> Vec<u8> {
-        let mut key = unsigned_integer(modulus);
-        key.extend(unsigned_integer(&exponent.to_be_bytes()));
-        let key = tlv(0x30, &key);
-        let mut bits = vec![0u8];
-        bits.extend(key);
-        let mut body = RSA_ALGORITHM.to_vec();
-        body.extend(tlv(0x03, &bits));
-        tlv(0x30, &body)
-    }
-
-    pub fn ec_spki(curve: EccCurve, point: &[u8]) -> Option<Vec<u8>> {
-        let curve_oid: &[u8] = match curve {
-            EccCurve::NistP256 => &P256_OID,
-            EccCurve::NistP384 => &P384_OID,
-            EccCurve::NistP521 => &P521_OID,
-            EccCurve::Other(_) => return None,
-        };
-        let mut algorithm = EC_PUBLIC_KEY_OID.to_vec();
-        algorithm.extend_from_slice(curve_oid);
-        let mut bits = vec![0u8];
-        bits.extend_from_slice(point);
-        let mut body = tlv(0x30, &algorithm);
-        body.extend(tlv(0x03, &bits));
-        Some(tlv(0x30, &body))
-    }
 }
 
 #[cfg(test)]
@@ -442,6 +500,87 @@ mod tests {
         let (rest, parsed) = x509_parser::x509::SubjectPublicKeyInfo::from_der(&spki).unwrap();
         assert!(rest.is_empty());
         assert_eq!(parsed.raw, spki.as_slice());
+    }
+
+    #[test]
+    fn attribute_checks_and_key_helpers() {
+        let bytes = testdata("quotes/gce-cos-85-no-nonce/ak_pub.tpmt_public.bin");
+        let ak = Public::parse(&bytes).unwrap();
+        let attributes = ak.attributes;
+        assert!(attributes.fixed_tpm() && attributes.fixed_parent() && attributes.restricted());
+        assert!(attributes.sign() && attributes.sensitive_data_origin() && !attributes.decrypt());
+        assert_eq!(ak.check_ak_attributes(), Ok(()));
+        let (modulus, exponent) = ak.rsa_public().unwrap();
+        assert_eq!((modulus.len(), exponent), (256, 65537));
+        assert!(ak.ec_point().is_none());
+
+        // objectAttributes sit at bytes 4..8 of a TPMT_PUBLIC.
+        let mut not_fixed = bytes.clone();
+        not_fixed[7] &= !(ObjectAttributes::FIXED_TPM as u8);
+        let public = Public::parse(&not_fixed).unwrap();
+        assert_eq!(
+            public.check_ak_attributes(),
+            Err(AttributeError::Missing("fixedTPM"))
+        );
+        // A changed attribute is a different object: its Name changes too.
+        assert_ne!(public.name(), ak.name());
+        let mut decrypt = bytes.clone();
+        decrypt[5] |= (ObjectAttributes::DECRYPT >> 16) as u8;
+        assert_eq!(
+            Public::parse(&decrypt).unwrap().check_ak_attributes(),
+            Err(AttributeError::Forbidden("decrypt"))
+        );
+    }
+
+    /// A hand-made ECC TPMT_PUBLIC with coordinates of `coordinate` bytes.
+    fn ecc_public(coordinate: usize, x_len: usize, y_len: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for word in [0x0023u16, 0x000b] {
+            out.extend_from_slice(&word.to_be_bytes());
+        }
+        out.extend_from_slice(&0x0005_0072u32.to_be_bytes());
+        out.extend_from_slice(&0u16.to_be_bytes());
+        let curve = if coordinate == 32 { 0x0003u16 } else { 0x0004 };
+        for word in [0x0010u16, 0x0018, 0x000b, curve, 0x0010] {
+            out.extend_from_slice(&word.to_be_bytes());
+        }
+        for len in [x_len, y_len] {
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+            out.extend(std::iter::repeat_n(0x11, len));
+        }
+        out
+    }
+
+    #[test]
+    fn both_encodings_are_told_apart() {
+        let bare = ecc_public(32, 32, 32);
+        let (public, encoding) = Public::parse_encoding(&bare).unwrap();
+        assert_eq!(encoding, Encoding::TpmtPublic);
+        let mut prefixed = (bare.len() as u16).to_be_bytes().to_vec();
+        prefixed.extend_from_slice(&bare);
+        let (again, encoding) = Public::parse_encoding(&prefixed).unwrap();
+        assert_eq!(encoding, Encoding::Tpm2bPublic);
+        assert_eq!(again.raw, bare);
+        assert_eq!(again.name(), public.name());
+        let (curve, point) = public.ec_point().unwrap();
+        assert_eq!((curve, point.len(), point[0]), (EccCurve::NistP256, 65, 4));
+
+        // A bare TPMT_PUBLIC of 37 bytes starts with 0x0023 = its length minus two: it looks
+        // prefixed, does not parse that way, and is read as what it is.
+        let ambiguous = ecc_public(32, 6, 7);
+        assert_eq!(ambiguous.len(), 37);
+        let (public, encoding) = Public::parse_encoding(&ambiguous).unwrap();
+        assert_eq!(encoding, Encoding::TpmtPublic);
+        assert_eq!(public.raw, ambiguous);
+
+        // A prefixed body that fails reports the offset inside the whole input.
+        let mut broken = prefixed.clone();
+        broken[2 + 2] = 0x77; // nameAlg
+        let error = Public::parse(&broken).unwrap_err();
+        assert_eq!(error.offset, 6);
+
+        // Coordinates longer than the curve's are refused.
+        assert!(Public::parse(&ecc_public(32, 33, 32)).is_err());
     }
 
     #[test]
