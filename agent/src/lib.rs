@@ -2,7 +2,9 @@
 //!
 //! # Layout
 //! - [`config`]: the TOML configuration (every key in `docs/agent.example.toml`).
-//! - [`tpm`]: the TPM behind a trait; `tpm::esapi` is the tss-esapi implementation.
+//! - [`tpm`]: the TPM behind the [`tpm::Tpm`] trait: `tpm::tcti` (where the TPM is),
+//!   `tpm::esapi` (the tss-esapi implementation, one short connection per operation),
+//!   `tpm::ak_blob` (the saved AK, a 0600 file).
 //! - [`identity`]: the agent's state directory (TLS key 0600, certificates, device id).
 //! - [`client`]: the TLS channel to the verifier.
 //! - [`enroll`]: enrollment (EK certificate, credential activation, certificates from a CSR).
