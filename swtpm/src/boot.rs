@@ -147,6 +147,42 @@ impl BootProfile {
         self.secure_boot = on;
         self
     }
+
+    pub fn with_shim(mut self, shim: &[u8]) -> Self {
+        self.shim = shim.to_vec();
+        self
+    }
+
+    pub fn with_grub(mut self, grub: &[u8]) -> Self {
+        self.grub = grub.to_vec();
+        self
+    }
+
+    pub fn with_initrd(mut self, initrd: &[u8]) -> Self {
+        self.initrd = initrd.to_vec();
+        self
+    }
+
+    pub fn with_grub_commands(mut self, commands: &[&str]) -> Self {
+        self.grub_commands = commands.iter().map(|c| (*c).to_string()).collect();
+        self
+    }
+
+    /// Secure-boot variables (PK, KEK, db, dbx contents).
+    pub fn with_secure_boot_keys(mut self, pk: &[u8], kek: &[u8], db: &[u8], dbx: &[u8]) -> Self {
+        self.pk = pk.to_vec();
+        self.kek = kek.to_vec();
+        self.db = db.to_vec();
+        self.dbx = dbx.to_vec();
+        self
+    }
+
+    /// Log a StartupLocality event; with 3, [`crate::SwtpmDevice::boot`] really starts the TPM
+    /// from locality 3 so PCR 0 begins at 3.
+    pub fn with_startup_locality(mut self, locality: u8) -> Self {
+        self.startup_locality = Some(locality);
+        self
+    }
 }
 
 /// One measured (or, for EV_NO_ACTION, only logged) event.
@@ -275,6 +311,8 @@ impl BootProfile {
                 variable_data(guid, name, value),
             ));
         }
+        // Firmware closes PCR 7's configuration right away; PCRs 0-6 at ReadyToBoot, below.
+        events.push(self.self_event(7, EV_SEPARATOR, vec![0, 0, 0, 0]));
         events.push(self.self_event(
             1,
             EV_EFI_VARIABLE_BOOT,
@@ -292,7 +330,7 @@ impl BootProfile {
             EV_EFI_ACTION,
             b"Calling EFI Application from Boot Option".to_vec(),
         ));
-        for pcr in 0..8 {
+        for pcr in 0..7 {
             events.push(self.self_event(pcr, EV_SEPARATOR, vec![0, 0, 0, 0]));
         }
         events.push(self.event(
@@ -320,8 +358,7 @@ impl BootProfile {
             data.push(0);
             events.push(self.event(8, EV_IPL, data, text.as_bytes()));
         }
-        let mut kernel_path = b"/vmlinuz\0".to_vec();
-        events.push(self.event(9, EV_IPL, std::mem::take(&mut kernel_path), &self.kernel));
+        events.push(self.event(9, EV_IPL, b"/vmlinuz\0".to_vec(), &self.kernel));
         events.push(self.event(9, EV_IPL, b"/initrd.img\0".to_vec(), &self.initrd));
         let text = format!("kernel_cmdline: {}", self.kernel_cmdline);
         let mut data = text.clone().into_bytes();
@@ -402,4 +439,72 @@ pub fn replay(events: &[BootEvent], bank: Bank) -> std::collections::BTreeMap<u3
         }
     }
     pcrs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_starts_with_a_sha1_format_spec_id_event() {
+        let profile = BootProfile::default_linux().with_banks(&[Bank::Sha256, Bank::Sha1]);
+        let log = profile.encode_log(&profile.events());
+        assert_eq!(&log[0..4], &[0, 0, 0, 0]);
+        assert_eq!(&log[4..8], &EV_NO_ACTION.to_le_bytes());
+        assert_eq!(&log[8..28], &[0u8; 20]);
+        assert_eq!(&log[32..48], b"Spec ID Event03\0");
+        // numberOfAlgorithms, then (sha256, 32) and (sha1, 20).
+        assert_eq!(&log[56..60], &2u32.to_le_bytes());
+        assert_eq!(&log[60..64], &[0x0b, 0, 32, 0]);
+        assert_eq!(&log[64..68], &[0x04, 0, 20, 0]);
+    }
+
+    #[test]
+    fn events_follow_a_uefi_shim_grub_boot() {
+        let events = BootProfile::default_linux().events();
+        let position = |pcr: u32, event_type: u32| {
+            events
+                .iter()
+                .position(|e| e.pcr == pcr && e.event_type == event_type)
+                .unwrap()
+        };
+        assert!(position(7, EV_EFI_VARIABLE_DRIVER_CONFIG) < position(7, EV_SEPARATOR));
+        assert!(position(7, EV_SEPARATOR) < position(1, EV_EFI_VARIABLE_BOOT));
+        assert!(position(4, EV_EFI_ACTION) < position(0, EV_SEPARATOR));
+        assert!(position(4, EV_SEPARATOR) < position(4, EV_EFI_BOOT_SERVICES_APPLICATION));
+        assert!(position(7, EV_SEPARATOR) < position(7, EV_EFI_VARIABLE_AUTHORITY));
+        for pcr in 0..8 {
+            let separators = events
+                .iter()
+                .filter(|e| e.pcr == pcr && e.event_type == EV_SEPARATOR)
+                .count();
+            assert_eq!(separators, 1, "PCR {pcr}");
+        }
+        let applications = events
+            .iter()
+            .filter(|e| e.event_type == EV_EFI_BOOT_SERVICES_APPLICATION)
+            .count();
+        assert_eq!(applications, 3, "shim, grub, kernel");
+        let no_secure_boot = BootProfile::default_linux()
+            .with_secure_boot(false)
+            .events();
+        assert!(
+            !no_secure_boot
+                .iter()
+                .any(|e| e.event_type == EV_EFI_VARIABLE_AUTHORITY)
+        );
+    }
+
+    #[test]
+    fn replay_starts_pcr0_at_the_startup_locality() {
+        let profile = BootProfile::default_linux().with_startup_locality(3);
+        let events = profile.events();
+        assert_eq!(events[0].event_type, EV_NO_ACTION);
+        let mut expected = vec![0u8; 32];
+        expected[31] = 3;
+        for event in events.iter().filter(|e| e.pcr == 0 && e.is_extended()) {
+            expected = Bank::Sha256.extend(&expected, &event.digests[0].1);
+        }
+        assert_eq!(replay(&events, Bank::Sha256)[&0], expected);
+    }
 }

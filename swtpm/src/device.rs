@@ -20,7 +20,7 @@ use tss_esapi::structures::{
 };
 use tss_esapi::tcti_ldr::TctiNameConf;
 use tss_esapi::traits::Marshall;
-use tss_esapi::{Context, abstraction::AsymmetricAlgorithmSelection, constants::StartupType};
+use tss_esapi::{Context, abstraction::AsymmetricAlgorithmSelection};
 
 use crate::HarnessError;
 use crate::boot::{Bank, BootEvent, BootProfile};
@@ -67,12 +67,14 @@ pub struct SwtpmDevice {
     process: SwtpmProcess,
     dir: tempfile::TempDir,
     boot_events: Vec<BootEvent>,
+    /// The event log file as last written (after any tampering).
+    event_log: Vec<u8>,
     profile: Option<BootProfile>,
     ima_entries: Vec<ImaEntry>,
 }
 
 fn tpm_error(operation: &'static str) -> impl FnOnce(tss_esapi::Error) -> HarnessError {
-    move |e| HarnessError::Tpm(format!("{operation}: {e}"))
+    move |source| HarnessError::Tpm { operation, source }
 }
 
 fn pcr_handle(index: u32) -> Result<PcrHandle, HarnessError> {
@@ -105,7 +107,7 @@ fn pcr_handle(index: u32) -> Result<PcrHandle, HarnessError> {
     HANDLES
         .get(index as usize)
         .copied()
-        .ok_or_else(|| HarnessError::Tpm(format!("no PCR {index}")))
+        .ok_or_else(|| HarnessError::response("PCR handle", format!("no PCR {index}")))
 }
 
 fn hashing(bank: Bank) -> HashingAlgorithm {
@@ -129,6 +131,7 @@ impl SwtpmDevice {
             process,
             dir,
             boot_events: Vec::new(),
+            event_log: Vec::new(),
             profile: None,
             ima_entries: Vec::new(),
         };
@@ -170,6 +173,12 @@ impl SwtpmDevice {
         &self.boot_events
     }
 
+    /// The event log bytes as last written to [`SwtpmDevice::event_log_path`].
+    pub fn event_log(&self) -> &[u8] {
+        &self.event_log
+    }
+
+    /// The profile of the current boot, if the device has booted.
     pub fn profile(&self) -> Option<&BootProfile> {
         self.profile.as_ref()
     }
@@ -186,9 +195,7 @@ impl SwtpmDevice {
     }
 
     fn provision_ek_certificate(&self, maker: &TpmMaker, kind: EkKind) -> Result<(), HarnessError> {
-        let public = self.ek_public(kind)?;
-        let marshalled = public.marshall().map_err(tpm_error("marshal EK"))?;
-        let spki = spki_from_tpmt_public(&marshalled)?;
+        let spki = self.ek_spki_der(kind)?;
         let certificate =
             maker.issue_ek_certificate(&spki, &self.label, kind == EkKind::Rsa2048)?;
         self.write_nv(kind.nv_index(), &certificate)
@@ -225,7 +232,7 @@ impl SwtpmDevice {
                 let buffer =
                     MaxNvBuffer::try_from(part.to_vec()).map_err(tpm_error("NV buffer"))?;
                 let offset = u16::try_from(number * chunk.max(64))
-                    .map_err(|_| HarnessError::Tpm("NV offset overflow".into()))?;
+                    .map_err(|_| HarnessError::response("NV write", "offset overflow"))?;
                 ctx.execute_with_nullauth_session(|c| {
                     c.nv_write(NvAuth::Platform, handle, buffer, offset)
                 })
@@ -257,6 +264,15 @@ impl SwtpmDevice {
         })
     }
 
+    /// The EK as SubjectPublicKeyInfo DER (the key its certificate must carry).
+    pub fn ek_spki_der(&self, kind: EkKind) -> Result<Vec<u8>, HarnessError> {
+        let marshalled = self
+            .ek_public(kind)?
+            .marshall()
+            .map_err(tpm_error("marshal EK"))?;
+        spki_from_tpmt_public(&marshalled)
+    }
+
     /// Reads PCR values of one bank.
     pub fn read_pcrs(
         &self,
@@ -272,10 +288,9 @@ impl SwtpmDevice {
                     .build()
                     .map_err(tpm_error("PCR selection"))?;
                 let (_, _, digests) = ctx.pcr_read(selection).map_err(tpm_error("PCR read"))?;
-                let value = digests
-                    .value()
-                    .first()
-                    .ok_or_else(|| HarnessError::Tpm(format!("PCR {index} not returned")))?;
+                let value = digests.value().first().ok_or_else(|| {
+                    HarnessError::response("PCR read", format!("PCR {index} not returned"))
+                })?;
                 out.insert(index, value.value().to_vec());
             }
             Ok(out)
@@ -344,14 +359,23 @@ impl SwtpmDevice {
             .map_err(tpm_error("PCR extend"))
     }
 
-    /// Simulates firmware, shim and GRUB: extends the profile's events and writes the event log.
-    /// The IMA log restarts with its boot aggregate.
+    /// Simulates firmware, shim and GRUB: extends the profile's events into the TPM and writes
+    /// the event log. The IMA log restarts with its boot aggregate. Expects PCRs as after a reset
+    /// (a fresh device, or after [`SwtpmDevice::reset`]).
+    ///
+    /// With `startup_locality: Some(3)` the TPM is first reset with TPM2_Startup sent from
+    /// locality 3, so PCR 0 really starts at 3 (resetCount advances by one more); `Some(0)` only
+    /// logs the event. Other localities are refused.
     pub fn boot(&mut self, profile: &BootProfile) -> Result<(), HarnessError> {
-        if profile.startup_locality.is_some() {
-            // Starting PCR0 at locality 3 needs TPM2_Startup issued from locality 3, which the
-            // swtpm TCTI in tpm2-tss 3.2 cannot do. Refuse rather than write a log that lies.
-            return Err(HarnessError::Unsupported("StartupLocality on swtpm".into()));
+        let locality = startup_locality(profile)?;
+        if locality != 0 {
+            self.reset_at_locality(locality)?;
         }
+        self.boot_measured(profile)
+    }
+
+    /// The boot itself, on a TPM already started at the profile's locality.
+    fn boot_measured(&mut self, profile: &BootProfile) -> Result<(), HarnessError> {
         let events = profile.events();
         self.with_context(|ctx| {
             for event in events.iter().filter(|e| e.is_extended()) {
@@ -362,6 +386,7 @@ impl SwtpmDevice {
         let log = profile.encode_log(&events);
         std::fs::write(self.event_log_path(), &log)
             .map_err(|e| HarnessError::io("write", &self.event_log_path(), e))?;
+        self.event_log = log;
         self.boot_events = events;
         self.profile = Some(profile.clone());
         self.ima_entries.clear();
@@ -446,8 +471,33 @@ impl SwtpmDevice {
         let mut events = self.boot_events.clone();
         edit(&mut events);
         let log = profile.encode_log(&events);
-        std::fs::write(self.event_log_path(), log)
-            .map_err(|e| HarnessError::io("write", &self.event_log_path(), e))
+        std::fs::write(self.event_log_path(), &log)
+            .map_err(|e| HarnessError::io("write", &self.event_log_path(), e))?;
+        self.event_log = log;
+        Ok(())
+    }
+
+    /// Tamper: the event log claims `kernel` was booted (the kernel's PCR 4 application event
+    /// and PCR 9 load event carry its digests) while the TPM holds the real kernel's.
+    pub fn forge_logged_kernel(&mut self, kernel: &[u8]) -> Result<(), HarnessError> {
+        let real = self
+            .profile
+            .as_ref()
+            .map(|p| p.kernel.clone())
+            .ok_or_else(|| HarnessError::Unsupported("no boot yet".into()))?;
+        self.rewrite_boot_log(|events| {
+            for event in events.iter_mut() {
+                let is_kernel = event.digests.iter().all(|(bank, d)| *d == bank.hash(&real));
+                let kernel_event = (event.pcr == 4
+                    && event.event_type == crate::boot::EV_EFI_BOOT_SERVICES_APPLICATION)
+                    || (event.pcr == 9 && event.event_type == crate::boot::EV_IPL);
+                if kernel_event && is_kernel {
+                    for (bank, digest) in event.digests.iter_mut() {
+                        *digest = bank.hash(kernel);
+                    }
+                }
+            }
+        })
     }
 
     /// Writes raw bytes as the IMA log (tamper helper).
@@ -456,27 +506,28 @@ impl SwtpmDevice {
             .map_err(|e| HarnessError::io("write", &self.ima_log_path(), e))
     }
 
-    /// Resets the TPM (PCRs cleared, resetCount advances) without booting.
+    /// Resets the TPM as a power cycle does (control-channel `_TPM_Init`, then
+    /// TPM2_Startup(CLEAR)): PCRs cleared, resetCount advances. Nothing is booted; the
+    /// harness forgets the boot and IMA events (the log files stay until the next boot).
     pub fn reset(&mut self) -> Result<(), HarnessError> {
-        self.process.reset()?;
-        self.with_context(|ctx| match ctx.startup(StartupType::Clear) {
-            Ok(()) => Ok(()),
-            // TPM_RC_INITIALIZE: swtpm already ran Startup(CLEAR) itself after the reset.
-            Err(e)
-                if e.to_string().contains("initialize") || e.to_string().contains("0x00000100") =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(tpm_error("startup")(e)),
-        })?;
+        self.reset_at_locality(0)
+    }
+
+    fn reset_at_locality(&mut self, locality: u8) -> Result<(), HarnessError> {
+        {
+            let _guard = self.access.lock().unwrap_or_else(|p| p.into_inner());
+            self.process.reset_at_locality(locality)?;
+        }
         self.boot_events.clear();
+        self.ima_entries.clear();
         Ok(())
     }
 
-    /// Reboot: TPM reset, then a new boot with `profile` (new event log, IMA log restarted).
+    /// Reboot: TPM reset (from the profile's startup locality), then a new boot with `profile`
+    /// (new event log, IMA log restarted).
     pub fn reboot(&mut self, profile: &BootProfile) -> Result<(), HarnessError> {
-        self.reset()?;
-        self.boot(profile)
+        self.reset_at_locality(startup_locality(profile)?)?;
+        self.boot_measured(profile)
     }
 
     /// Stops the swtpm process (the TPM "dies"); `restart` brings it back with the same state.
@@ -491,12 +542,24 @@ impl SwtpmDevice {
     }
 }
 
+/// The locality TPM2_Startup must come from for `profile`: 0, or 3 when it logs StartupLocality 3
+/// (the only value that changes PCR 0's initial value).
+fn startup_locality(profile: &BootProfile) -> Result<u8, HarnessError> {
+    match profile.startup_locality {
+        None | Some(0) => Ok(0),
+        Some(3) => Ok(3),
+        Some(other) => Err(HarnessError::Unsupported(format!(
+            "StartupLocality {other} (only 0 and 3 exist)"
+        ))),
+    }
+}
+
 /// SubjectPublicKeyInfo DER for a marshalled TPMT_PUBLIC (uses the verifier's pure-Rust
 /// structure parser; the tests check the result against the TPM independently).
 pub fn spki_from_tpmt_public(marshalled: &[u8]) -> Result<Vec<u8>, HarnessError> {
     let public = trustchain_verifier::evidence::tpm::Public::parse(marshalled)
-        .map_err(|e| HarnessError::Tpm(format!("EK public: {e}")))?;
+        .map_err(|e| HarnessError::response("EK public", e.to_string()))?;
     public
         .spki_der()
-        .ok_or_else(|| HarnessError::Tpm("EK public: unsupported key".into()))
+        .ok_or_else(|| HarnessError::response("EK public", "unsupported key"))
 }

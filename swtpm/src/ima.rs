@@ -64,3 +64,30 @@ pub fn boot_aggregate(pcrs_0_to_7: &[Vec<u8>]) -> ImaEntry {
     }
     ImaEntry::with_digest("boot_aggregate", hasher.finalize().to_vec())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ascii_line_carries_the_sha1_template_hash_and_file_digest() {
+        let entry = ImaEntry::for_file("/usr/bin/bash", b"bash");
+        let line = entry.ascii_line();
+        let fields: Vec<&str> = line.trim_end().split(' ').collect();
+        assert_eq!(fields.len(), 5);
+        assert_eq!(fields[0], "10");
+        assert_eq!(
+            fields[1],
+            hex::encode(Bank::Sha1.hash(&entry.template_data))
+        );
+        assert_eq!(fields[2], "ima-ng");
+        assert_eq!(
+            fields[3],
+            format!("sha256:{}", hex::encode(Sha256::digest(b"bash")))
+        );
+        assert_eq!(fields[4], "/usr/bin/bash");
+        // d-ng: u32 length, "sha256:\0", 32 bytes; n-ng: u32 length, path, NUL.
+        assert_eq!(&entry.template_data[0..4], &40u32.to_le_bytes());
+        assert_eq!(&entry.template_data[44..48], &14u32.to_le_bytes());
+    }
+}

@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SerialNumber, SubjectPublicKeyInfo,
+    BasicConstraints, CertificateParams, CustomExtension, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SerialNumber, SubjectPublicKeyInfo,
 };
 
 use crate::HarnessError;
@@ -31,8 +31,11 @@ impl std::fmt::Debug for TpmMaker {
     }
 }
 
-fn generation(e: rcgen::Error) -> HarnessError {
-    HarnessError::Certificate(e.to_string())
+fn generation(source: rcgen::Error) -> HarnessError {
+    HarnessError::Certificate {
+        operation: "generation",
+        source,
+    }
 }
 
 fn ca_params(common_name: &str, organization: &str, path_length: u8) -> CertificateParams {
@@ -175,6 +178,11 @@ impl TpmMaker {
         }];
         // tcg-kp-EKCertificate (2.23.133.8.1).
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::Other(vec![2, 23, 133, 8, 1])];
+        // Non-critical: the subject is not empty (TCG makes it critical only when it is).
+        params.custom_extensions = vec![CustomExtension::from_oid_content(
+            &[2, 5, 29, 17],
+            tpm_manufacturer_san(&self.name),
+        )];
         params.use_authority_key_identifier_extension = true;
         let now = time_now();
         params.not_before = now - time::Duration::days(1);
@@ -191,6 +199,60 @@ impl TpmMaker {
     }
 }
 
+/// DER tag-length-value (lengths in short or long form; everything here is far below 64 KiB).
+fn der(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    let length = content.len();
+    if length < 0x80 {
+        out.push(length as u8);
+    } else if length < 0x100 {
+        out.extend_from_slice(&[0x81, length as u8]);
+    } else {
+        out.push(0x82);
+        out.extend_from_slice(&(length as u16).to_be_bytes());
+    }
+    out.extend_from_slice(content);
+    out
+}
+
+/// The TPM Vendor ID a maker's certificates name: its first four letters, as TCG vendor IDs are
+/// four ASCII characters (e.g. "IFX", "STM ").
+pub fn vendor_id(maker_name: &str) -> [u8; 4] {
+    let mut id = *b"    ";
+    for (slot, c) in id.iter_mut().zip(
+        maker_name
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .map(|c| c.to_ascii_uppercase()),
+    ) {
+        *slot = c as u8;
+    }
+    id
+}
+
+/// The SubjectAltName value of a TCG EK certificate (EK Credential Profile §3.2.9): one
+/// directoryName with TPMManufacturer "id:<vendor hex>", TPMModel and TPMVersion, one RDN each.
+fn tpm_manufacturer_san(maker_name: &str) -> Vec<u8> {
+    // 2.23.133.2.1 tcg-at-tpmManufacturer, .2 tcg-at-tpmModel, .3 tcg-at-tpmVersion.
+    let attributes: [(u8, String); 3] = [
+        (
+            1,
+            format!("id:{}", hex::encode_upper(vendor_id(maker_name))),
+        ),
+        (2, "swtpm".to_string()),
+        (3, "id:00010000".to_string()),
+    ];
+    let mut rdns = Vec::new();
+    for (arc, value) in attributes {
+        let oid = der(0x06, &[0x67, 0x81, 0x05, 0x02, arc]);
+        let mut pair = oid;
+        pair.extend(der(0x0c, value.as_bytes()));
+        rdns.extend(der(0x31, &der(0x30, &pair)));
+    }
+    // GeneralNames ::= SEQUENCE { [4] EXPLICIT Name } (Name is a CHOICE, so explicit).
+    der(0x30, &der(0xa4, &der(0x30, &rdns)))
+}
+
 /// The trusted test maker and a rogue one the verifier must not trust.
 #[derive(Debug)]
 pub struct TestMakers {
@@ -204,5 +266,102 @@ impl TestMakers {
             trusted: TpmMaker::generate("TrustChain Test TPM Maker")?,
             rogue: TpmMaker::generate("Rogue TPM Maker")?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::PublicKeyData;
+    use x509_parser::extensions::GeneralName;
+    use x509_parser::prelude::{FromDer, X509Certificate};
+
+    #[test]
+    fn ek_certificate_chains_to_its_maker_with_ca_extensions_and_tcg_san() {
+        let started = std::time::Instant::now();
+        let makers = TestMakers::generate().unwrap();
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        let maker = &makers.trusted;
+        let ek = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let der = maker
+            .issue_ek_certificate(&ek.subject_public_key_info(), "unit", false)
+            .unwrap();
+        let (_, root) = X509Certificate::from_der(maker.root_der()).unwrap();
+        let (_, intermediate) = X509Certificate::from_der(maker.intermediate_der()).unwrap();
+        let (_, leaf) = X509Certificate::from_der(&der).unwrap();
+        assert!(root.verify_signature(None).is_ok());
+        assert!(
+            intermediate
+                .verify_signature(Some(root.public_key()))
+                .is_ok()
+        );
+        assert!(
+            leaf.verify_signature(Some(intermediate.public_key()))
+                .is_ok()
+        );
+        let (_, rogue) = X509Certificate::from_der(makers.rogue.intermediate_der()).unwrap();
+        assert!(leaf.verify_signature(Some(rogue.public_key())).is_err());
+        for ca in [&root, &intermediate] {
+            assert!(ca.basic_constraints().unwrap().unwrap().value.ca);
+            let usage = ca.key_usage().unwrap().unwrap().value;
+            assert!(usage.key_cert_sign() && usage.crl_sign());
+            assert!(
+                ca.get_extension_unique(
+                    &x509_parser::oid_registry::OID_X509_EXT_SUBJECT_KEY_IDENTIFIER
+                )
+                .unwrap()
+                .is_some()
+            );
+        }
+        assert!(
+            intermediate
+                .get_extension_unique(
+                    &x509_parser::oid_registry::OID_X509_EXT_AUTHORITY_KEY_IDENTIFIER
+                )
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(
+            leaf.public_key().raw,
+            ek.subject_public_key_info().as_slice()
+        );
+        assert!(leaf.key_usage().unwrap().unwrap().value.key_agreement());
+        let san = leaf.subject_alternative_name().unwrap().unwrap();
+        let GeneralName::DirectoryName(name) = &san.value.general_names[0] else {
+            panic!("directoryName expected");
+        };
+        let values: Vec<(String, String)> = name
+            .iter_attributes()
+            .map(|a| {
+                (
+                    a.attr_type().to_id_string(),
+                    a.as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            values[0],
+            ("2.23.133.2.1".to_string(), "id:54525553".to_string())
+        );
+        assert_eq!(values.len(), 3);
+    }
+
+    #[test]
+    fn vendor_ids_are_four_characters() {
+        assert_eq!(&vendor_id("TrustChain Test"), b"TRUS");
+        assert_eq!(&vendor_id("a-b"), b"AB  ");
+    }
+
+    #[test]
+    fn pem_files_are_written() {
+        let maker = TpmMaker::generate("Pem Maker").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (root, intermediate) = maker.write_pem(dir.path()).unwrap();
+        assert_eq!(std::fs::read_to_string(root).unwrap(), maker.root_pem());
+        assert!(
+            std::fs::read_to_string(intermediate)
+                .unwrap()
+                .starts_with("-----BEGIN CERTIFICATE-----")
+        );
     }
 }

@@ -1,5 +1,7 @@
 //! The swtpm harness itself, on real swtpm processes: boots replay, EK certificates chain to the
-//! right maker, resets behave like a power cycle, IMA extends PCR 10, tamper helpers tamper.
+//! right maker, resets behave like a power cycle, a locality-3 startup really starts PCR 0 at 3,
+//! IMA extends PCR 10, tamper helpers tamper. Needs swtpm and tpm2-tools (`tpm2_eventlog`, an
+//! independent log parser); fails, never skips, without them.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -11,6 +13,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 
 use trustchain_swtpm::{Bank, BootProfile, EkKind, SwtpmDevice, TestMakers};
+use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::public_key::PublicKey;
 
@@ -159,6 +162,25 @@ fn ek_certificates_chain_to_the_test_maker_not_the_rogue_and_match_the_tpm_key()
             "{kind:?}"
         );
         assert_eq!(ek.issuer(), intermediate.subject());
+        assert_eq!(
+            ek.public_key().raw,
+            device.ek_spki_der(kind).unwrap().as_slice(),
+            "{kind:?}: SubjectPublicKeyInfo is the TPM's EK"
+        );
+        let san = ek.subject_alternative_name().unwrap().expect("TCG SAN");
+        let manufacturer = san
+            .value
+            .general_names
+            .iter()
+            .find_map(|name| match name {
+                GeneralName::DirectoryName(dn) => dn
+                    .iter_attributes()
+                    .find(|a| a.attr_type().to_id_string() == "2.23.133.2.1")
+                    .and_then(|a| a.as_str().ok().map(str::to_string)),
+                _ => None,
+            })
+            .expect("tpmManufacturer attribute");
+        assert!(manufacturer.starts_with("id:"), "{manufacturer}");
         let in_tpm = device.ek_public(kind).unwrap();
         assert_eq!(
             key_material(&ek),
@@ -282,4 +304,116 @@ fn tamper_helpers_break_the_match_between_log_and_tpm() {
         .unwrap();
     let reference = tpm2_eventlog_pcrs(&device.event_log_path());
     assert_ne!(reference["sha256"][&4], replayed[&4]);
+}
+
+#[test]
+fn a_forged_kernel_digest_shows_in_pcrs_4_and_9_only() {
+    let makers = TestMakers::generate().unwrap();
+    let mut device = SwtpmDevice::start(&makers.trusted, "forge").unwrap();
+    let profile = BootProfile::default_linux().with_banks(&[Bank::Sha256, Bank::Sha1]);
+    device.boot(&profile).unwrap();
+    device.forge_logged_kernel(b"vmlinuz-approved").unwrap();
+    assert_eq!(
+        std::fs::read(device.event_log_path()).unwrap(),
+        device.event_log()
+    );
+    let reference = tpm2_eventlog_pcrs(&device.event_log_path());
+    for bank in [Bank::Sha256, Bank::Sha1] {
+        let logged = &reference[bank.name()];
+        let indices: Vec<u32> = logged.keys().copied().collect();
+        let actual = device.read_pcrs(bank, &indices).unwrap();
+        for index in indices {
+            assert_eq!(
+                actual[&index] != logged[&index],
+                index == 4 || index == 9,
+                "{bank:?} PCR {index}"
+            );
+        }
+    }
+}
+
+/// Replays a crypto-agile event log parsed here, independently of the harness (tpm2_eventlog
+/// 5.4 ignores StartupLocality): PCR index -> value for `bank`.
+fn replay_log_bytes(log: &[u8], bank: Bank) -> BTreeMap<u32, Vec<u8>> {
+    let u32_at = |at: usize| u32::from_le_bytes(log[at..at + 4].try_into().unwrap());
+    // Header: TCG_PCClientPCREvent (SHA-1 format) whose data is the Spec ID event.
+    let mut at = 32 + u32_at(28) as usize;
+    let mut pcrs = BTreeMap::new();
+    while at < log.len() {
+        let (pcr, event_type, count) = (u32_at(at), u32_at(at + 4), u32_at(at + 8));
+        at += 12;
+        let mut digest = None;
+        for _ in 0..count {
+            let alg = u16::from_le_bytes([log[at], log[at + 1]]);
+            let size = match alg {
+                0x0004 => 20,
+                0x000b => 32,
+                other => panic!("algorithm {other:#x}"),
+            };
+            if alg == bank.alg_id() {
+                digest = Some(log[at + 2..at + 2 + size].to_vec());
+            }
+            at += 2 + size;
+        }
+        let data_size = u32_at(at) as usize;
+        let data = &log[at + 4..at + 4 + data_size];
+        at += 4 + data_size;
+        if event_type == 3 {
+            if let Some(locality) = data.strip_prefix(b"StartupLocality\0") {
+                let mut start = vec![0u8; bank.size()];
+                *start.last_mut().unwrap() = locality[0];
+                pcrs.insert(0, start);
+            }
+            continue;
+        }
+        let old = pcrs.entry(pcr).or_insert_with(|| vec![0u8; bank.size()]);
+        *old = bank.extend(old, &digest.expect("digest for the bank"));
+    }
+    pcrs
+}
+
+#[test]
+fn startup_locality_3_really_starts_pcr0_at_3() {
+    let makers = TestMakers::generate().unwrap();
+    let mut device = SwtpmDevice::start(&makers.trusted, "locality").unwrap();
+    let profile = BootProfile::default_linux()
+        .with_banks(&[Bank::Sha256, Bank::Sha1])
+        .with_startup_locality(3);
+    device.boot(&profile).unwrap();
+    let log = std::fs::read(device.event_log_path()).unwrap();
+    for bank in [Bank::Sha256, Bank::Sha1] {
+        let replayed = replay_log_bytes(&log, bank);
+        let indices: Vec<u32> = replayed.keys().copied().collect();
+        assert_eq!(
+            device.read_pcrs(bank, &indices).unwrap(),
+            replayed,
+            "{bank:?}"
+        );
+        // Without the locality, the same events would give another PCR 0.
+        let from_zero = replay_log_bytes(&with_locality_zero(&log), bank);
+        assert_ne!(from_zero[&0], replayed[&0]);
+    }
+    // A reboot into a profile without StartupLocality starts PCR 0 at 0 again.
+    device.reboot(&BootProfile::default_linux()).unwrap();
+    let reference = tpm2_eventlog_pcrs(&device.event_log_path());
+    assert_eq!(
+        device.read_pcrs(Bank::Sha256, &[0]).unwrap()[&0],
+        reference["sha256"][&0]
+    );
+    assert!(matches!(
+        device.boot(&BootProfile::default_linux().with_startup_locality(2)),
+        Err(trustchain_swtpm::HarnessError::Unsupported(_))
+    ));
+}
+
+/// The same log with its StartupLocality event's locality set to 0.
+fn with_locality_zero(log: &[u8]) -> Vec<u8> {
+    let marker = b"StartupLocality\0";
+    let at = log
+        .windows(marker.len())
+        .position(|w| w == marker)
+        .expect("StartupLocality event in the log");
+    let mut out = log.to_vec();
+    out[at + marker.len()] = 0;
+    out
 }
