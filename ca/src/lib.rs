@@ -15,6 +15,7 @@ pub mod authority;
 pub mod files;
 pub mod revocation;
 pub mod role;
+pub mod signing_key;
 
 pub use authority::{Authority, IssuedCertificate};
 pub use role::Role;
@@ -43,4 +44,6 @@ pub enum CaError {
     },
     #[error("a CA already exists in {0}; refusing to overwrite it")]
     AlreadyExists(std::path::PathBuf),
+    #[error("{0}")]
+    Invalid(String),
 }

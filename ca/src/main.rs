@@ -61,6 +61,21 @@ enum Command {
         #[arg(long)]
         name: String,
     },
+    /// Make the trust-list authority's signing key (`trustchain trust-list sign --key`): writes
+    /// DIR/trust-list-authority.pk8 (0600) and .pub, the file the verifier's
+    /// `trust_list_authority` setting names.
+    TrustListKey {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Make a supplier's manifest-signing key (`trustchain manifest sign --key`): writes
+    /// DIR/NAME.pk8 (0600) and DIR/NAME.pub, the public key a trust list admits with a scope.
+    SupplierKey {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        name: String,
+    },
 }
 
 fn write_issued(prefix: &Path, issued: &IssuedCertificate) -> anyhow::Result<()> {
@@ -86,6 +101,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::IssueOperator { dir, out, name } => {
             let ca = Authority::load(&dir).context("loading the CA")?;
             write_issued(&out, &ca.issue_operator(&name)?)?;
+        }
+        Command::TrustListKey { dir } => {
+            let files = trustchain_ca::signing_key::create(&dir, "trust-list-authority")?;
+            println!(
+                "{} (public key {}: {})",
+                files.private_key.display(),
+                files.public_key.display(),
+                files.public_hex
+            );
+        }
+        Command::SupplierKey { dir, name } => {
+            let files = trustchain_ca::signing_key::create(&dir, &name)?;
+            println!(
+                "{} (public key {}: {})",
+                files.private_key.display(),
+                files.public_key.display(),
+                files.public_hex
+            );
         }
     }
     Ok(())

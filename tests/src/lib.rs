@@ -79,6 +79,7 @@ impl TestVerifier {
             maker_intermediates: vec![maker_intermediate],
             activation_timeout_seconds: 60,
             max_pending_enrollments: 1000,
+            trust_list_authority: None,
             attestation: Default::default(),
             webhooks: Vec::new(),
         };

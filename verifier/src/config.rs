@@ -34,6 +34,11 @@ pub struct VerifierConfig {
     /// PEM files of TPM-maker intermediate CAs used to build EK certificate chains.
     #[serde(default)]
     pub maker_intermediates: Vec<PathBuf>,
+    /// File holding the trust-list authority's public key (uncompressed P-256 point, hex, as
+    /// `trustchain-ca trust-list-key` writes it). Without it no trust list is accepted, and
+    /// enrollment trusts `maker_anchors`; with an active trust list, its maker CAs replace them.
+    #[serde(default)]
+    pub trust_list_authority: Option<PathBuf>,
     /// How long an enrollment attempt waits for the credential-activation answer.
     #[serde(default = "default_activation_timeout")]
     pub activation_timeout_seconds: u64,

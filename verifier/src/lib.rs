@@ -10,6 +10,8 @@
 //!   - `evidence::eventlog`: TCG PC Client UEFI event logs: parsing, typed events, replay.
 //!   - `evidence::ima`: Linux IMA measurement lists: parsing, template hashes, PCR 10 replay.
 //!
+//! - [`reference`]: the signed trust list, reference manifests, policies, and the rules that
+//!   judge boot logs and IMA lists against them.
 //! - [`audit`]: the hash-chained history, signed checkpoints and offline verification.
 //! - [`enrollment`], [`attestation`]: the two flows; [`server`]: the gRPC edge; [`storage`]: state.
 //!
@@ -21,6 +23,7 @@ pub mod config;
 pub mod enrollment;
 pub mod evidence;
 pub mod metrics;
+pub mod reference;
 pub mod results;
 pub mod server;
 pub mod service;

@@ -6,7 +6,7 @@
 //! format is small and fixed, and tests check it with an independent JWT library.
 //!
 //! The trustworthiness vector is filled honestly: a claim is made only where an appraisal rule
-//! backs it. Without reference values (trust lists and manifests are not built yet), executables,
+//! backs it. Without reference values (no policy, or no admitted manifest), executables,
 //! configuration and file system get no affirming claim, only a contraindication when a rule failed.
 
 use base64::Engine as _;
@@ -52,6 +52,9 @@ pub fn ear_claims(device_id: &str, nonce: &[u8], verdict: &Verdict, issued_at: i
         Rule::ImaAllowlist,
     ]) {
         CONTRAINDICATED
+    } else if verdict.passed() && !verdict.basis.manifests.is_empty() {
+        // Boot measurements matched manifests a trusted signer vouched for.
+        AFFIRMING
     } else {
         NO_CLAIM
     };
@@ -81,6 +84,16 @@ pub fn ear_claims(device_id: &str, nonce: &[u8], verdict: &Verdict, issued_at: i
         .iter()
         .map(|f| json!({ "rule": f.rule.name(), "subject": f.subject, "measured": f.measured, "expected": f.expected, "detail": f.detail }))
         .collect();
+    let basis = &verdict.basis;
+    let policy_id = basis.policy.as_ref().map_or_else(
+        || "trustchain:default-rules-v1".to_string(),
+        |p| format!("trustchain:policy:{}:v{}", p.name, p.version),
+    );
+    let manifests: Vec<Value> = basis
+        .manifests
+        .iter()
+        .map(|m| json!({ "id": m.id, "signer": m.signer }))
+        .collect();
     json!({
         "eat_profile": "tag:github.com,2023:veraison/ear",
         "iat": issued_at,
@@ -96,13 +109,14 @@ pub fn ear_claims(device_id: &str, nonce: &[u8], verdict: &Verdict, issued_at: i
                     "configuration": configuration,
                     "file-system": file_system,
                 },
-                "ear.appraisal-policy-id": "trustchain:default-rules-v1",
+                "ear.appraisal-policy-id": policy_id,
             }
         },
         "trustchain.device-id": device_id,
         "trustchain.failed-rules": failed_rules,
-        "trustchain.policy-version": "default-rules-v1",
-        "trustchain.trust-list-version": "none",
+        "trustchain.policy-version": policy_id,
+        "trustchain.trust-list-version": basis.trust_list_version.map_or_else(|| "none".to_string(), |v| v.to_string()),
+        "trustchain.manifests": manifests,
     })
 }
 

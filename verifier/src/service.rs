@@ -13,6 +13,7 @@ use crate::audit::{AuditLine, KeyError, SigningKey};
 use crate::config::{AttestationConfig, VerifierConfig};
 use crate::enrollment::ek_chain::MakerAnchors;
 use crate::enrollment::enroller::{Enroller, EnrollerConfig};
+use crate::reference::trust::TrustStore;
 use crate::server::Limits;
 use crate::server::tls::{ServerTls, TlsError};
 use crate::storage::{
@@ -39,6 +40,11 @@ pub enum StartError {
     SigningKey(#[from] KeyError),
     #[error("{path}: no PEM certificate found")]
     NoCertificate { path: std::path::PathBuf },
+    #[error("trust-list authority key {path}: {detail}")]
+    TrustListAuthority {
+        path: std::path::PathBuf,
+        detail: String,
+    },
 }
 
 /// Shared state of one verifier process.
@@ -48,6 +54,8 @@ pub struct Service {
     ca: Arc<Authority>,
     tls: ServerTls,
     enroller: Enroller,
+    /// The trust list, policies and manifests in force.
+    trust: Arc<TrustStore>,
     limits: Limits,
     attestation: AttestationConfig,
     /// Serialises read-modify-write of device states, so two transitions never lose one another.
@@ -153,10 +161,23 @@ impl Service {
             .clone()
             .unwrap_or_else(|| config.ca_dir.join("verifier-signing.pk8"));
         let signing_key = SigningKey::load_or_create(&signing_path)?;
+        let authority = match &config.trust_list_authority {
+            None => None,
+            Some(path) => Some(
+                crate::reference::signed::public_key_from_hex(&read(path)?).map_err(|e| {
+                    StartError::TrustListAuthority {
+                        path: path.clone(),
+                        detail: e.to_string(),
+                    }
+                })?,
+            ),
+        };
+        let trust = Arc::new(TrustStore::open(storage.clone(), authority)?);
         let enroller = Enroller::new(
             storage.clone(),
             ca.clone(),
             makers,
+            trust.clone(),
             EnrollerConfig {
                 activation_timeout: config.activation_timeout(),
                 max_pending: config.max_pending_enrollments,
@@ -167,6 +188,7 @@ impl Service {
             ca,
             tls,
             enroller,
+            trust,
             limits: Limits::default(),
             attestation: config.attestation.clone(),
             transitions: Mutex::new(()),
@@ -202,8 +224,21 @@ impl Service {
     }
 
     /// The challenge interval for a device, from its class (tier).
+    /// The challenge interval: the governing policy's tier, else the configuration's class table.
     pub fn interval_for(&self, device: &DeviceRecord) -> Duration {
-        self.attestation.interval_for(&device.facts.device_class)
+        match self
+            .trust
+            .current()
+            .policy_for(device)
+            .map(|p| p.tier.resolve())
+        {
+            Some(tier) => Duration::from_secs(tier.interval_seconds),
+            None => self.attestation.interval_for(&device.facts.device_class),
+        }
+    }
+
+    pub fn trust(&self) -> &TrustStore {
+        &self.trust
     }
 
     /// Live state changes (subscribe before reading the backlog, then drop duplicates by sequence).
@@ -458,6 +493,19 @@ impl Service {
         input: Input,
         reason: &str,
     ) -> Result<DeviceRecord, ActionError> {
+        self.transition_recoverable(device_id, input, reason, false)
+    }
+
+    /// A transition after an appraisal. `policy_only`: the failure rests only on reference
+    /// values, the allowlist or the trust list, so a later pass may make the device trusted
+    /// again without an operator (see `DeviceRecord::recoverable`).
+    pub fn transition_recoverable(
+        &self,
+        device_id: &str,
+        input: Input,
+        reason: &str,
+        policy_only: bool,
+    ) -> Result<DeviceRecord, ActionError> {
         let changed;
         let record = {
             let _guard = self.transitions.lock().unwrap_or_else(|p| p.into_inner());
@@ -465,8 +513,24 @@ impl Service {
                 .storage
                 .device(device_id)?
                 .ok_or(ActionError::NotFound)?;
-            let next = state::step(device.state, input, Recovery::default());
+            let next = state::step(
+                device.state,
+                input,
+                Recovery {
+                    may_recover: device.recoverable,
+                },
+            );
             changed = next != device.state;
+            let recoverable = match input {
+                // An integrity failure on top of a policy one makes the whole sticky; a policy
+                // failure never softens an earlier integrity one.
+                Input::AppraisalFailed => {
+                    policy_only && (device.state != DeviceState::Untrusted || device.recoverable)
+                }
+                Input::AppraisalPassed | Input::OperatorCleared => false,
+                _ => device.recoverable,
+            };
+            device.recoverable = recoverable;
             let now = now_unix_millis();
             if changed {
                 let sequence = self.storage.append_event(&EventRecord {

@@ -3,6 +3,7 @@
 //! turns an error into a pass, and a verdict passes only when no rule failed.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -15,6 +16,7 @@ use crate::evidence::quote::{
     PcrValues, QuoteError, QuoteExpectations, VerifyingKey, verify_quote,
 };
 use crate::evidence::tpm::{ClockInfo, PcrSelection};
+use crate::reference::trust::{Governance, Snapshot};
 
 /// PCRs measured by firmware and boot loaders (appraised against the boot log).
 pub const BOOT_PCRS: std::ops::RangeInclusive<u32> = 0..=9;
@@ -58,14 +60,28 @@ pub struct AppraisalState {
     /// within that boot an unsafe clock is explained, and accepted.
     #[serde(default)]
     pub unsafe_clock_reset: Option<u32>,
+    /// The trust documents (snapshot fingerprint and policy) the accepted boot log was judged
+    /// under, and until when that judgement holds (a change window closing): when either
+    /// moves, the verifier asks for the boot log again.
+    #[serde(default)]
+    pub boot_judged_under: String,
+    #[serde(default)]
+    pub boot_judged_until: i64,
 }
 
-/// Appraisal settings (from the device's policy tier; defaults until policies exist).
+/// Appraisal settings: the device's policy and the trust documents in force, taken from one
+/// snapshot for the whole appraisal.
 #[derive(Debug, Clone)]
 pub struct Policy {
     /// The bank that must be quoted; SHA-1 never substitutes for it.
     pub required_bank: HashAlgorithm,
     pub vendor_workarounds: ReplayOptions,
+    /// The snapshot of trust documents (trust list, policies, manifests).
+    pub snapshot: Option<Arc<Snapshot>>,
+    /// The policy and manifests governing this device; none: integrity rules only.
+    pub governance: Option<Governance>,
+    /// The trust list's findings on the device (revoked, not admitted, maker CA revoked).
+    pub trust_findings: Vec<Failure>,
 }
 
 impl Default for Policy {
@@ -73,6 +89,22 @@ impl Default for Policy {
         Self {
             required_bank: HashAlgorithm::Sha256,
             vendor_workarounds: ReplayOptions::default(),
+            snapshot: None,
+            governance: None,
+            trust_findings: Vec::new(),
+        }
+    }
+}
+
+impl Policy {
+    /// What the boot-log judgement rests on: documents and policy version.
+    pub fn boot_basis(&self) -> String {
+        match (&self.snapshot, &self.governance) {
+            (Some(snapshot), Some(g)) => format!(
+                "{}/{}/{}",
+                snapshot.fingerprint, g.references.policy.name, g.references.policy.version
+            ),
+            _ => String::new(),
         }
     }
 }
@@ -340,6 +372,9 @@ pub fn appraise(
     nonce_fresh: bool,
 ) -> Outcome {
     let mut verdict = Verdict::new();
+    if let Some(snapshot) = &policy.snapshot {
+        verdict.basis = snapshot.basis(policy.governance.as_ref());
+    }
     let mut next = prior.clone();
     let stop = |verdict: Verdict, next: AppraisalState| Outcome {
         verdict,
@@ -387,6 +422,17 @@ pub fn appraise(
         verdict.fail(Failure::new(Rule::QuoteMagicAndType, "not a quote"));
         return stop(verdict, next);
     };
+    // The trust list: still admits the device, its maker CAs and its TPM firmware.
+    for finding in &policy.trust_findings {
+        verdict.fail(finding.clone());
+    }
+    if let Some(revoked) = policy
+        .snapshot
+        .as_ref()
+        .and_then(|s| s.firmware_revoked(attest.firmware_version))
+    {
+        verdict.fail(revoked);
+    }
     let bank = policy.required_bank;
     let required: Vec<u32> = challenge
         .selection
@@ -500,6 +546,11 @@ pub fn appraise(
                     }
                     boot_pcrs.insert(pcr, expected);
                 }
+                if let Some(governance) = &policy.governance {
+                    crate::reference::boot::check(&log, bank, &governance.references, &mut verdict);
+                    next.boot_judged_until = governance.valid_until;
+                }
+                next.boot_judged_under = policy.boot_basis();
                 next.boot_pcrs = boot_pcrs;
                 next.boot_reset_count = Some(attest.clock_info.reset_count);
             }
@@ -559,6 +610,9 @@ pub fn appraise(
                     }
                     Some(replayed) => {
                         fail_template_mismatches(&log, &replayed.mismatches, &mut verdict);
+                        if let Some(governance) = &policy.governance {
+                            governance.references.allowlist.check(&log, &mut verdict);
+                        }
                         for index in &replayed.violations {
                             verdict.notes.push(format!(
                                 "IMA violation at entry {index} (flagged, not matched)"

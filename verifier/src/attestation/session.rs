@@ -16,6 +16,7 @@ use crate::enrollment::keys::ak_qualified_name;
 use crate::evidence::digest::HashAlgorithm;
 use crate::evidence::quote::{PcrValues, VerifyingKey};
 use crate::evidence::tpm::{PcrSelection, Public, SignatureScheme};
+use crate::reference::policy::{EvidenceRequired, FailureAction};
 use crate::service::Service;
 use crate::storage::{DeviceRecord, DeviceState};
 
@@ -47,7 +48,31 @@ pub fn verifying_key(device: &DeviceRecord) -> Result<VerifyingKey, String> {
 }
 
 fn selection(policy: &Policy) -> PcrSelection {
-    PcrSelection::new(vec![(policy.required_bank, (0..=10).collect())])
+    let boot_only = policy
+        .governance
+        .as_ref()
+        .is_some_and(|g| g.tier.evidence == EvidenceRequired::Boot);
+    let last = if boot_only { 9 } else { 10 };
+    PcrSelection::new(vec![(policy.required_bank, (0..=last).collect())])
+}
+
+/// The device's appraisal settings from the trust snapshot in force now: one snapshot for the
+/// whole appraisal.
+fn policy_for(service: &Service, device: &DeviceRecord) -> Policy {
+    let snapshot = service.trust().current();
+    let now_unix = crate::service::now_unix_millis() / 1000;
+    let governance = snapshot.governance(device, now_unix);
+    let required_bank = governance
+        .as_ref()
+        .and_then(|g| g.references.policy.boot.bank().ok())
+        .unwrap_or(HashAlgorithm::Sha256);
+    Policy {
+        required_bank,
+        trust_findings: snapshot.device_findings(device),
+        governance,
+        snapshot: Some(snapshot),
+        ..Policy::default()
+    }
 }
 
 fn evidence_from_wire(message: v1::Evidence) -> Evidence {
@@ -124,7 +149,6 @@ async fn run_stream(
     outbound: &Outbound,
 ) {
     let device_id = device_id.to_string();
-    let policy = Policy::default();
     let missed_limit = service
         .attestation_config()
         .timeout_after_missed_intervals
@@ -154,7 +178,15 @@ async fn run_stream(
                 break;
             }
         };
+        let policy = policy_for(service, &device);
         let prior = load_state(service, &device_id);
+        // A boot log judged under other documents, or under a change window that has closed,
+        // is judged again.
+        let boot_rejudge = policy.governance.as_ref().is_some_and(|g| {
+            prior.boot_judged_under != policy.boot_basis()
+                || crate::service::now_unix_millis() / 1000
+                    >= prior.boot_judged_until.min(g.valid_until)
+        });
         let mut nonce = [0u8; 32];
         if rng.fill(&mut nonce).is_err() {
             break;
@@ -163,7 +195,7 @@ async fn run_stream(
             id: next_id,
             nonce,
             selection: selection(&policy),
-            want_boot_log: want_full || prior.boot_reset_count.is_none(),
+            want_boot_log: want_full || prior.boot_reset_count.is_none() || boot_rejudge,
             ima_offset: if want_full && rechallenges > 0 {
                 0
             } else {
@@ -306,7 +338,28 @@ async fn run_stream(
         } else {
             tracing::warn!(device = %device_id, verdict = %verdict.summary(), "appraisal failed");
             service.record_failure(&device_id, &verdict);
-            service.transition(&device_id, Input::AppraisalFailed, &verdict.summary())
+            let failed = service.transition_recoverable(
+                &device_id,
+                Input::AppraisalFailed,
+                &verdict.summary(),
+                verdict.policy_only(),
+            );
+            let quarantine = policy
+                .governance
+                .as_ref()
+                .is_some_and(|g| g.tier.on_failure == FailureAction::Quarantine);
+            if quarantine {
+                service.transition(
+                    &device_id,
+                    Input::Quarantine,
+                    &format!(
+                        "policy action on failure: quarantine ({})",
+                        verdict.summary()
+                    ),
+                )
+            } else {
+                failed
+            }
         };
         let current = state.map(|d| d.state).unwrap_or(DeviceState::Untrusted);
         let notice = v1::VerdictNotice {

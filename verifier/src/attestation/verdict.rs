@@ -138,6 +138,9 @@ pub struct Verdict {
     failures: Vec<Failure>,
     /// Notes that are not failures (e.g. "TPM reset with a fresh boot log: reboot recorded").
     pub notes: Vec<String>,
+    /// The trust-list version, policy and manifests (with their signers) the verdict relied on.
+    #[serde(default)]
+    pub basis: crate::reference::Basis,
 }
 
 impl Verdict {
@@ -145,6 +148,7 @@ impl Verdict {
         Self {
             failures: Vec::new(),
             notes: Vec::new(),
+            basis: crate::reference::Basis::default(),
         }
     }
 
@@ -158,6 +162,18 @@ impl Verdict {
 
     pub fn failures(&self) -> &[Failure] {
         &self.failures
+    }
+
+    /// Whether every failure rests on approval (reference values, allowlist, trust list)
+    /// rather than on the integrity of the evidence.
+    pub fn policy_only(&self) -> bool {
+        !self.failures.is_empty()
+            && self.failures.iter().all(|f| {
+                matches!(
+                    f.rule,
+                    Rule::BootReferenceValues | Rule::ImaAllowlist | Rule::TrustList
+                )
+            })
     }
 
     pub fn failed_rules(&self) -> Vec<Rule> {

@@ -98,6 +98,8 @@ pub enum EnrollError {
     Storage(#[from] StorageError),
     #[error("no randomness")]
     Random,
+    #[error("trust list: {0}")]
+    TrustList(String),
 }
 
 impl EnrollError {
@@ -136,7 +138,9 @@ pub struct EnrollerConfig {
 pub struct Enroller {
     storage: Arc<dyn Storage>,
     ca: Arc<Authority>,
+    /// Maker CAs from the configuration: used until a trust list is active.
     makers: MakerAnchors,
+    trust: Arc<crate::reference::trust::TrustStore>,
     config: EnrollerConfig,
     pending: Mutex<HashMap<[u8; 16], Pending>>,
     rng: SystemRandom,
@@ -168,12 +172,14 @@ impl Enroller {
         storage: Arc<dyn Storage>,
         ca: Arc<Authority>,
         makers: MakerAnchors,
+        trust: Arc<crate::reference::trust::TrustStore>,
         config: EnrollerConfig,
     ) -> Self {
         Self {
             storage,
             ca,
             makers,
+            trust,
             config,
             pending: Mutex::new(HashMap::new()),
             rng: SystemRandom::new(),
@@ -277,15 +283,59 @@ impl Enroller {
         request: &mut EnrollmentRequest,
     ) -> Result<(ek_chain::ValidatedEk, keys::AkInfo), EnrollError> {
         let ek = keys::ek_key_material(&request.ek_public).map_err(EnrollError::EkPublic)?;
+        // The active trust list's maker CAs, once there is one; the configured ones before.
+        let snapshot = self.trust.current();
+        let revoked_cas: Vec<String> = snapshot
+            .trust_list
+            .as_ref()
+            .map(|l| l.revoked.maker_cas.clone())
+            .unwrap_or_default();
+        // A revoked CA supplied by the device is not used to build the path.
+        let supplied: Vec<Vec<u8>> = request
+            .ek_intermediates
+            .iter()
+            .filter(|der| {
+                let digest = hex::encode(Sha256::digest(der));
+                !revoked_cas.iter().any(|r| r.eq_ignore_ascii_case(&digest))
+            })
+            .cloned()
+            .collect();
         let validated = ek_chain::validate(
             &request.ek_certificate,
-            &request.ek_intermediates,
-            &self.makers,
+            &supplied,
+            snapshot.maker_anchors().unwrap_or(&self.makers),
         )?;
         if ek.material != validated.public_material || ek.kind != validated.kind {
             return Err(EnrollError::EkMismatch);
         }
         let ak = keys::attestation_key(&request.ak_public).map_err(EnrollError::Ak)?;
+        if snapshot.trust_list.is_some() {
+            let candidate = DeviceRecord {
+                device_id: device_id.into(),
+                ek_kind: validated.kind,
+                ek_public: request.ek_public.clone(),
+                ek_certificate: request.ek_certificate.clone(),
+                ek_certificate_serial_hex: validated.serial_hex.clone(),
+                ek_certificate_issuer: validated.issuer.clone(),
+                ak_public: Vec::new(),
+                ak_name: Vec::new(),
+                ak_certificate: Vec::new(),
+                client_certificate_serial_hex: String::new(),
+                facts: Facts {
+                    model: clean_fact(&request.facts.model),
+                    ..Facts::default()
+                },
+                enrolled_at_unix: 0,
+                ak_rotations: 0,
+                state: DeviceState::Enrolled,
+                state_reason: String::new(),
+                state_changed_at_unix: 0,
+                recoverable: false,
+            };
+            snapshot
+                .admits_at_enrollment(&candidate)
+                .map_err(EnrollError::TrustList)?;
+        }
 
         if let Some(existing) = self.storage.device(device_id)?
             && existing.state == DeviceState::Decommissioned
@@ -404,6 +454,7 @@ impl Enroller {
                 .map(|d| d.state_reason.clone())
                 .unwrap_or_default(),
             state_changed_at_unix: now / 1000,
+            recoverable: existing.as_ref().is_some_and(|d| d.recoverable),
         };
         // Durable before the agent hears "accepted".
         self.storage.put_device(&record)?;

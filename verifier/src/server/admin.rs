@@ -51,7 +51,61 @@ fn internal(error: impl std::fmt::Display) -> Status {
     Status::internal("internal error")
 }
 
+#[derive(Debug, Clone, Copy)]
+enum DocumentImport {
+    TrustList,
+    Manifest,
+    Policy,
+}
+
 impl AdminApi {
+    /// Imports a trust document for an operator; the refusal reason goes back to the operator
+    /// (authenticated) and every outcome into the audit log.
+    fn import(
+        &self,
+        request: Request<v1::SignedDocument>,
+        kind: DocumentImport,
+    ) -> Result<Response<v1::ImportResult>, Status> {
+        let operator = auth::require(&request, Role::Operator)?;
+        let bytes = request.into_inner().document;
+        if bytes.len() > crate::reference::signed::MAX_DOCUMENT_SIZE {
+            return Err(Status::invalid_argument("document too large"));
+        }
+        let text = String::from_utf8(bytes)
+            .map_err(|_| Status::invalid_argument("document is not UTF-8 text"))?;
+        let trust = self.service.trust();
+        let (what, result) = match kind {
+            DocumentImport::TrustList => ("trust list", trust.import_trust_list(&text)),
+            DocumentImport::Manifest => ("manifest", trust.import_manifest(&text)),
+            DocumentImport::Policy => ("policy", trust.import_policy(&text)),
+        };
+        let detail = match &result {
+            Ok(imported) => format!(
+                "{what} imported by {}: {} (sha256 {})",
+                operator.name, imported.note, imported.digest
+            ),
+            Err(error) => format!("{what} import by {} refused: {error}", operator.name),
+        };
+        if let Err(error) = self.service.storage().append_event(&EventRecord {
+            at_unix_millis: crate::service::now_unix_millis(),
+            kind: EventKind::OperatorAction,
+            device_id: String::new(),
+            detail: detail.clone(),
+        }) {
+            tracing::error!(%error, "cannot record an import");
+        }
+        tracing::info!(%detail, "trust document import");
+        match result {
+            Ok(imported) => Ok(Response::new(v1::ImportResult {
+                version: imported.version,
+                digest: imported.digest,
+                note: imported.note,
+            })),
+            Err(crate::reference::trust::ImportError::Storage(error)) => Err(internal(error)),
+            Err(error) => Err(Status::failed_precondition(error.to_string())),
+        }
+    }
+
     fn device(&self, device_id: &str) -> Result<DeviceRecord, Status> {
         self.service
             .storage()
@@ -150,26 +204,21 @@ impl Admin for AdminApi {
         &self,
         request: Request<v1::SignedDocument>,
     ) -> Result<Response<v1::ImportResult>, Status> {
-        auth::require(&request, Role::Operator)?;
-        Err(Status::unimplemented("trust lists are not implemented yet"))
+        self.import(request, DocumentImport::TrustList)
     }
 
     async fn import_manifest(
         &self,
         request: Request<v1::SignedDocument>,
     ) -> Result<Response<v1::ImportResult>, Status> {
-        auth::require(&request, Role::Operator)?;
-        Err(Status::unimplemented(
-            "reference manifests are not implemented yet",
-        ))
+        self.import(request, DocumentImport::Manifest)
     }
 
     async fn import_policy(
         &self,
         request: Request<v1::SignedDocument>,
     ) -> Result<Response<v1::ImportResult>, Status> {
-        auth::require(&request, Role::Operator)?;
-        Err(Status::unimplemented("policies are not implemented yet"))
+        self.import(request, DocumentImport::Policy)
     }
 
     type ExportAuditStream = ReceiverStream<Result<v1::AuditRecord, Status>>;

@@ -13,6 +13,20 @@ mod sled_store;
 pub use records::{DeviceRecord, DeviceState, EkKind, EventKind, EventRecord, Facts};
 pub use sled_store::SledStorage;
 
+/// Stored documents: (key, value) in key order.
+pub type Documents = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// The trust documents the verifier keeps, each in its own tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DocumentKind {
+    /// Key: version (big-endian u64); value: the JWS.
+    TrustList,
+    /// Key: manifest id, NUL, SHA-256 of the JWS; value: the JWS.
+    Manifest,
+    /// Key: policy name, NUL, version (big-endian u64); value: the TOML text.
+    Policy,
+}
+
 /// The on-disk layout version this build reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -80,4 +94,14 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn appraisal_state(&self, device_id: &str) -> Result<Option<Vec<u8>>, StorageError>;
     /// Replaces the device's appraisal state, durably.
     fn put_appraisal_state(&self, device_id: &str, state: &[u8]) -> Result<(), StorageError>;
+    /// Stores a trust document (trust list, manifest, policy) under `key`, durably. Every
+    /// accepted version is kept; nothing is overwritten.
+    fn put_document(
+        &self,
+        kind: DocumentKind,
+        key: &[u8],
+        document: &[u8],
+    ) -> Result<(), StorageError>;
+    /// Every stored document of `kind`, in key order.
+    fn documents(&self, kind: DocumentKind) -> Result<Documents, StorageError>;
 }

@@ -87,6 +87,12 @@ pub struct DeviceRecord {
     pub state: DeviceState,
     pub state_reason: String,
     pub state_changed_at_unix: i64,
+    /// The device is untrusted only because its evidence, though genuine, was not approved
+    /// (reference values, allowlist, trust list): it becomes trusted again by itself once an
+    /// appraisal passes (e.g. after a manifest for its new kernel is admitted). Integrity
+    /// failures (signature, replay, nonce, clock) clear this, and stay until an operator acts.
+    #[serde(default)]
+    pub recoverable: bool,
 }
 
 /// What an event records.

@@ -1,11 +1,12 @@
 //! The sled implementation of [`Storage`]. Trees:
 //! `meta` (schema version), `devices` (id -> JSON), `hostnames` (hostname -> id),
 //! `events` (big-endian sequence -> a hash-chained audit record, see `crate::audit`),
-//! `nonces` (used nonces), `appraisals` (last good appraisal state per device).
+//! `nonces` (used nonces), `appraisals` (last good appraisal state per device),
+//! `trust_lists`, `manifests`, `policies` (every accepted version of each document).
 
 use std::path::Path;
 
-use super::{DeviceRecord, EventRecord, SCHEMA_VERSION, Storage, StorageError};
+use super::{DeviceRecord, DocumentKind, EventRecord, SCHEMA_VERSION, Storage, StorageError};
 use crate::audit::{AuditLine, chain_hash};
 
 #[derive(Debug)]
@@ -19,6 +20,9 @@ pub struct SledStorage {
     nonces: sled::Tree,
     appraisals: sled::Tree,
     checkpoints: sled::Tree,
+    trust_lists: sled::Tree,
+    manifests: sled::Tree,
+    policies: sled::Tree,
 }
 
 fn backend(operation: &'static str) -> impl FnOnce(sled::Error) -> StorageError {
@@ -109,12 +113,23 @@ impl SledStorage {
             nonces: tree("nonces")?,
             appraisals: tree("appraisals")?,
             checkpoints: tree("checkpoints")?,
+            trust_lists: tree("trust_lists")?,
+            manifests: tree("manifests")?,
+            policies: tree("policies")?,
             db,
         })
     }
 
     fn flush(&self) -> Result<(), StorageError> {
         self.db.flush().map(|_| ()).map_err(backend("flush"))
+    }
+
+    fn document_tree(&self, kind: DocumentKind) -> &sled::Tree {
+        match kind {
+            DocumentKind::TrustList => &self.trust_lists,
+            DocumentKind::Manifest => &self.manifests,
+            DocumentKind::Policy => &self.policies,
+        }
     }
 }
 
@@ -249,6 +264,28 @@ impl Storage for SledStorage {
         self.flush()
     }
 
+    fn put_document(
+        &self,
+        kind: DocumentKind,
+        key: &[u8],
+        document: &[u8],
+    ) -> Result<(), StorageError> {
+        self.document_tree(kind)
+            .insert(key, document)
+            .map_err(backend("write document"))?;
+        self.flush()
+    }
+
+    fn documents(&self, kind: DocumentKind) -> Result<super::Documents, StorageError> {
+        self.document_tree(kind)
+            .iter()
+            .map(|item| {
+                item.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    .map_err(backend("read documents"))
+            })
+            .collect()
+    }
+
     fn events(&self, from: u64, limit: usize) -> Result<Vec<(u64, EventRecord)>, StorageError> {
         self.audit_records(from, limit)?
             .into_iter()
@@ -288,6 +325,7 @@ mod tests {
             state: DeviceState::Enrolled,
             state_reason: String::new(),
             state_changed_at_unix: 1,
+            recoverable: false,
         }
     }
 

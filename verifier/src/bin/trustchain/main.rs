@@ -6,6 +6,9 @@
 //!   tpm2_checkquote give people today).
 //! - `device.rs`: operator commands on devices (list, show, clear, decommission, history).
 //! - `audit.rs`: export the hash-chained history and verify an export offline.
+//! - `policy.rs`, `manifest.rs`: learn and check policies offline, import Keylime policies;
+//!   create, sign and inspect reference manifests.
+//! - `trust_list.rs`: sign and inspect trust lists; import trust documents into a verifier.
 //! - `operator.rs`: the operator's mTLS connection to the verifier.
 //!
 //! Exit status: 0 when the command succeeded and every check held, 1 otherwise.
@@ -18,8 +21,11 @@ mod audit;
 mod device;
 mod eventlog;
 mod ima;
+mod manifest;
 mod operator;
+mod policy;
 mod quote;
+mod trust_list;
 
 /// TrustChain operator CLI.
 #[derive(Debug, Parser)]
@@ -43,6 +49,17 @@ enum Command {
     Audit(audit::Command),
     /// List devices, show why one is untrusted, clear or decommission it, read its history.
     Device(device::Args),
+    /// Learn, check offline, and import (Keylime) policies and reference manifests.
+    #[command(subcommand)]
+    Policy(policy::Command),
+    /// Create, sign and inspect reference manifests.
+    #[command(subcommand)]
+    Manifest(manifest::Command),
+    /// Sign or inspect a trust list.
+    #[command(subcommand)]
+    TrustList(trust_list::Command),
+    /// Hand a trust list, manifest or policy to a running verifier.
+    Import(trust_list::ImportArgs),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +70,10 @@ fn main() -> ExitCode {
         Command::Quote(command) => quote::run(command),
         Command::Audit(command) => audit::run(command),
         Command::Device(args) => device::run(args),
+        Command::Policy(command) => policy::run(command),
+        Command::Manifest(command) => manifest::run(command),
+        Command::TrustList(command) => trust_list::run(command),
+        Command::Import(args) => trust_list::import(args),
     };
     match outcome {
         Ok(code) => code,

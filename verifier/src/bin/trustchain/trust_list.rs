@@ -1,0 +1,143 @@
+//! `trustchain trust-list` (sign and inspect trust lists offline) and `trustchain import`
+//! (hand a trust list, manifest or policy to a running verifier over the operator's mTLS).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use trustchain_proto::v1::SignedDocument;
+use trustchain_proto::v1::admin_client::AdminClient;
+use trustchain_verifier::audit::SigningKey;
+use trustchain_verifier::reference::documents::{TRUST_LIST_KIND, TrustList};
+use trustchain_verifier::reference::signed::{self, TRUST_LIST_TYPE};
+
+use crate::operator::OperatorArgs;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Sign a trust list (JSON, format in docs/trust.md) with the trust-list authority's key
+    /// (`trustchain-ca trust-list-key`).
+    Sign {
+        /// PKCS#8 DER P-256 key.
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long = "in")]
+        input: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Show a signed trust list; with --authority, check its signature (exit 1 if it fails).
+    Inspect {
+        file: PathBuf,
+        /// The authority's public key file (hex, `trust-list-authority.pub`).
+        #[arg(long)]
+        authority: Option<PathBuf>,
+    },
+}
+
+pub fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Sign { key, input, out } => {
+            let key = SigningKey::from_pkcs8(
+                &std::fs::read(&key).with_context(|| format!("reading {}", key.display()))?,
+            )?;
+            let text = std::fs::read_to_string(&input)
+                .with_context(|| format!("reading {}", input.display()))?;
+            let list: TrustList = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a trust list", input.display()))?;
+            anyhow::ensure!(
+                list.kind == TRUST_LIST_KIND,
+                "kind must be {TRUST_LIST_KIND:?}, not {:?}",
+                list.kind
+            );
+            let document = signed::sign(&list, TRUST_LIST_TYPE, &key)?;
+            std::fs::write(&out, document).with_context(|| format!("writing {}", out.display()))?;
+            println!("{}: trust list v{} signed", out.display(), list.version);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Inspect { file, authority } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let opened = signed::open(&text)?;
+            println!("type: {}", opened.header.typ);
+            println!("key id: {}", opened.header.kid);
+            let payload: serde_json::Value = opened.payload_unchecked()?;
+            println!("{}", serde_json::to_string_pretty(&payload)?);
+            match authority {
+                None => {
+                    println!("signature: not checked (give --authority)");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Some(path) => {
+                    let key = signed::public_key_from_hex(
+                        &std::fs::read_to_string(&path)
+                            .with_context(|| format!("reading {}", path.display()))?,
+                    )?;
+                    match opened.verify::<TrustList>(TRUST_LIST_TYPE, &key) {
+                        Ok(_) => {
+                            println!("signature: valid");
+                            Ok(ExitCode::SUCCESS)
+                        }
+                        Err(error) => {
+                            println!("signature: INVALID ({error})");
+                            Ok(ExitCode::from(1))
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    operator: OperatorArgs,
+    #[command(subcommand)]
+    what: Import,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Import {
+    /// A signed trust list (JWS); refused unless signed by the verifier's trust-list authority
+    /// and newer than the active one.
+    TrustList { file: PathBuf },
+    /// A signed reference manifest (JWS); used only while the trust list admits its signer for
+    /// its supplier and product.
+    Manifest { file: PathBuf },
+    /// A policy (TOML); refused unless newer than the active version of the same name.
+    Policy { file: PathBuf },
+}
+
+pub fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
+    let (file, kind) = match &args.what {
+        Import::TrustList { file } => (file, "trust list"),
+        Import::Manifest { file } => (file, "manifest"),
+        Import::Policy { file } => (file, "policy"),
+    };
+    let document = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let mut admin = AdminClient::new(args.operator.connect().await?);
+        let request = SignedDocument { document };
+        let result = match args.what {
+            Import::TrustList { .. } => admin.import_trust_list(request).await,
+            Import::Manifest { .. } => admin.import_manifest(request).await,
+            Import::Policy { .. } => admin.import_policy(request).await,
+        };
+        match result {
+            Ok(response) => {
+                let imported = response.into_inner();
+                println!(
+                    "{kind} imported: {} (sha256 {})",
+                    imported.note, imported.digest
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(status) => {
+                println!("{kind} refused: {}", status.message());
+                Ok(ExitCode::from(1))
+            }
+        }
+    })
+}

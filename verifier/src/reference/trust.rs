@@ -1,0 +1,804 @@
+//! The active trust list, policies and manifests as one snapshot.
+//!
+//! Imports are checked (signature, kind, version) and stored durably, then a new [`Snapshot`] is
+//! built from everything stored and swapped in whole: an appraisal takes one `Arc<Snapshot>` and
+//! uses that one consistent version of the trust list, the device's policy and the manifests
+//! from start to end, whatever is imported meanwhile.
+//!
+//! What a snapshot decides:
+//! - enrollment: which maker CAs an EK certificate must chain to, and whether the trust list
+//!   admits (and has not revoked) the device;
+//! - every appraisal: whether the device, the maker CAs its EK chains to and its TPM firmware are
+//!   still admitted (rule `trust_list`), which policy governs it, and which manifests it may rely
+//!   on (admitted by the policy, signed by a signer the trust list admits for that scope, not
+//!   revoked, change window open).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use sha2::{Digest, Sha256};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use super::documents::{DeviceMatch, MANIFEST_KIND, Manifest, TRUST_LIST_KIND, TrustList};
+use super::policy::{Policy, PolicyError, Tier};
+use super::signed::{self, MANIFEST_TYPE, SignedError, TRUST_LIST_TYPE};
+use super::{AdmittedManifest, Basis, PolicyRef, References};
+use crate::attestation::verdict::{Failure, Rule};
+use crate::enrollment::ek_chain::{self, MakerAnchors};
+use crate::storage::{DeviceRecord, DocumentKind, Storage, StorageError};
+
+/// Most documents of one kind kept in a snapshot (a bound on memory, not a product limit).
+const MAX_DOCUMENTS: usize = 10_000;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImportError {
+    #[error("no trust-list authority key is configured; trust lists cannot be accepted")]
+    NoAuthority,
+    #[error("refused: {0}")]
+    Signature(#[from] SignedError),
+    #[error("refused: payload kind is {found:?}, expected {expected:?}")]
+    Kind { found: String, expected: String },
+    #[error("refused: version {offered} is not above the active version {active} (no rollback)")]
+    Rollback { offered: u64, active: u64 },
+    #[error("refused: {0}")]
+    Invalid(String),
+    #[error("refused: {0}")]
+    Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// What an import accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Imported {
+    pub version: u64,
+    /// SHA-256 of the stored bytes, hex.
+    pub digest: String,
+    /// For a manifest: whether the active trust list lets appraisals use it, and why not.
+    pub note: String,
+}
+
+/// A stored manifest and whether the trust list lets appraisals use it.
+#[derive(Debug, Clone)]
+struct StoredManifest {
+    manifest: Manifest,
+    /// The signer's name, or why the manifest may not be used.
+    signer: Result<String, String>,
+}
+
+/// One consistent view of the trust documents.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Increases with every accepted import: appraisal state records the epoch its boot log was
+    /// judged under, so a change makes the verifier ask for the boot log again.
+    pub epoch: u64,
+    /// SHA-256 over every stored document's key: equal fingerprints, equal documents (unlike the
+    /// epoch, it survives a restart).
+    pub fingerprint: String,
+    pub trust_list: Option<TrustList>,
+    /// Maker CAs from the trust list: (without revoked ones, with them).
+    makers: Option<(MakerAnchors, MakerAnchors)>,
+    /// Latest version of each policy, in name order.
+    policies: Vec<Policy>,
+    manifests: Vec<StoredManifest>,
+    /// Per-policy references, with the time (Unix seconds) until which they hold (change
+    /// windows close).
+    references: Mutex<HashMap<String, (Arc<References>, i64)>>,
+    /// Per-device `trust_list` findings under this snapshot (EK chain validation is not free).
+    device_findings: Mutex<HashMap<String, Vec<Failure>>>,
+}
+
+/// What governs one device under a snapshot.
+#[derive(Debug, Clone)]
+pub struct Governance {
+    pub references: Arc<References>,
+    pub tier: Tier,
+    /// Unix seconds until which `references` hold (the next change window to close).
+    pub valid_until: i64,
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn pem_to_der(pem: &str) -> Result<Vec<u8>, String> {
+    CertificateDer::pem_slice_iter(pem.as_bytes())
+        .next()
+        .ok_or_else(|| "no PEM certificate".to_string())?
+        .map(|c| c.to_vec())
+        .map_err(|e| e.to_string())
+}
+
+fn device_matches(entry: &DeviceMatch, device: &DeviceRecord) -> bool {
+    let mut any = false;
+    if let Some(hash) = &entry.ek_public_sha256 {
+        any = true;
+        if !hash.eq_ignore_ascii_case(&sha256_hex(&device.ek_public)) {
+            return false;
+        }
+    }
+    if let Some(serial) = &entry.ek_serial_hex {
+        any = true;
+        if !serial.eq_ignore_ascii_case(&device.ek_certificate_serial_hex) {
+            return false;
+        }
+    }
+    if let Some(issuer) = &entry.ek_issuer {
+        any = true;
+        if *issuer != device.ek_certificate_issuer {
+            return false;
+        }
+    }
+    if let Some(model) = &entry.model {
+        any = true;
+        if *model != device.facts.model {
+            return false;
+        }
+    }
+    // An entry that names nothing matches nothing.
+    any
+}
+
+impl Snapshot {
+    fn build(
+        epoch: u64,
+        storage: &dyn Storage,
+        authority: Option<&[u8]>,
+    ) -> Result<Self, StorageError> {
+        let mut snapshot = Snapshot {
+            epoch,
+            ..Snapshot::default()
+        };
+        let mut fingerprint = Sha256::new();
+        for kind in [
+            DocumentKind::TrustList,
+            DocumentKind::Manifest,
+            DocumentKind::Policy,
+        ] {
+            for (key, value) in storage.documents(kind)? {
+                fingerprint.update((key.len() as u64).to_be_bytes());
+                fingerprint.update(&key);
+                fingerprint.update(Sha256::digest(&value));
+            }
+            fingerprint.update(b"|");
+        }
+        snapshot.fingerprint = hex::encode(fingerprint.finalize());
+        // The newest trust list that verifies with the configured authority.
+        if let Some(authority) = authority {
+            let lists = storage.documents(DocumentKind::TrustList)?;
+            for (_, jws) in lists.iter().rev() {
+                let text = String::from_utf8_lossy(jws);
+                match signed::verify::<TrustList>(&text, TRUST_LIST_TYPE, authority) {
+                    Ok(list) => {
+                        snapshot.trust_list = Some(list);
+                        break;
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "a stored trust list does not verify with the configured authority; skipped");
+                    }
+                }
+            }
+        }
+        if let Some(list) = &snapshot.trust_list {
+            let mut active = MakerAnchors::default();
+            let mut all = MakerAnchors::default();
+            for ca in &list.maker_cas {
+                let Ok(der) = pem_to_der(&ca.certificate_pem) else {
+                    continue;
+                };
+                let revoked = list
+                    .revoked
+                    .maker_cas
+                    .iter()
+                    .any(|r| r.eq_ignore_ascii_case(&sha256_hex(&der)));
+                // Every listed CA anchors, roots and intermediates alike: the trust list is
+                // what says a CA is trusted, and revoking an intermediate must cut its devices
+                // off even though its root stays listed.
+                all.anchors.push(der.clone());
+                if !revoked {
+                    active.anchors.push(der);
+                }
+            }
+            snapshot.makers = Some((active, all));
+        }
+        // Policies: the latest version of each name.
+        let mut policies: Vec<Policy> = Vec::new();
+        for (_, text) in storage
+            .documents(DocumentKind::Policy)?
+            .into_iter()
+            .take(MAX_DOCUMENTS)
+        {
+            match Policy::from_toml(&String::from_utf8_lossy(&text)) {
+                Ok(policy) => match policies.iter_mut().find(|p| p.name == policy.name) {
+                    Some(existing) if existing.version < policy.version => *existing = policy,
+                    Some(_) => {}
+                    None => policies.push(policy),
+                },
+                Err(error) => tracing::error!(%error, "a stored policy no longer parses; skipped"),
+            }
+        }
+        policies.sort_by(|a, b| a.name.cmp(&b.name));
+        snapshot.policies = policies;
+        // Manifests, each with its standing under the trust list.
+        for (_, jws) in storage
+            .documents(DocumentKind::Manifest)?
+            .into_iter()
+            .take(MAX_DOCUMENTS)
+        {
+            let text = String::from_utf8_lossy(&jws);
+            let Ok(opened) = signed::open(&text) else {
+                continue;
+            };
+            let Ok(manifest) = opened.payload_unchecked::<Manifest>() else {
+                continue;
+            };
+            let signer = snapshot.manifest_standing(&opened, &manifest);
+            snapshot.manifests.push(StoredManifest { manifest, signer });
+        }
+        Ok(snapshot)
+    }
+
+    /// Whether the trust list lets appraisals use this manifest: its name, or why not.
+    fn manifest_standing(
+        &self,
+        opened: &signed::Unverified,
+        manifest: &Manifest,
+    ) -> Result<String, String> {
+        let id = manifest.id();
+        let Some(list) = &self.trust_list else {
+            return Err(format!(
+                "manifest {id}: no trust list is active to admit its signer"
+            ));
+        };
+        let version = list.version;
+        let signer = list.manifest_signers.iter().find(|s| {
+            signed::public_key_from_hex(&s.public_key)
+                .map(|k| signed::key_id(&k) == opened.header.kid)
+                .unwrap_or(false)
+        });
+        let Some(signer) = signer else {
+            return Err(format!(
+                "manifest {id}: signed by key {} which is not a manifest signer on trust list v{version}",
+                opened.header.kid
+            ));
+        };
+        let key = signed::public_key_from_hex(&signer.public_key)
+            .map_err(|e| format!("manifest {id}: signer {}: {e}", signer.name))?;
+        opened
+            .verify::<Manifest>(MANIFEST_TYPE, &key)
+            .map_err(|e| format!("manifest {id}: {e}"))?;
+        if list.revoked.manifest_signers.contains(&signer.name) {
+            return Err(format!(
+                "manifest {id}: signer {} is revoked by trust list v{version}",
+                signer.name
+            ));
+        }
+        if list.revoked.manifests.contains(&id) {
+            return Err(format!("manifest {id} is revoked by trust list v{version}"));
+        }
+        if !signer.scope.covers(&manifest.supplier, &manifest.product) {
+            return Err(format!(
+                "manifest {id}: signer {} may not vouch for {}/{} (outside its scope on trust list v{version})",
+                signer.name, manifest.supplier, manifest.product
+            ));
+        }
+        Ok(signer.name.clone())
+    }
+
+    /// The maker CAs enrollment validates EK chains against, when a trust list is active.
+    pub fn maker_anchors(&self) -> Option<&MakerAnchors> {
+        self.makers.as_ref().map(|(active, _)| active)
+    }
+
+    pub fn trust_list_version(&self) -> Option<u64> {
+        self.trust_list.as_ref().map(|l| l.version)
+    }
+
+    /// The trust list's word on a device (rule `trust_list`): revoked, not admitted, or its EK
+    /// no longer chaining to an admitted maker CA. Empty when no trust list is active.
+    pub fn device_findings(&self, device: &DeviceRecord) -> Vec<Failure> {
+        if let Ok(cache) = self.device_findings.lock()
+            && let Some(found) = cache.get(&device.device_id)
+        {
+            return found.clone();
+        }
+        let found = self.judge_device(device);
+        if let Ok(mut cache) = self.device_findings.lock() {
+            cache.insert(device.device_id.clone(), found.clone());
+        }
+        found
+    }
+
+    fn judge_device(&self, device: &DeviceRecord) -> Vec<Failure> {
+        let Some(list) = &self.trust_list else {
+            return Vec::new();
+        };
+        let version = list.version;
+        let mut failures = Vec::new();
+        let subject = format!("device {}", device.device_id);
+        if let Some(entry) = list
+            .revoked
+            .devices
+            .iter()
+            .find(|e| device_matches(e, device))
+        {
+            failures.push(
+                Failure::new(
+                    Rule::TrustList,
+                    format!("the device is revoked by trust list v{version}"),
+                )
+                .subject(subject.clone())
+                .values(
+                    format!("EK {}", sha256_hex(&device.ek_public)),
+                    format!(
+                        "not revoked ({})",
+                        serde_json::to_string(entry).unwrap_or_default()
+                    ),
+                ),
+            );
+        }
+        if !list.devices.is_empty() && !list.devices.iter().any(|e| device_matches(e, device)) {
+            failures.push(
+                Failure::new(
+                    Rule::TrustList,
+                    format!("the device is not admitted by trust list v{version}"),
+                )
+                .subject(subject.clone()),
+            );
+        }
+        if let Some((active, all)) = &self.makers
+            && let Err(error) = ek_chain::validate(&device.ek_certificate, &[], active)
+        {
+            let detail = if ek_chain::validate(&device.ek_certificate, &[], all).is_ok() {
+                format!(
+                    "the EK certificate chains only to a maker CA revoked by trust list v{version}"
+                )
+            } else {
+                format!(
+                    "the EK certificate does not chain to a maker CA on trust list v{version}: {error}"
+                )
+            };
+            failures.push(Failure::new(Rule::TrustList, detail).subject(format!(
+                "EK certificate issued by {}",
+                device.ek_certificate_issuer
+            )));
+        }
+        failures
+    }
+
+    /// Whether the trust list revokes this TPM firmware version (the quote's signed
+    /// firmwareVersion).
+    pub fn firmware_revoked(&self, firmware_version: u64) -> Option<Failure> {
+        let list = self.trust_list.as_ref()?;
+        let text = format!("{firmware_version:016x}");
+        list.revoked
+            .firmware_versions
+            .iter()
+            .any(|v| v.trim_start_matches("0x").eq_ignore_ascii_case(&text))
+            .then(|| {
+                Failure::new(
+                    Rule::TrustList,
+                    format!(
+                        "TPM firmware version is revoked by trust list v{}",
+                        list.version
+                    ),
+                )
+                .values(text, "a firmware version not on the revocation list")
+            })
+    }
+
+    /// The policy governing a device: the first (by name) whose selector matches it, else the
+    /// first default policy (empty selector). None: no policy applies (integrity rules only).
+    pub fn policy_for(&self, device: &DeviceRecord) -> Option<&Policy> {
+        self.policies
+            .iter()
+            .find(|p| {
+                p.selector
+                    .matches(&device.device_id, &device.facts.device_class)
+            })
+            .or_else(|| self.policies.iter().find(|p| p.selector.is_default()))
+    }
+
+    /// The references and tier for a device at `now_unix`, if a policy governs it.
+    pub fn governance(&self, device: &DeviceRecord, now_unix: i64) -> Option<Governance> {
+        let policy = self.policy_for(device)?;
+        let (references, valid_until) = self.references(policy, now_unix);
+        Some(Governance {
+            references,
+            tier: policy.tier.resolve(),
+            valid_until,
+        })
+    }
+
+    fn references(&self, policy: &Policy, now_unix: i64) -> (Arc<References>, i64) {
+        if let Ok(cache) = self.references.lock()
+            && let Some((refs, valid_until)) = cache.get(&policy.name)
+            && now_unix < *valid_until
+        {
+            return (refs.clone(), *valid_until);
+        }
+        let mut admitted = Vec::new();
+        let mut passed_over = Vec::new();
+        for stored in &self.manifests {
+            let m = &stored.manifest;
+            let wanted = policy
+                .components
+                .iter()
+                .any(|c| c.admits(&m.supplier, &m.product, &m.version, now_unix));
+            if !wanted {
+                let closed = policy.components.iter().any(|c| {
+                    c.until.is_some()
+                        && c.supplier == m.supplier
+                        && c.product == m.product
+                        && (c.version == "*" || c.version == m.version)
+                });
+                if closed {
+                    passed_over.push(format!(
+                        "manifest {}: its change window in policy {} has ended",
+                        m.id(),
+                        policy.name
+                    ));
+                }
+                continue;
+            }
+            match &stored.signer {
+                Ok(signer) => admitted.push(AdmittedManifest {
+                    manifest: m.clone(),
+                    signer: signer.clone(),
+                }),
+                Err(why) => passed_over.push(why.clone()),
+            }
+        }
+        // Valid until the next change window closes.
+        let valid_until = policy
+            .components
+            .iter()
+            .filter_map(|c| c.until_unix())
+            .filter(|end| *end > now_unix)
+            .min()
+            .unwrap_or(i64::MAX);
+        let refs = Arc::new(References::new(policy.clone(), admitted, passed_over));
+        if let Ok(mut cache) = self.references.lock() {
+            cache.insert(policy.name.clone(), (refs.clone(), valid_until));
+        }
+        (refs, valid_until)
+    }
+
+    /// What an appraisal under this snapshot relies on.
+    pub fn basis(&self, governance: Option<&Governance>) -> Basis {
+        Basis {
+            trust_list_version: self.trust_list_version(),
+            policy: governance.map(|g| PolicyRef {
+                name: g.references.policy.name.clone(),
+                version: g.references.policy.version,
+            }),
+            manifests: governance
+                .map(|g| g.references.manifest_refs())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The trust list's admission of a device at enrollment (before it has a record):
+    /// revocations and the admitted-device list. The EK chain is checked against
+    /// [`Snapshot::maker_anchors`] by the enroller.
+    pub fn admits_at_enrollment(&self, candidate: &DeviceRecord) -> Result<(), String> {
+        match self
+            .judge_device(candidate)
+            .into_iter()
+            .find(|f| !f.detail.contains("EK certificate"))
+        {
+            Some(failure) => Err(failure.detail),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The trust documents of one verifier: imports, storage and the active snapshot.
+#[derive(Debug)]
+pub struct TrustStore {
+    storage: Arc<dyn Storage>,
+    /// The trust-list authority's public key (uncompressed P-256 point).
+    authority: Option<Vec<u8>>,
+    current: RwLock<Arc<Snapshot>>,
+    /// Imports one at a time: check, store, rebuild, swap.
+    imports: Mutex<()>,
+}
+
+impl TrustStore {
+    pub fn open(
+        storage: Arc<dyn Storage>,
+        authority: Option<Vec<u8>>,
+    ) -> Result<Self, StorageError> {
+        let snapshot = Snapshot::build(1, storage.as_ref(), authority.as_deref())?;
+        Ok(Self {
+            storage,
+            authority,
+            current: RwLock::new(Arc::new(snapshot)),
+            imports: Mutex::new(()),
+        })
+    }
+
+    /// The active snapshot: hold it for the whole of one appraisal.
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.current
+            .read()
+            .map(|s| s.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    fn rebuild(&self) -> Result<(), StorageError> {
+        let epoch = self.current().epoch + 1;
+        let snapshot = Snapshot::build(epoch, self.storage.as_ref(), self.authority.as_deref())?;
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        *current = Arc::new(snapshot);
+        Ok(())
+    }
+
+    pub fn import_trust_list(&self, document: &str) -> Result<Imported, ImportError> {
+        let authority = self.authority.as_ref().ok_or(ImportError::NoAuthority)?;
+        let list: TrustList = signed::verify(document, TRUST_LIST_TYPE, authority)?;
+        if list.kind != TRUST_LIST_KIND {
+            return Err(ImportError::Kind {
+                found: list.kind,
+                expected: TRUST_LIST_KIND.into(),
+            });
+        }
+        for ca in &list.maker_cas {
+            let der = pem_to_der(&ca.certificate_pem)
+                .map_err(|e| ImportError::Invalid(format!("maker CA {}: {e}", ca.name)))?;
+            X509Certificate::from_der(&der).map_err(|e| {
+                ImportError::Invalid(format!("maker CA {}: not X.509: {e}", ca.name))
+            })?;
+        }
+        for signer in &list.manifest_signers {
+            signed::public_key_from_hex(&signer.public_key)
+                .map_err(|e| ImportError::Invalid(format!("signer {}: {e}", signer.name)))?;
+        }
+        let _guard = self.imports.lock().unwrap_or_else(|p| p.into_inner());
+        let stored_max = self
+            .storage
+            .documents(DocumentKind::TrustList)?
+            .last()
+            .and_then(|(key, _)| <[u8; 8]>::try_from(key.as_slice()).ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0);
+        let active = self
+            .current()
+            .trust_list_version()
+            .unwrap_or(0)
+            .max(stored_max);
+        if list.version <= active {
+            return Err(ImportError::Rollback {
+                offered: list.version,
+                active,
+            });
+        }
+        self.storage.put_document(
+            DocumentKind::TrustList,
+            &list.version.to_be_bytes(),
+            document.trim().as_bytes(),
+        )?;
+        self.rebuild()?;
+        Ok(Imported {
+            version: list.version,
+            digest: sha256_hex(document.trim().as_bytes()),
+            note: format!(
+                "trust list v{} active: {} maker CAs, {} manifest signers",
+                list.version,
+                list.maker_cas.len(),
+                list.manifest_signers.len()
+            ),
+        })
+    }
+
+    pub fn import_manifest(&self, document: &str) -> Result<Imported, ImportError> {
+        let opened = signed::open(document)?;
+        if opened.header.typ != MANIFEST_TYPE {
+            return Err(SignedError::WrongType {
+                found: opened.header.typ.clone(),
+                expected: MANIFEST_TYPE.into(),
+            }
+            .into());
+        }
+        let manifest: Manifest = opened.payload_unchecked()?;
+        if manifest.kind != MANIFEST_KIND {
+            return Err(ImportError::Kind {
+                found: manifest.kind,
+                expected: MANIFEST_KIND.into(),
+            });
+        }
+        let snapshot = self.current();
+        // A signer the trust list knows whose signature does not verify: a broken document,
+        // refused. A signer it does not know: kept (a later trust list may admit it) but not used.
+        if let Some(list) = &snapshot.trust_list
+            && let Some(signer) = list.manifest_signers.iter().find(|s| {
+                signed::public_key_from_hex(&s.public_key)
+                    .map(|k| signed::key_id(&k) == opened.header.kid)
+                    .unwrap_or(false)
+            })
+        {
+            let key = signed::public_key_from_hex(&signer.public_key)?;
+            opened.verify::<Manifest>(MANIFEST_TYPE, &key)?;
+        }
+        let digest = sha256_hex(document.trim().as_bytes());
+        let mut key = manifest.id().into_bytes();
+        key.push(0);
+        key.extend_from_slice(digest.as_bytes());
+        let _guard = self.imports.lock().unwrap_or_else(|p| p.into_inner());
+        self.storage
+            .put_document(DocumentKind::Manifest, &key, document.trim().as_bytes())?;
+        self.rebuild()?;
+        let note = match snapshot.manifest_standing(&opened, &manifest) {
+            Ok(signer) => format!("manifest {} signed by {signer}: usable", manifest.id()),
+            Err(why) => format!("stored but NOT USED: {why}"),
+        };
+        Ok(Imported {
+            version: 0,
+            digest,
+            note,
+        })
+    }
+
+    pub fn import_policy(&self, text: &str) -> Result<Imported, ImportError> {
+        let policy = Policy::from_toml(text)?;
+        let _guard = self.imports.lock().unwrap_or_else(|p| p.into_inner());
+        let snapshot = self.current();
+        if let Some(existing) = snapshot.policies.iter().find(|p| p.name == policy.name)
+            && policy.version <= existing.version
+        {
+            return Err(ImportError::Rollback {
+                offered: policy.version,
+                active: existing.version,
+            });
+        }
+        let mut key = policy.name.clone().into_bytes();
+        key.push(0);
+        key.extend_from_slice(&policy.version.to_be_bytes());
+        self.storage
+            .put_document(DocumentKind::Policy, &key, text.as_bytes())?;
+        self.rebuild()?;
+        Ok(Imported {
+            version: policy.version,
+            digest: sha256_hex(text.as_bytes()),
+            note: format!("policy {} v{} active", policy.name, policy.version),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::SigningKey;
+    use crate::reference::documents::{Revocations, TRUST_LIST_KIND};
+    use crate::storage::SledStorage;
+
+    fn list(version: u64, revoked: Revocations) -> TrustList {
+        TrustList {
+            kind: TRUST_LIST_KIND.into(),
+            version,
+            issued_at: String::new(),
+            maker_cas: Vec::new(),
+            devices: Vec::new(),
+            manifest_signers: Vec::new(),
+            revoked,
+        }
+    }
+
+    fn store(dir: &std::path::Path, authority: &SigningKey) -> TrustStore {
+        let storage: Arc<dyn Storage> = Arc::new(SledStorage::open(dir).unwrap());
+        TrustStore::open(storage, Some(hex::decode(authority.public_hex()).unwrap())).unwrap()
+    }
+
+    #[test]
+    fn versions_only_go_up_and_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let authority = SigningKey::generate().unwrap();
+        {
+            let trust = store(dir.path(), &authority);
+            let v2 = signed::sign(
+                &list(2, Revocations::default()),
+                TRUST_LIST_TYPE,
+                &authority,
+            )
+            .unwrap();
+            trust.import_trust_list(&v2).unwrap();
+            let v1 = signed::sign(
+                &list(1, Revocations::default()),
+                TRUST_LIST_TYPE,
+                &authority,
+            )
+            .unwrap();
+            assert!(matches!(
+                trust.import_trust_list(&v1),
+                Err(ImportError::Rollback {
+                    offered: 1,
+                    active: 2
+                })
+            ));
+            let fingerprint = trust.current().fingerprint.clone();
+            assert_eq!(fingerprint.len(), 64);
+        }
+        // After a restart the same list is active and the same version is still refused.
+        let trust = store(dir.path(), &authority);
+        assert_eq!(trust.current().trust_list_version(), Some(2));
+        let again = signed::sign(
+            &list(2, Revocations::default()),
+            TRUST_LIST_TYPE,
+            &authority,
+        )
+        .unwrap();
+        assert!(trust.import_trust_list(&again).is_err());
+    }
+
+    #[test]
+    fn without_an_authority_no_trust_list_is_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage: Arc<dyn Storage> = Arc::new(SledStorage::open(dir.path()).unwrap());
+        let trust = TrustStore::open(storage, None).unwrap();
+        let key = SigningKey::generate().unwrap();
+        let doc = signed::sign(&list(1, Revocations::default()), TRUST_LIST_TYPE, &key).unwrap();
+        assert!(matches!(
+            trust.import_trust_list(&doc),
+            Err(ImportError::NoAuthority)
+        ));
+    }
+
+    #[test]
+    fn a_revoked_tpm_firmware_version_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let authority = SigningKey::generate().unwrap();
+        let trust = store(dir.path(), &authority);
+        let revoked = Revocations {
+            firmware_versions: vec!["0x0000000800010002".into()],
+            ..Revocations::default()
+        };
+        trust
+            .import_trust_list(
+                &signed::sign(&list(1, revoked), TRUST_LIST_TYPE, &authority).unwrap(),
+            )
+            .unwrap();
+        let snapshot = trust.current();
+        let failure = snapshot.firmware_revoked(0x0000_0008_0001_0002).unwrap();
+        assert_eq!(failure.rule, Rule::TrustList);
+        assert!(failure.detail.contains("trust list v1"));
+        assert!(snapshot.firmware_revoked(0x0000_0008_0001_0003).is_none());
+    }
+
+    #[test]
+    fn an_entry_naming_nothing_matches_no_device() {
+        let device = DeviceRecord {
+            device_id: "tc-1".into(),
+            ek_kind: crate::storage::EkKind::Rsa2048,
+            ek_public: vec![1, 2, 3],
+            ek_certificate: Vec::new(),
+            ek_certificate_serial_hex: "01".into(),
+            ek_certificate_issuer: "CN=x".into(),
+            ak_public: Vec::new(),
+            ak_name: Vec::new(),
+            ak_certificate: Vec::new(),
+            client_certificate_serial_hex: String::new(),
+            facts: crate::storage::Facts::default(),
+            enrolled_at_unix: 0,
+            ak_rotations: 0,
+            state: crate::storage::DeviceState::Enrolled,
+            state_reason: String::new(),
+            state_changed_at_unix: 0,
+            recoverable: false,
+        };
+        assert!(!device_matches(&DeviceMatch::default(), &device));
+        let by_serial = DeviceMatch {
+            ek_serial_hex: Some("01".into()),
+            ..DeviceMatch::default()
+        };
+        assert!(device_matches(&by_serial, &device));
+        let both = DeviceMatch {
+            ek_serial_hex: Some("01".into()),
+            ek_issuer: Some("CN=y".into()),
+            ..DeviceMatch::default()
+        };
+        assert!(!device_matches(&both, &device));
+    }
+}
