@@ -352,18 +352,19 @@ impl BootProfile {
             image_load(0x7d00_0000, self.grub.len(), "\\EFI\\debian\\grubx64.efi"),
             &self.grub,
         ));
+        // GRUB logs "grub_cmd: <command>" and "kernel_cmdline: <line>" (NUL-terminated) but
+        // measures only the command or line itself, without the prefix: as real GRUB 2.06 logs
+        // in the testdata do.
         for command in &self.grub_commands {
-            let text = format!("grub_cmd: {command}");
-            let mut data = text.clone().into_bytes();
+            let mut data = format!("grub_cmd: {command}").into_bytes();
             data.push(0);
-            events.push(self.event(8, EV_IPL, data, text.as_bytes()));
+            events.push(self.event(8, EV_IPL, data, command.as_bytes()));
         }
         events.push(self.event(9, EV_IPL, b"/vmlinuz\0".to_vec(), &self.kernel));
         events.push(self.event(9, EV_IPL, b"/initrd.img\0".to_vec(), &self.initrd));
-        let text = format!("kernel_cmdline: {}", self.kernel_cmdline);
-        let mut data = text.clone().into_bytes();
+        let mut data = format!("kernel_cmdline: {}", self.kernel_cmdline).into_bytes();
         data.push(0);
-        events.push(self.event(8, EV_IPL, data, text.as_bytes()));
+        events.push(self.event(8, EV_IPL, data, self.kernel_cmdline.as_bytes()));
         events.push(self.event(
             4,
             EV_EFI_BOOT_SERVICES_APPLICATION,

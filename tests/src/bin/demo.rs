@@ -1,7 +1,12 @@
 //! The TrustChain demo: a real verifier, the deployment CA and five agents, each on its own real
-//! swtpm device, all separate processes talking gRPC over mutual TLS on loopback. It enrolls them,
-//! shows their states live, then plants a boot-level implant on one device (a digest extended into
-//! PCR 4 behind the event log's back), and shows the verifier catching it.
+//! swtpm device, all separate processes talking gRPC over mutual TLS on loopback. The trust
+//! documents are made with the real commands: a supplier's reference manifest and a policy learned
+//! from a known-good device (`trustchain policy learn`), signed (`trustchain manifest sign`), a
+//! trust list signed by the deployment's authority (`trustchain trust-list sign`), all imported
+//! over the operator's mTLS (`trustchain import`). It enrolls the devices, shows their states
+//! live, then attacks two devices: a boot-level implant on one (a digest extended into PCR 4
+//! behind the event log's back) and an unknown program run on another (measured by IMA, not on
+//! the allowlist), and shows the verifier catching both.
 //!
 //! Usage: `trustchain-demo [--keep-running] [--state DIR]` (scripts/demo.sh builds and runs it).
 
@@ -25,7 +30,11 @@ const DEVICES: [&str; 5] = [
     "server-mes-01",
     "gateway-nagoya-05",
 ];
+/// The device that gets a boot-level implant.
 const VICTIM: usize = 2;
+/// The device that runs a program no manifest lists.
+const SECOND_VICTIM: usize = 4;
+const SUPPLIER: &str = "Demo OS Vendor";
 const INTERVAL_SECONDS: u64 = 2;
 
 /// Child processes, killed when the demo ends.
@@ -52,17 +61,148 @@ fn binary(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-fn run(binary_path: &Path, args: &[&str]) -> anyhow::Result<()> {
+fn run(binary_path: &Path, args: &[&str]) -> anyhow::Result<String> {
     let output = Command::new(binary_path).args(args).output()?;
     if !output.status.success() {
         bail!(
-            "{} {:?} failed: {}",
+            "{} {:?} failed: {}{}",
             binary_path.display(),
             args,
+            String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+fn path(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+/// Trust creation and proof with the real commands: keys, a manifest and policy learned from a
+/// known-good device, signatures, and a trust list. Returns the files to import.
+fn trust_documents(
+    dir: &Path,
+    device: &SwtpmDevice,
+    maker_pems: &[(&str, &Path)],
+) -> anyhow::Result<(PathBuf, PathBuf, PathBuf)> {
+    let ca = binary("trustchain-ca")?;
+    let cli = binary("trustchain")?;
+    let keys = dir.join("keys");
+    run(&ca, &["trust-list-key", "--dir", &path(&keys)])?;
+    run(
+        &ca,
+        &[
+            "supplier-key",
+            "--dir",
+            &path(&keys),
+            "--name",
+            "demo-os-vendor",
+        ],
+    )?;
+    let learned = run(
+        &cli,
+        &[
+            "policy",
+            "learn",
+            "--eventlog",
+            &path(&device.event_log_path()),
+            "--ima",
+            &path(&device.ima_log_path()),
+            "--supplier",
+            SUPPLIER,
+            "--product",
+            "gateway-os",
+            "--version",
+            "1.0",
+            "--name",
+            "fleet",
+            "--out-manifest",
+            &path(&dir.join("gateway-os-1.0.json")),
+            "--out-policy",
+            &path(&dir.join("fleet.toml")),
+        ],
+    )?;
+    for line in learned.lines().filter(|l| !l.trim().is_empty()).take(6) {
+        println!("          policy learn: {}", line.trim());
+    }
+    // The operator reviews the draft and sets the fleet's tier: a 2 s interval for the demo.
+    let draft = std::fs::read_to_string(dir.join("fleet.toml"))?;
+    let mut policy = trustchain_verifier::reference::Policy::from_toml(&draft)?;
+    policy.tier.interval_seconds = Some(INTERVAL_SECONDS);
+    policy.tier.evidence =
+        Some(trustchain_verifier::reference::policy::EvidenceRequired::BootAndIma);
+    policy.tier.on_failure = Some(trustchain_verifier::reference::policy::FailureAction::Alert);
+    std::fs::write(dir.join("fleet.toml"), policy.to_toml()?)?;
+    // The policy checked offline against the device's logs before the rollout.
+    run(
+        &cli,
+        &[
+            "policy",
+            "check",
+            "--policy",
+            &path(&dir.join("fleet.toml")),
+            "--eventlog",
+            &path(&device.event_log_path()),
+            "--ima",
+            &path(&device.ima_log_path()),
+            "--manifest",
+            &path(&dir.join("gateway-os-1.0.json")),
+        ],
+    )?;
+    run(
+        &cli,
+        &[
+            "manifest",
+            "sign",
+            "--key",
+            &path(&keys.join("demo-os-vendor.pk8")),
+            "--in",
+            &path(&dir.join("gateway-os-1.0.json")),
+            "--out",
+            &path(&dir.join("gateway-os-1.0.jws")),
+        ],
+    )?;
+    let mut maker_cas = Vec::new();
+    for (name, pem) in maker_pems {
+        maker_cas.push(serde_json::json!({
+            "name": name,
+            "certificate_pem": std::fs::read_to_string(pem)?,
+        }));
+    }
+    let list = serde_json::json!({
+        "kind": "trustchain.trust-list.v1",
+        "version": 1,
+        "issued_at": "2026-11-25T00:00:00Z",
+        "maker_cas": maker_cas,
+        "manifest_signers": [{
+            "name": "demo-os-vendor",
+            "public_key": std::fs::read_to_string(keys.join("demo-os-vendor.pub"))?.trim(),
+            "scope": { "suppliers": [SUPPLIER], "products": ["*"] },
+        }],
+    });
+    std::fs::write(
+        dir.join("trust-list.json"),
+        serde_json::to_string_pretty(&list)?,
+    )?;
+    run(
+        &cli,
+        &[
+            "trust-list",
+            "sign",
+            "--key",
+            &path(&keys.join("trust-list-authority.pk8")),
+            "--in",
+            &path(&dir.join("trust-list.json")),
+            "--out",
+            &path(&dir.join("trust-list.jws")),
+        ],
+    )?;
+    Ok((
+        dir.join("trust-list.jws"),
+        dir.join("gateway-os-1.0.jws"),
+        dir.join("fleet.toml"),
+    ))
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -221,17 +361,32 @@ async fn demo(keep_running: bool, state_dir: Option<PathBuf>) -> anyhow::Result<
         started.elapsed().as_secs_f64(),
         devices.len()
     );
+    let first = devices.first().context("a device")?;
+    let (trust_list, manifest, policy) = trust_documents(
+        &dir,
+        first,
+        &[
+            ("Test TPM maker root", maker_root.as_path()),
+            ("Test TPM maker intermediate", maker_intermediate.as_path()),
+        ],
+    )?;
+    println!(
+        "[{:>5.1}s] trust documents: manifest gateway-os 1.0 and policy \"fleet\" learned from {}, checked offline, signed by the supplier; trust list v1 signed by the authority",
+        started.elapsed().as_secs_f64(),
+        DEVICES[0]
+    );
 
     // The verifier, as its own process.
     let port = free_port()?;
     let config = format!(
-        "listen = \"127.0.0.1:{port}\"\nstate_dir = {:?}\nca_dir = {:?}\ntls_certificate = {:?}\ntls_key = {:?}\nmaker_anchors = [{:?}]\nmaker_intermediates = [{:?}]\n\n[attestation]\ndefault_interval_seconds = {INTERVAL_SECONDS}\ntimeout_after_missed_intervals = 3\n",
+        "listen = \"127.0.0.1:{port}\"\nstate_dir = {:?}\nca_dir = {:?}\ntls_certificate = {:?}\ntls_key = {:?}\nmaker_anchors = [{:?}]\nmaker_intermediates = [{:?}]\ntrust_list_authority = {:?}\n\n[attestation]\ndefault_interval_seconds = {INTERVAL_SECONDS}\ntimeout_after_missed_intervals = 3\n",
         dir.join("verifier-state"),
         ca_dir,
         dir.join("verifier-chain.pem"),
         dir.join("verifier.key.pem"),
         maker_root,
         maker_intermediate,
+        dir.join("keys/trust-list-authority.pub"),
     );
     std::fs::write(dir.join("verifier.toml"), config)?;
     let mut processes = Processes(Vec::new());
@@ -259,6 +414,36 @@ async fn demo(keep_running: bool, state_dir: Option<PathBuf>) -> anyhow::Result<
         "[{:>5.1}s] verifier listening on 127.0.0.1:{port} (mTLS)",
         started.elapsed().as_secs_f64()
     );
+    let cli = binary("trustchain")?;
+    let operator_cert = dir.join("operator-chain.pem");
+    std::fs::write(
+        &operator_cert,
+        std::fs::read_to_string(dir.join("operator.pem"))?
+            + &std::fs::read_to_string(ca_dir.join("issuing.pem"))?,
+    )?;
+    for (what, file) in [
+        ("trust-list", &trust_list),
+        ("manifest", &manifest),
+        ("policy", &policy),
+    ] {
+        let said = run(
+            &cli,
+            &[
+                "import",
+                "--verifier",
+                &format!("https://127.0.0.1:{port}"),
+                "--ca",
+                &path(&ca_dir.join("root.pem")),
+                "--cert",
+                &path(&operator_cert),
+                "--key",
+                &path(&dir.join("operator.key.pem")),
+                what,
+                &path(file),
+            ],
+        )?;
+        println!("          {}", said.trim());
+    }
 
     // Five agents, each its own process with its own TPM.
     let agent = binary("trustchain-agent")?;
@@ -335,7 +520,8 @@ async fn demo(keep_running: bool, state_dir: Option<PathBuf>) -> anyhow::Result<
     );
     tokio::time::sleep(Duration::from_secs(INTERVAL_SECONDS * 2)).await;
 
-    // The attack: a boot-level implant extends PCR 4, and the event log is left as it was.
+    // The attacks: a boot-level implant extends PCR 4 with the event log left as it was; and on
+    // another device an unknown program runs (IMA measures it; no manifest lists it).
     let victim = devices.get(VICTIM).context("the victim device")?;
     let tampered_at = Instant::now();
     let mut planted = false;
@@ -353,55 +539,109 @@ async fn demo(keep_running: bool, state_dir: Option<PathBuf>) -> anyhow::Result<
         bail!("could not tamper with {}", DEVICES[VICTIM]);
     }
     println!(
-        "[{:>5.1}s] TAMPER: implant measured into PCR 4 of {} behind the event log's back",
+        "[{:>5.1}s] TAMPER 1: implant measured into PCR 4 of {} behind the event log's back",
         started.elapsed().as_secs_f64(),
         DEVICES[VICTIM]
     );
+    let second = devices
+        .get_mut(SECOND_VICTIM)
+        .context("the second victim device")?;
+    second.ima_measure("/tmp/.cache/xmrig", b"cryptominer dropped by an attacker")?;
+    println!(
+        "[{:>5.1}s] TAMPER 2: unknown program /tmp/.cache/xmrig runs on {} (IMA measures it)",
+        started.elapsed().as_secs_f64(),
+        DEVICES[SECOND_VICTIM]
+    );
 
-    let victim_id;
+    let mut caught: Vec<(usize, String, Duration)> = Vec::new();
     loop {
         let listed = list(&mut admin).await?;
-        show(&listed, "tamper planted on one device", &mut last);
-        if let Some(d) = listed
-            .iter()
-            .find(|d| d.hostname == DEVICES[VICTIM] && d.state == TrustState::Untrusted as i32)
-        {
-            victim_id = d.device_id.clone();
+        show(&listed, "two devices attacked", &mut last);
+        for index in [VICTIM, SECOND_VICTIM] {
+            if caught.iter().any(|(i, _, _)| *i == index) {
+                continue;
+            }
+            if let Some(d) = listed
+                .iter()
+                .find(|d| d.hostname == DEVICES[index] && d.state == TrustState::Untrusted as i32)
+            {
+                caught.push((index, d.device_id.clone(), tampered_at.elapsed()));
+            }
+        }
+        if caught.len() == 2 {
             break;
         }
         if tampered_at.elapsed() > Duration::from_secs(60) {
-            bail!("the tampered device was not caught in 60 s");
+            bail!("the attacked devices were not both caught in 60 s");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let detection = tampered_at.elapsed();
-    let detail = admin
-        .get_device(DeviceRequest {
-            device_id: victim_id.clone(),
-            comment: String::new(),
-        })
-        .await?
-        .into_inner();
-    println!(
-        "\n=== CAUGHT: {} ({victim_id}) is UNTRUSTED after {:.2}s (interval {INTERVAL_SECONDS}s) ===",
-        DEVICES[VICTIM],
-        detection.as_secs_f64()
-    );
-    for rule in &detail.failed_rules {
-        println!("  rule {}: {} [{}]", rule.rule, rule.detail, rule.subject);
-        if !rule.measured.is_empty() {
-            println!(
-                "      measured {}\n      expected {}",
-                rule.measured, rule.expected
-            );
+    let mut victim_ids = Vec::new();
+    for (index, device_id, detection) in &caught {
+        let detail = admin
+            .get_device(DeviceRequest {
+                device_id: device_id.clone(),
+                comment: String::new(),
+            })
+            .await?
+            .into_inner();
+        println!(
+            "\n=== CAUGHT: {} ({device_id}) is UNTRUSTED after {:.2}s (interval {INTERVAL_SECONDS}s) ===",
+            DEVICES[*index],
+            detection.as_secs_f64()
+        );
+        for rule in &detail.failed_rules {
+            println!("  rule {}: {} [{}]", rule.rule, rule.detail, rule.subject);
+            if !rule.measured.is_empty() {
+                println!(
+                    "      measured {}\n      expected {}",
+                    rule.measured, rule.expected
+                );
+            }
         }
+        victim_ids.push(device_id.clone());
     }
+    let detection = caught.iter().map(|(_, _, d)| *d).max().unwrap_or_default();
     let others_trusted = list(&mut admin)
         .await?
         .iter()
         .filter(|d| d.state == TrustState::Trusted as i32)
         .count();
     println!("  the other {others_trusted} devices stay TRUSTED");
+    if let Some(result) = list(&mut admin)
+        .await?
+        .iter()
+        .find(|d| d.state == TrustState::Trusted as i32)
+    {
+        let detail = admin
+            .get_device(DeviceRequest {
+                device_id: result.device_id.clone(),
+                comment: String::new(),
+            })
+            .await?
+            .into_inner();
+        if let Some(claims) = detail
+            .last_result_jwt
+            .split('.')
+            .nth(1)
+            .and_then(|p| {
+                use base64::Engine as _;
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(p)
+                    .ok()
+            })
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        {
+            println!(
+                "  a trusted device's signed result rests on trust list v{}, {}, manifests {}",
+                claims["trustchain.trust-list-version"]
+                    .as_str()
+                    .unwrap_or("?"),
+                claims["trustchain.policy-version"].as_str().unwrap_or("?"),
+                claims["trustchain.manifests"]
+            );
+        }
+    }
 
     // The record: every enrollment, appraisal failure and state change, exported.
     let mut stream = admin
@@ -414,7 +654,7 @@ async fn demo(keep_running: bool, state_dir: Option<PathBuf>) -> anyhow::Result<
         let line = String::from_utf8_lossy(&record.record).into_owned();
         if let Ok(trustchain_verifier::audit::AuditLine::Record { record, .. }) =
             serde_json::from_str(&line)
-            && record.contains(&victim_id)
+            && victim_ids.iter().any(|id| record.contains(id.as_str()))
             && (record.contains("appraisal_failed") || record.contains("-> untrusted"))
         {
             alerts.push(record);
@@ -426,18 +666,18 @@ async fn demo(keep_running: bool, state_dir: Option<PathBuf>) -> anyhow::Result<
     let public_key = std::fs::read_to_string(ca_dir.join("verifier-signing.pub"))?;
     let audit = trustchain_verifier::audit::verify_export(&exported, &public_key)
         .map_err(|e| anyhow::anyhow!("the exported audit log does not verify: {e}"))?;
-    println!("\nalert records for the device:");
-    for alert in alerts.iter().take(3) {
+    println!("\nalert records for the attacked devices:");
+    for alert in alerts.iter().take(4) {
         println!("  {alert}");
     }
     println!("\nsummary:");
     println!(
-        "  devices: {} enrolled, {} trusted, 1 caught",
+        "  devices: {} enrolled, {} trusted, 2 caught",
         DEVICES.len(),
         others_trusted
     );
     println!(
-        "  detection time: {:.2}s from tamper to UNTRUSTED (challenge interval {INTERVAL_SECONDS}s)",
+        "  detection time: {:.2}s from tamper to UNTRUSTED, slowest of the two (challenge interval {INTERVAL_SECONDS}s)",
         detection.as_secs_f64()
     );
     println!(

@@ -184,11 +184,15 @@ impl Allowlist {
             entry.digest_algorithm.to_ascii_lowercase(),
             hex::encode(&entry.file_digest)
         );
-        let subject = format!("IMA entry {} ({})", entry.index, entry.path);
+        // The path comes from the device: escaped, so it cannot forge lines in logs or output.
+        let subject = format!("IMA entry {} ({})", entry.index, entry.path.escape_debug());
         match self.files.get(entry.path.as_str()) {
             None => Failure::new(Rule::ImaAllowlist, "path not on the allowlist")
                 .subject(subject)
-                .values(measured, "path not on the allowlist"),
+                .values(
+                    measured,
+                    "a file on the allowlist (no digest is listed for this path)",
+                ),
             Some(allowed) => {
                 let mut expected = allowed
                     .iter()
@@ -252,7 +256,10 @@ mod tests {
 
         let mut verdict = Verdict::new();
         Allowlist::build(&policy(""), &[]).check(&log(), &mut verdict);
-        assert_eq!(verdict.failures()[0].expected, "path not on the allowlist");
+        assert_eq!(
+            verdict.failures()[0].expected,
+            "a file on the allowlist (no digest is listed for this path)"
+        );
 
         let excluded = policy("[ima]\nexcludes = [\"^/data$\"]\n");
         let mut verdict = Verdict::new();
