@@ -471,6 +471,24 @@ async fn manifests_from_unknown_or_out_of_scope_signers_are_not_used() {
         .unwrap()
         .to_string();
     assert!(text.contains("outside its scope"), "{text}");
+
+    // The trust list now admits that signer for Acme: its manifest is used, the device recovers.
+    let acme = d.signer("acme", &d.acme, &["Acme"]);
+    let widened = d.signer("other", &other, &["Other Corp", "Acme"]);
+    d.import_trust_list(&d.trust_list(3, vec![acme, widened], Revocations::default()))
+        .await
+        .unwrap();
+    d.wait(&device, DeviceState::Trusted).await;
+    let claims = d.last_result_claims(&device);
+    assert!(
+        claims["trustchain.manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["id"] == "Acme/kernel/6.2-b" && m["signer"] == "other"),
+        "{claims}"
+    );
+    assert_eq!(claims["trustchain.trust-list-version"], "3");
 }
 
 #[tokio::test(flavor = "multi_thread")]
