@@ -561,10 +561,10 @@ async fn demo(keep_running: bool, state_dir: Option<PathBuf>) -> anyhow::Result<
             if caught.iter().any(|(i, _, _)| *i == index) {
                 continue;
             }
-            if let Some(d) = listed
-                .iter()
-                .find(|d| d.hostname == DEVICES[index] && d.state == TrustState::Untrusted as i32)
-            {
+            if let Some(d) = listed.iter().find(|d| {
+                Some(&d.hostname.as_str()) == DEVICES.get(index)
+                    && d.state == TrustState::Untrusted as i32
+            }) {
                 caught.push((index, d.device_id.clone(), tampered_at.elapsed()));
             }
         }
@@ -587,7 +587,7 @@ async fn demo(keep_running: bool, state_dir: Option<PathBuf>) -> anyhow::Result<
             .into_inner();
         println!(
             "\n=== CAUGHT: {} ({device_id}) is UNTRUSTED after {:.2}s (interval {INTERVAL_SECONDS}s) ===",
-            DEVICES[*index],
+            DEVICES.get(*index).unwrap_or(&"?"),
             detection.as_secs_f64()
         );
         for rule in &detail.failed_rules {
@@ -634,11 +634,18 @@ async fn demo(keep_running: bool, state_dir: Option<PathBuf>) -> anyhow::Result<
         {
             println!(
                 "  a trusted device's signed result rests on trust list v{}, {}, manifests {}",
-                claims["trustchain.trust-list-version"]
-                    .as_str()
+                claims
+                    .get("trustchain.trust-list-version")
+                    .and_then(|v| v.as_str())
                     .unwrap_or("?"),
-                claims["trustchain.policy-version"].as_str().unwrap_or("?"),
-                claims["trustchain.manifests"]
+                claims
+                    .get("trustchain.policy-version")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("?"),
+                claims
+                    .get("trustchain.manifests")
+                    .cloned()
+                    .unwrap_or_default()
             );
         }
     }

@@ -257,6 +257,17 @@ async fn run_stream(
                 }
             }
         };
+        // An answer read after its challenge expired is no answer: it is never appraised (so it
+        // can never make the device trusted), and it counts as missed, like silence. It is not
+        // an integrity failure either: under load the verifier itself may read it late, and an
+        // honest device must not be marked untrusted for that (the loadgen showed it).
+        let evidence = evidence.filter(|e| {
+            let in_time = e.received <= challenge.expires;
+            if !in_time {
+                tracing::warn!(device = %device_id, "answer read after the challenge expired; counted as missed");
+            }
+            in_time
+        });
         let Some(evidence) = evidence else {
             missed += 1;
             tracing::warn!(device = %device_id, missed, "no answer within the interval");
