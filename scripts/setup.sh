@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs what TrustChain needs on Debian 12 when it is missing: swtpm (real software TPMs for
 # the demo and tests), libtss2-dev + pkg-config (tss-esapi), tpm2-tools (an independent event-log
-# parser the tests compare against) and a Rust toolchain check. Safe to run again.
+# parser the tests compare against), faketime (libfaketime: tests/tests/clock_jump.rs moves the
+# verifier's wall clock) and a Rust toolchain check. Safe to run again.
 set -euo pipefail
 
-packages=(swtpm swtpm-tools libtss2-dev pkg-config tpm2-tools)
+packages=(swtpm swtpm-tools libtss2-dev pkg-config tpm2-tools faketime)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -3,6 +3,7 @@
 //! real swtpm devices.
 
 pub mod soft_tpm;
+pub mod verifier_process;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -157,6 +157,18 @@ impl Metrics {
             "trustchain_audit_records {}",
             service.storage().audit_head().0
         );
+        // While the state database refuses writes no verdict is issued: operators alert on this.
+        let health = service.storage().health();
+        let _ = writeln!(
+            out,
+            "# HELP trustchain_storage_writable 1 when the state database takes writes; 0 while verdicts are withheld.\n# TYPE trustchain_storage_writable gauge\ntrustchain_storage_writable {}",
+            u8::from(health.writable)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP trustchain_storage_write_failures_total Times the state database closed after a failed write.\n# TYPE trustchain_storage_write_failures_total counter\ntrustchain_storage_write_failures_total {}",
+            health.write_failures_total
+        );
         out
     }
 }

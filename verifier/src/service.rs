@@ -532,29 +532,37 @@ impl Service {
             };
             device.recoverable = recoverable;
             let now = now_unix_millis();
+            let previous = device.state;
+            device.state_changed_at_unix = now / 1000;
             if changed {
-                let sequence = self.storage.append_event(&EventRecord {
-                    at_unix_millis: now,
-                    kind: EventKind::StateChanged,
-                    device_id: device_id.to_string(),
-                    detail: format!("{} -> {}: {reason}", device.state.name(), next.name()),
-                })?;
-                tracing::info!(device = %device_id, from = device.state.name(), to = next.name(), %reason, "state changed");
+                device.state = next;
+                device.state_reason = reason.to_string();
+                // The new state and its audit record are written in one transaction: a crash or
+                // a failed write never leaves one without the other, and watchers hear only of a
+                // change that is on disk.
+                let sequence = self.storage.put_device_with_event(
+                    &device,
+                    &EventRecord {
+                        at_unix_millis: now,
+                        kind: EventKind::StateChanged,
+                        device_id: device_id.to_string(),
+                        detail: format!("{} -> {}: {reason}", previous.name(), next.name()),
+                    },
+                )?;
+                tracing::info!(device = %device_id, from = previous.name(), to = next.name(), %reason, "state changed");
                 // No receiver is fine: watchers read the audit log when they connect.
                 let _ = self.changes.send(StateChange {
                     sequence,
                     device_id: device_id.to_string(),
-                    previous: device.state,
+                    previous,
                     current: next,
                     reason: reason.to_string(),
                     result_jwt: self.last_result(device_id).unwrap_or_default(),
                     at_unix_millis: now,
                 });
-                device.state = next;
-                device.state_reason = reason.to_string();
+            } else {
+                self.storage.put_device(&device)?;
             }
-            device.state_changed_at_unix = now / 1000;
-            self.storage.put_device(&device)?;
             device
         };
         if changed

@@ -304,7 +304,10 @@ fn a_keylime_runtime_policy_judges_a_real_ima_list() {
         failure.measured,
         "sha256:96d7fae8adb7286a419a88f78c13d35fb782d63df654b7db56f154765698b754"
     );
-    assert_eq!(failure.expected, "path not on the allowlist");
+    assert_eq!(
+        failure.expected,
+        "a file on the allowlist (no digest is listed for this path)"
+    );
 
     // Another digest for the path: the failure lists the allowed one.
     manifest.runtime.insert(

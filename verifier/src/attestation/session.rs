@@ -372,7 +372,15 @@ async fn run_stream(
                 failed
             }
         };
-        let current = state.map(|d| d.state).unwrap_or(DeviceState::Untrusted);
+        // A state that could not be recorded is no verdict: the agent hears nothing rather than
+        // a state the database does not hold (e.g. while the disk is full).
+        let current = match state {
+            Ok(device) => device.state,
+            Err(error) => {
+                tracing::error!(device = %device_id, %error, "cannot record the verdict; none issued");
+                break;
+            }
+        };
         let notice = v1::VerdictNotice {
             challenge_id: challenge.id,
             state: crate::server::state_to_proto(current) as i32,

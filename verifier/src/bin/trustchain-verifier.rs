@@ -1,7 +1,8 @@
 //! `trustchain-verifier`: the SOC verifier service.
 //!
 //! Thin by design: parse the command line, load the config, start tracing, bind, and hand the
-//! listener to `trustchain_verifier::server::serve`.
+//! listener to `trustchain_verifier::server::serve`. `backup` and `restore` call
+//! `trustchain_verifier::storage::backup`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,7 +11,8 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use trustchain_verifier::config::VerifierConfig;
 use trustchain_verifier::server;
-use trustchain_verifier::service::Service;
+use trustchain_verifier::service::{Service, now_unix_millis};
+use trustchain_verifier::storage::{EventKind, EventRecord, SCHEMA_VERSION, backup};
 
 /// TrustChain verifier: enrolls devices, challenges them continuously, appraises their evidence.
 #[derive(Debug, Parser)]
@@ -31,6 +33,27 @@ enum Command {
         #[arg(long)]
         json_logs: bool,
     },
+    /// Write a consistent backup of the verifier's state into DIR (trustchain-backup.jsonl).
+    /// Asks the running verifier over its control socket (`<state_dir>.control`), or reads the
+    /// state directory itself when no verifier runs.
+    Backup {
+        /// The verifier's configuration file (for its state directory).
+        #[arg(long, short, env = "TRUSTCHAIN_VERIFIER_CONFIG")]
+        config: PathBuf,
+        /// Directory to write the backup into (created; must not hold a backup already).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Build a new state directory from a backup. Refuses a state directory that is not empty;
+    /// checks the backup's digest and audit chain before anything is written.
+    Restore {
+        /// The backup directory (or the trustchain-backup.jsonl file).
+        #[arg(long)]
+        from: PathBuf,
+        /// The state directory to create.
+        #[arg(long)]
+        state_dir: PathBuf,
+    },
 }
 
 fn init_tracing(json: bool) {
@@ -50,6 +73,23 @@ fn init_tracing(json: bool) {
 async fn serve(config: PathBuf) -> anyhow::Result<()> {
     let config = VerifierConfig::load(&config)?;
     let service = Service::start(&config).context("starting the verifier")?;
+    // Marks where this process's records begin in the audit chain (trust after a restart must
+    // rest on appraisals recorded after this line).
+    service
+        .storage()
+        .append_event(&EventRecord {
+            at_unix_millis: now_unix_millis(),
+            kind: EventKind::VerifierStarted,
+            device_id: String::new(),
+            detail: format!(
+                "pid {} version {} layout v{SCHEMA_VERSION}",
+                std::process::id(),
+                env!("CARGO_PKG_VERSION")
+            ),
+        })
+        .context("recording the start in the audit log")?;
+    let control = backup::bind_control(&config.state_dir)?;
+    tokio::spawn(backup::serve_control(control, service.storage().clone()));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -76,6 +116,41 @@ async fn serve(config: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn take_backup(config: &std::path::Path, out: &std::path::Path) -> anyhow::Result<()> {
+    let config = VerifierConfig::load(config)?;
+    let (bytes, source) = backup::take(&config.state_dir)
+        .with_context(|| format!("backing up {}", config.state_dir.display()))?;
+    let summary = backup::inspect(&bytes)?;
+    let file = backup::write(out, &bytes)?;
+    println!(
+        "backup of {} ({}) written to {}: {} entries, {} devices, {} audit records",
+        config.state_dir.display(),
+        match source {
+            backup::Source::Running => "taken by the running verifier",
+            backup::Source::Offline => "no verifier running; read directly",
+        },
+        file.display(),
+        summary.entries,
+        summary.devices,
+        summary.audit_records
+    );
+    Ok(())
+}
+
+fn restore(from: &std::path::Path, state_dir: &std::path::Path) -> anyhow::Result<()> {
+    let summary = backup::restore(from, state_dir)
+        .with_context(|| format!("restoring {} into {}", from.display(), state_dir.display()))?;
+    println!(
+        "restored {} into {}: {} entries, {} devices, {} audit records (chain verified)",
+        from.display(),
+        state_dir.display(),
+        summary.entries,
+        summary.devices,
+        summary.audit_records
+    );
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
@@ -85,6 +160,8 @@ fn main() -> ExitCode {
                 .context("starting the async runtime")
                 .and_then(|runtime| runtime.block_on(serve(config)))
         }
+        Command::Backup { config, out } => take_backup(&config, &out),
+        Command::Restore { from, state_dir } => restore(&from, &state_dir),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,16 +2,20 @@
 //!
 //! - [`Storage`]: what the rest of the verifier may ask of its state.
 //! - [`records`]: the records kept (devices, events), serialised as JSON.
-//! - `sled_store`: the embedded default. No sled type leaves that module.
+//! - `sled_store`: the embedded default. No sled type leaves that module. It checks the
+//!   database before opening it, migrates older layouts, and closes itself on a write failure
+//!   until the disk takes writes again.
+//! - [`backup`]: consistent backups of a running verifier and their restore.
 //!
 //! Every write that a security decision rests on is durable (flushed) before the call returns:
 //! an accepted enrollment is on disk before the agent hears "accepted".
 
+pub mod backup;
 pub mod records;
 mod sled_store;
 
 pub use records::{DeviceRecord, DeviceState, EkKind, EventKind, EventRecord, Facts};
-pub use sled_store::SledStorage;
+pub use sled_store::{SEAL_FILE, Seal, SledStorage};
 
 /// Stored documents: (key, value) in key order.
 pub type Documents = Vec<(Vec<u8>, Vec<u8>)>;
@@ -28,7 +32,30 @@ pub enum DocumentKind {
 }
 
 /// The on-disk layout version this build reads and writes.
-pub const SCHEMA_VERSION: u32 = 1;
+/// v1: devices, hostnames, events, nonces, appraisals, checkpoints.
+/// v2: adds the trust-document trees (`trust_lists`, `manifests`, `policies`) and the device
+/// record's `recoverable` field (v1 databases are migrated on start).
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// Whether the store accepts writes, for operators (metrics) and the service.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StorageHealth {
+    /// False from the first failed write until a probe write succeeds again: meanwhile no
+    /// verdict is issued.
+    pub writable: bool,
+    /// Times the store closed after a failed write since the process started.
+    pub write_failures_total: u64,
+    /// The failure, while not writable.
+    pub detail: String,
+}
+
+/// One key of one tree, as a backup carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportEntry {
+    pub tree: String,
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+}
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -46,6 +73,21 @@ pub enum StorageError {
         path: std::path::PathBuf,
         found: u32,
         supported: u32,
+    },
+    #[error(
+        "the state database at {path} is damaged ({detail}); it was left untouched: restore a \
+         backup (`trustchain-verifier restore`) or move it aside"
+    )]
+    Damaged {
+        path: std::path::PathBuf,
+        detail: String,
+    },
+    #[error(
+        "the state database at {path} is not writable ({detail}); no verdicts until it recovers"
+    )]
+    Unavailable {
+        path: std::path::PathBuf,
+        detail: String,
     },
     #[error("state database {operation} failed: {detail}")]
     Backend {
@@ -66,6 +108,14 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn device_by_hostname(&self, hostname: &str) -> Result<Option<DeviceRecord>, StorageError>;
     /// Inserts or replaces a device record (and its hostname index), durably.
     fn put_device(&self, record: &DeviceRecord) -> Result<(), StorageError>;
+    /// Writes a device record and the audit record of its state change in one transaction,
+    /// durably: a crash or a failed write never leaves one without the other. Returns the
+    /// record's sequence.
+    fn put_device_with_event(
+        &self,
+        record: &DeviceRecord,
+        event: &EventRecord,
+    ) -> Result<u64, StorageError>;
     /// Appends an event (enrollment outcome, alert, state change) to the hash-chained audit log,
     /// durably; returns its sequence (1, 2, 3, ... with no gaps).
     fn append_event(&self, event: &EventRecord) -> Result<u64, StorageError>;
@@ -104,4 +154,8 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     ) -> Result<(), StorageError>;
     /// Every stored document of `kind`, in key order.
     fn documents(&self, kind: DocumentKind) -> Result<Documents, StorageError>;
+    /// Whether writes currently succeed.
+    fn health(&self) -> StorageHealth;
+    /// Every key of every tree at one point in time (writes wait meanwhile), for a backup.
+    fn export(&self) -> Result<Vec<ExportEntry>, StorageError>;
 }

@@ -111,6 +111,10 @@ pub enum EventKind {
     Rebooted,
     /// An appraisal failed; the detail names each failed rule.
     AppraisalFailed,
+    /// A verifier process started serving on this database: records after it, up to the next,
+    /// were written by that process (how an auditor tells that trust after a restart rests on
+    /// appraisals the new process made).
+    VerifierStarted,
 }
 
 /// One entry of the event log.

@@ -3,17 +3,42 @@
 //! `events` (big-endian sequence -> a hash-chained audit record, see `crate::audit`),
 //! `nonces` (used nonces), `appraisals` (last good appraisal state per device),
 //! `trust_lists`, `manifests`, `policies` (every accepted version of each document).
+//!
+//! Layout of this module: this file holds the running store (reads, writes, the write-failure
+//! latch and its recovery); `sled_store/open.rs` the start-up path (check on a scratch copy,
+//! migration, the seal).
+//!
+//! Failure model. sled latches its first I/O error (e.g. ENOSPC) and refuses every later write
+//! until the database is reopened, while its in-memory tree may still show the write whose flush
+//! failed. So the first failed write closes the database here: every call then fails with
+//! [`StorageError::Unavailable`] (no verdict can rest on a write that did not reach the disk, and
+//! nothing reads the undurable in-memory state), and a background thread reopens it once a probe
+//! write succeeds again (e.g. when space returns).
 
-use std::path::Path;
+mod open;
 
-use super::{DeviceRecord, DocumentKind, EventRecord, SCHEMA_VERSION, Storage, StorageError};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+use super::{
+    DeviceRecord, DocumentKind, EventRecord, ExportEntry, Storage, StorageError, StorageHealth,
+};
 use crate::audit::{AuditLine, chain_hash};
 
+pub use open::{SEAL_FILE, Seal};
+
+/// How often the recovery thread retries after a write failure.
+const RECOVERY_RETRY: Duration = Duration::from_secs(1);
+/// How often the seal is refreshed (see `open.rs`).
+const SEAL_EVERY: Duration = Duration::from_secs(1);
+
+/// Every tree, from one open of the database.
 #[derive(Debug)]
-pub struct SledStorage {
-    /// The chain head: last sequence and its hash. Appends hold this lock, so the chain is linear.
-    head: std::sync::Mutex<(u64, [u8; 32])>,
+struct Trees {
     db: sled::Db,
+    meta: sled::Tree,
     devices: sled::Tree,
     hostnames: sled::Tree,
     events: sled::Tree,
@@ -25,11 +50,111 @@ pub struct SledStorage {
     policies: sled::Tree,
 }
 
-fn backend(operation: &'static str) -> impl FnOnce(sled::Error) -> StorageError {
-    move |e| StorageError::Backend {
-        operation,
-        detail: e.to_string(),
+/// Tree names, in the order exports list them.
+const TREE_NAMES: [&str; 11] = [
+    "meta",
+    "devices",
+    "hostnames",
+    "events",
+    "nonces",
+    "appraisals",
+    "checkpoints",
+    "trust_lists",
+    "manifests",
+    "policies",
+    // sled's default tree: never written by the verifier, exported for completeness.
+    "__sled__default",
+];
+
+impl Trees {
+    fn open(path: &Path) -> Result<Self, sled::Error> {
+        let db = sled::Config::new().path(path).open()?;
+        Ok(Self {
+            meta: db.open_tree("meta")?,
+            devices: db.open_tree("devices")?,
+            hostnames: db.open_tree("hostnames")?,
+            events: db.open_tree("events")?,
+            nonces: db.open_tree("nonces")?,
+            appraisals: db.open_tree("appraisals")?,
+            checkpoints: db.open_tree("checkpoints")?,
+            trust_lists: db.open_tree("trust_lists")?,
+            manifests: db.open_tree("manifests")?,
+            policies: db.open_tree("policies")?,
+            db,
+        })
     }
+
+    fn by_name(&self, name: &str) -> Option<&sled::Tree> {
+        Some(match name {
+            "meta" => &self.meta,
+            "devices" => &self.devices,
+            "hostnames" => &self.hostnames,
+            "events" => &self.events,
+            "nonces" => &self.nonces,
+            "appraisals" => &self.appraisals,
+            "checkpoints" => &self.checkpoints,
+            "trust_lists" => &self.trust_lists,
+            "manifests" => &self.manifests,
+            "policies" => &self.policies,
+            "__sled__default" => &self.db,
+            _ => return None,
+        })
+    }
+
+    /// The chain head as stored: last sequence and its hash.
+    fn head(&self) -> Result<(u64, [u8; 32]), String> {
+        match self.events.last().map_err(|e| e.to_string())? {
+            None => Ok((0, [0u8; 32])),
+            Some((_, value)) => match serde_json::from_slice::<AuditLine>(&value) {
+                Ok(AuditLine::Record { sequence, hash, .. }) => {
+                    let hash = hex::decode(&hash)
+                        .ok()
+                        .and_then(|h| h.try_into().ok())
+                        .ok_or("the last audit record's hash is corrupt")?;
+                    Ok((sequence, hash))
+                }
+                _ => Err("the last audit record is corrupt".into()),
+            },
+        }
+    }
+}
+
+/// Why the store is closed, for the operator.
+#[derive(Debug, Clone)]
+struct Failure {
+    operation: &'static str,
+    detail: String,
+    since: Instant,
+}
+
+#[derive(Debug)]
+struct Shared {
+    path: PathBuf,
+    /// The open database; `None` while closed after a write failure.
+    trees: RwLock<Option<Arc<Trees>>>,
+    /// The chain head: last sequence and its hash. Appends hold this lock, so the chain is linear.
+    head: Mutex<(u64, [u8; 32])>,
+    /// Writers hold it shared from their first insert to the end of their flush; a backup and
+    /// the seal take it exclusively, so they see only completed, flushed writes.
+    writes: RwLock<()>,
+    failure: Mutex<Option<Failure>>,
+    failures_total: AtomicU64,
+    recovering: AtomicBool,
+    /// Durable counts for the seal (devices and nonces are never deleted).
+    device_count: AtomicU64,
+    nonce_count: AtomicU64,
+}
+
+#[derive(Debug)]
+pub struct SledStorage {
+    shared: Arc<Shared>,
+}
+
+fn encode<T: serde::Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>, StorageError> {
+    serde_json::to_vec(value).map_err(|e| StorageError::Corrupt {
+        what,
+        detail: e.to_string(),
+    })
 }
 
 fn decode<T: serde::de::DeserializeOwned>(
@@ -42,120 +167,260 @@ fn decode<T: serde::de::DeserializeOwned>(
     })
 }
 
-fn encode<T: serde::Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>, StorageError> {
-    serde_json::to_vec(value).map_err(|e| StorageError::Corrupt {
-        what,
-        detail: e.to_string(),
-    })
+impl SledStorage {
+    /// Opens (or creates) the database at `path`. A database sled cannot read cleanly, or that
+    /// holds less than its seal says it held, is refused and left byte for byte as it was (the
+    /// check runs on a scratch copy first); a newer layout is refused, never read; an older one
+    /// is migrated.
+    pub fn open(path: &Path) -> Result<Self, StorageError> {
+        let (trees, head) = open::open_checked(path)?;
+        let storage = Self {
+            shared: Arc::new(Shared {
+                path: path.to_path_buf(),
+                device_count: AtomicU64::new(trees.devices.len() as u64),
+                nonce_count: AtomicU64::new(trees.nonces.len() as u64),
+                trees: RwLock::new(Some(Arc::new(trees))),
+                head: Mutex::new(head),
+                writes: RwLock::new(()),
+                failure: Mutex::new(None),
+                failures_total: AtomicU64::new(0),
+                recovering: AtomicBool::new(false),
+            }),
+        };
+        storage.shared.write_seal();
+        let weak = Arc::downgrade(&storage.shared);
+        // The seal thread ends when the store is dropped.
+        let _ = std::thread::Builder::new()
+            .name("trustchain-seal".into())
+            .spawn(move || seal_loop(weak));
+        Ok(storage)
+    }
+
+    /// Creates a new database at `path` (which must not hold one) from a backup's entries.
+    pub fn import(
+        path: &Path,
+        entries: impl IntoIterator<Item = ExportEntry>,
+    ) -> Result<u64, StorageError> {
+        open::import(path, entries)
+    }
+
+    fn trees(&self) -> Result<Arc<Trees>, StorageError> {
+        self.shared.trees()
+    }
+
+    fn writes(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.shared.writes.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs a sled call; a failure closes the store (see the module comment).
+    fn run<T>(
+        &self,
+        operation: &'static str,
+        call: impl FnOnce() -> Result<T, sled::Error>,
+    ) -> Result<T, StorageError> {
+        call().map_err(|e| self.shared.fail(operation, e.to_string()))
+    }
+
+    fn flush(&self, trees: &Trees) -> Result<(), StorageError> {
+        self.run("flush", || trees.db.flush().map(|_| ()))
+    }
+
+    fn document_tree(trees: &Trees, kind: DocumentKind) -> &sled::Tree {
+        match kind {
+            DocumentKind::TrustList => &trees.trust_lists,
+            DocumentKind::Manifest => &trees.manifests,
+            DocumentKind::Policy => &trees.policies,
+        }
+    }
+
+    fn audit_line(
+        event: &EventRecord,
+        previous: &[u8; 32],
+        sequence: u64,
+    ) -> Result<(AuditLine, [u8; 32]), StorageError> {
+        let record =
+            String::from_utf8(encode("event", event)?).map_err(|e| StorageError::Corrupt {
+                what: "event",
+                detail: e.to_string(),
+            })?;
+        let hash = chain_hash(previous, sequence, record.as_bytes());
+        Ok((
+            AuditLine::Record {
+                sequence,
+                prev_hash: hex::encode(previous),
+                hash: hex::encode(hash),
+                record,
+            },
+            hash,
+        ))
+    }
 }
 
-impl SledStorage {
-    /// Opens (or creates) the database at `path`. A database written by a newer layout is refused,
-    /// never read; one sled cannot open is reported with its path and never wiped.
-    pub fn open(path: &Path) -> Result<Self, StorageError> {
-        let open_error = |detail: String| StorageError::Open {
-            path: path.to_path_buf(),
-            detail,
-        };
-        let db = sled::Config::new()
-            .path(path)
-            .open()
-            .map_err(|e| open_error(e.to_string()))?;
-        let meta = db
-            .open_tree("meta")
-            .map_err(|e| open_error(e.to_string()))?;
-        match meta
-            .get("schema_version")
-            .map_err(|e| open_error(e.to_string()))?
+impl Shared {
+    fn trees(&self) -> Result<Arc<Trees>, StorageError> {
+        let guard = self.trees.read().unwrap_or_else(|p| p.into_inner());
+        match guard.as_ref() {
+            Some(trees) => Ok(trees.clone()),
+            None => Err(self.unavailable()),
+        }
+    }
+
+    fn unavailable(&self) -> StorageError {
+        let failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        StorageError::Unavailable {
+            path: self.path.clone(),
+            detail: failure
+                .as_ref()
+                .map(|f| format!("{} failed: {}", f.operation, f.detail))
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Closes the store after a failed sled call and starts the recovery thread.
+    fn fail(self: &Arc<Self>, operation: &'static str, detail: String) -> StorageError {
         {
-            None => {
-                meta.insert("schema_version", &SCHEMA_VERSION.to_be_bytes())
-                    .map_err(|e| open_error(e.to_string()))?;
-                db.flush().map_err(|e| open_error(e.to_string()))?;
-            }
-            Some(raw) => {
-                let bytes: [u8; 4] = raw
-                    .as_ref()
-                    .try_into()
-                    .map_err(|_| open_error("schema version record is corrupt".into()))?;
-                let found = u32::from_be_bytes(bytes);
-                if found > SCHEMA_VERSION {
-                    return Err(StorageError::NewerSchema {
-                        path: path.to_path_buf(),
-                        found,
-                        supported: SCHEMA_VERSION,
-                    });
-                }
+            let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+            if failure.is_none() {
+                tracing::error!(
+                    path = %self.path.display(),
+                    operation,
+                    %detail,
+                    "state database write failed: verdicts are withheld until it is writable again"
+                );
+                *failure = Some(Failure {
+                    operation,
+                    detail: detail.clone(),
+                    since: Instant::now(),
+                });
+                self.failures_total.fetch_add(1, Ordering::Relaxed);
             }
         }
-        let tree = |name: &str| db.open_tree(name).map_err(|e| open_error(e.to_string()));
-        let events = tree("events")?;
-        let head = match events.last().map_err(|e| open_error(e.to_string()))? {
-            None => (0, [0u8; 32]),
-            Some((_, value)) => match serde_json::from_slice::<AuditLine>(&value) {
-                Ok(AuditLine::Record { sequence, hash, .. }) => {
-                    let hash = hex::decode(&hash)
-                        .ok()
-                        .and_then(|h| h.try_into().ok())
-                        .ok_or_else(|| {
-                            open_error("the last audit record's hash is corrupt".into())
-                        })?;
-                    (sequence, hash)
-                }
-                _ => return Err(open_error("the last audit record is corrupt".into())),
-            },
+        // Dropping our handle lets sled close once in-flight calls finish; the reopen waits
+        // for that (sled's file lock).
+        self.trees.write().unwrap_or_else(|p| p.into_inner()).take();
+        if !self.recovering.swap(true, Ordering::SeqCst) {
+            let weak = Arc::downgrade(self);
+            let spawned = std::thread::Builder::new()
+                .name("trustchain-storage-recovery".into())
+                .spawn(move || recovery_loop(weak));
+            if spawned.is_err() {
+                self.recovering.store(false, Ordering::SeqCst);
+            }
+        }
+        StorageError::Backend { operation, detail }
+    }
+
+    /// One reopen attempt: the database must open and take a flushed probe write.
+    fn try_reopen(&self) -> Result<(), String> {
+        let trees = Trees::open(&self.path).map_err(|e| e.to_string())?;
+        let probe = crate::service::now_unix_millis().to_be_bytes();
+        trees
+            .meta
+            .insert("write_probe", &probe)
+            .map_err(|e| e.to_string())?;
+        trees.db.flush().map_err(|e| e.to_string())?;
+        let mut head = self.head.lock().unwrap_or_else(|p| p.into_inner());
+        // The head and counts are re-read from disk: the failed write may or may not be there.
+        *head = trees.head()?;
+        self.device_count
+            .store(trees.devices.len() as u64, Ordering::SeqCst);
+        self.nonce_count
+            .store(trees.nonces.len() as u64, Ordering::SeqCst);
+        *self.trees.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(trees));
+        let failure = self
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        tracing::warn!(
+            path = %self.path.display(),
+            after_seconds = failure.map(|f| f.since.elapsed().as_secs()).unwrap_or(0),
+            "state database writable again: verdicts resume"
+        );
+        Ok(())
+    }
+
+    /// Records what the database durably holds (see `open.rs`); best effort.
+    fn write_seal(&self) {
+        let Ok(trees) = self.trees() else {
+            return;
         };
-        Ok(Self {
-            head: std::sync::Mutex::new(head),
-            devices: tree("devices")?,
-            hostnames: tree("hostnames")?,
-            events,
-            nonces: tree("nonces")?,
-            appraisals: tree("appraisals")?,
-            checkpoints: tree("checkpoints")?,
-            trust_lists: tree("trust_lists")?,
-            manifests: tree("manifests")?,
-            policies: tree("policies")?,
-            db,
-        })
+        let seal = {
+            // Exclusive: every counted write has finished its flush.
+            let _quiet = self.writes.write().unwrap_or_else(|p| p.into_inner());
+            let (sequence, hash) = *self.head.lock().unwrap_or_else(|p| p.into_inner());
+            Seal {
+                audit_sequence: sequence,
+                audit_hash: hex::encode(hash),
+                devices: self.device_count.load(Ordering::SeqCst),
+                nonces: self.nonce_count.load(Ordering::SeqCst),
+            }
+        };
+        drop(trees);
+        if let Err(error) = open::write_seal(&self.path, &seal) {
+            tracing::debug!(%error, "cannot refresh the seal");
+        }
     }
+}
 
-    fn flush(&self) -> Result<(), StorageError> {
-        self.db.flush().map(|_| ()).map_err(backend("flush"))
+fn recovery_loop(shared: Weak<Shared>) {
+    loop {
+        std::thread::sleep(RECOVERY_RETRY);
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        match shared.try_reopen() {
+            Ok(()) => {
+                shared.recovering.store(false, Ordering::SeqCst);
+                return;
+            }
+            Err(error) => {
+                tracing::debug!(%error, "state database still not writable");
+            }
+        }
     }
+}
 
-    fn document_tree(&self, kind: DocumentKind) -> &sled::Tree {
-        match kind {
-            DocumentKind::TrustList => &self.trust_lists,
-            DocumentKind::Manifest => &self.manifests,
-            DocumentKind::Policy => &self.policies,
+fn seal_loop(shared: Weak<Shared>) {
+    let mut last: Option<(u64, u64, u64)> = None;
+    loop {
+        std::thread::sleep(SEAL_EVERY);
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let now = (
+            shared.head.lock().unwrap_or_else(|p| p.into_inner()).0,
+            shared.device_count.load(Ordering::SeqCst),
+            shared.nonce_count.load(Ordering::SeqCst),
+        );
+        if last != Some(now) {
+            shared.write_seal();
+            last = Some(now);
         }
     }
 }
 
 impl Storage for SledStorage {
     fn device(&self, device_id: &str) -> Result<Option<DeviceRecord>, StorageError> {
-        self.devices
-            .get(device_id)
-            .map_err(backend("read device"))?
+        let trees = self.trees()?;
+        self.run("read device", || trees.devices.get(device_id))?
             .map(|raw| decode("device", &raw))
             .transpose()
     }
 
     fn devices(&self) -> Result<Vec<DeviceRecord>, StorageError> {
-        self.devices
-            .iter()
-            .values()
-            .map(|raw| decode("device", &raw.map_err(backend("list devices"))?))
-            .collect()
+        let trees = self.trees()?;
+        let mut out = Vec::new();
+        for raw in trees.devices.iter().values() {
+            let raw = self.run("list devices", || raw)?;
+            out.push(decode("device", &raw)?);
+        }
+        Ok(out)
     }
 
     fn device_by_hostname(&self, hostname: &str) -> Result<Option<DeviceRecord>, StorageError> {
-        match self
-            .hostnames
-            .get(hostname)
-            .map_err(backend("read hostname"))?
-        {
+        let trees = self.trees()?;
+        match self.run("read hostname", || trees.hostnames.get(hostname))? {
             Some(id) => self.device(&String::from_utf8_lossy(&id)),
             None => Ok(None),
         }
@@ -163,46 +428,88 @@ impl Storage for SledStorage {
 
     fn put_device(&self, record: &DeviceRecord) -> Result<(), StorageError> {
         let value = encode("device", record)?;
-        self.devices
-            .insert(record.device_id.as_bytes(), value)
-            .map_err(backend("write device"))?;
+        let _writing = self.writes();
+        let trees = self.trees()?;
+        let previous = self.run("write device", || {
+            trees.devices.insert(record.device_id.as_bytes(), value)
+        })?;
         if !record.facts.hostname.is_empty() {
-            self.hostnames
-                .insert(
+            self.run("write hostname", || {
+                trees.hostnames.insert(
                     record.facts.hostname.as_bytes(),
                     record.device_id.as_bytes(),
                 )
-                .map_err(backend("write hostname"))?;
+            })?;
         }
-        self.flush()
+        self.flush(&trees)?;
+        if previous.is_none() {
+            self.shared.device_count.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    fn put_device_with_event(
+        &self,
+        record: &DeviceRecord,
+        event: &EventRecord,
+    ) -> Result<u64, StorageError> {
+        use sled::Transactional as _;
+        use sled::transaction::ConflictableTransactionError;
+        let value = encode("device", record)?;
+        let _writing = self.writes();
+        let mut head = self.shared.head.lock().unwrap_or_else(|p| p.into_inner());
+        let trees = self.trees()?;
+        let (last, previous) = *head;
+        let sequence = last + 1;
+        let (line, hash) = Self::audit_line(event, &previous, sequence)?;
+        let line = encode("audit record", &line)?;
+        let outcome = (&trees.devices, &trees.hostnames, &trees.events).transaction(
+            |(devices, hostnames, events)| {
+                let existed = devices.insert(record.device_id.as_bytes(), value.as_slice())?;
+                if !record.facts.hostname.is_empty() {
+                    hostnames.insert(
+                        record.facts.hostname.as_bytes(),
+                        record.device_id.as_bytes(),
+                    )?;
+                }
+                events.insert(&sequence.to_be_bytes(), line.as_slice())?;
+                Ok::<_, ConflictableTransactionError<()>>(existed.is_none())
+            },
+        );
+        let created = match outcome {
+            Ok(created) => created,
+            Err(error) => {
+                return Err(self
+                    .shared
+                    .fail("write device and event", format!("{error:?}")));
+            }
+        };
+        self.flush(&trees)?;
+        if created {
+            self.shared.device_count.fetch_add(1, Ordering::SeqCst);
+        }
+        *head = (sequence, hash);
+        Ok(sequence)
     }
 
     fn append_event(&self, event: &EventRecord) -> Result<u64, StorageError> {
-        let record =
-            String::from_utf8(encode("event", event)?).map_err(|e| StorageError::Corrupt {
-                what: "event",
-                detail: e.to_string(),
-            })?;
-        let mut head = self.head.lock().unwrap_or_else(|p| p.into_inner());
+        let _writing = self.writes();
+        let mut head = self.shared.head.lock().unwrap_or_else(|p| p.into_inner());
+        let trees = self.trees()?;
         let (last, previous) = *head;
         let sequence = last + 1;
-        let hash = chain_hash(&previous, sequence, record.as_bytes());
-        let line = AuditLine::Record {
-            sequence,
-            prev_hash: hex::encode(previous),
-            hash: hex::encode(hash),
-            record,
-        };
-        self.events
-            .insert(sequence.to_be_bytes(), encode("audit record", &line)?)
-            .map_err(backend("write event"))?;
-        self.flush()?;
+        let (line, hash) = Self::audit_line(event, &previous, sequence)?;
+        let line = encode("audit record", &line)?;
+        self.run("write event", || {
+            trees.events.insert(sequence.to_be_bytes(), line)
+        })?;
+        self.flush(&trees)?;
         *head = (sequence, hash);
         Ok(sequence)
     }
 
     fn audit_head(&self) -> (u64, [u8; 32]) {
-        *self.head.lock().unwrap_or_else(|p| p.into_inner())
+        *self.shared.head.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn put_checkpoint(
@@ -212,16 +519,19 @@ impl Storage for SledStorage {
         signature_hex: &str,
     ) -> Result<(), StorageError> {
         let value = encode("checkpoint", &(hash_hex, signature_hex))?;
-        self.checkpoints
-            .insert(sequence.to_be_bytes(), value)
-            .map_err(backend("write checkpoint"))?;
-        self.flush()
+        let _writing = self.writes();
+        let trees = self.trees()?;
+        self.run("write checkpoint", || {
+            trees.checkpoints.insert(sequence.to_be_bytes(), value)
+        })?;
+        self.flush(&trees)
     }
 
     fn checkpoints(&self, from: u64) -> Result<Vec<(u64, String, String)>, StorageError> {
+        let trees = self.trees()?;
         let mut out = Vec::new();
-        for entry in self.checkpoints.range(from.to_be_bytes()..) {
-            let (key, value) = entry.map_err(backend("read checkpoints"))?;
+        for entry in trees.checkpoints.range(from.to_be_bytes()..) {
+            let (key, value) = self.run("read checkpoints", || entry)?;
             let key: [u8; 8] = key.as_ref().try_into().map_err(|_| StorageError::Corrupt {
                 what: "checkpoint key",
                 detail: "not 8 bytes".into(),
@@ -233,35 +543,44 @@ impl Storage for SledStorage {
     }
 
     fn audit_records(&self, from: u64, limit: usize) -> Result<Vec<AuditLine>, StorageError> {
-        self.events
-            .range(from.to_be_bytes()..)
-            .take(limit)
-            .map(|entry| decode("audit record", &entry.map_err(backend("read events"))?.1))
-            .collect()
+        let trees = self.trees()?;
+        let mut out = Vec::new();
+        for entry in trees.events.range(from.to_be_bytes()..).take(limit) {
+            let (_, value) = self.run("read events", || entry)?;
+            out.push(decode("audit record", &value)?);
+        }
+        Ok(out)
     }
 
     fn consume_nonce(&self, nonce: &[u8], device_id: &str) -> Result<bool, StorageError> {
-        let swapped = self
-            .nonces
-            .compare_and_swap(nonce, None as Option<&[u8]>, Some(device_id.as_bytes()))
-            .map_err(backend("consume nonce"))?;
-        self.flush()?;
+        let _writing = self.writes();
+        let trees = self.trees()?;
+        let swapped = self.run("consume nonce", || {
+            trees
+                .nonces
+                .compare_and_swap(nonce, None as Option<&[u8]>, Some(device_id.as_bytes()))
+        })?;
+        self.flush(&trees)?;
+        if swapped.is_ok() {
+            self.shared.nonce_count.fetch_add(1, Ordering::SeqCst);
+        }
         Ok(swapped.is_ok())
     }
 
     fn appraisal_state(&self, device_id: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        let trees = self.trees()?;
         Ok(self
-            .appraisals
-            .get(device_id)
-            .map_err(backend("read appraisal state"))?
+            .run("read appraisal state", || trees.appraisals.get(device_id))?
             .map(|v| v.to_vec()))
     }
 
     fn put_appraisal_state(&self, device_id: &str, state: &[u8]) -> Result<(), StorageError> {
-        self.appraisals
-            .insert(device_id.as_bytes(), state)
-            .map_err(backend("write appraisal state"))?;
-        self.flush()
+        let _writing = self.writes();
+        let trees = self.trees()?;
+        self.run("write appraisal state", || {
+            trees.appraisals.insert(device_id.as_bytes(), state)
+        })?;
+        self.flush(&trees)
     }
 
     fn put_document(
@@ -270,20 +589,22 @@ impl Storage for SledStorage {
         key: &[u8],
         document: &[u8],
     ) -> Result<(), StorageError> {
-        self.document_tree(kind)
-            .insert(key, document)
-            .map_err(backend("write document"))?;
-        self.flush()
+        let _writing = self.writes();
+        let trees = self.trees()?;
+        self.run("write document", || {
+            Self::document_tree(&trees, kind).insert(key, document)
+        })?;
+        self.flush(&trees)
     }
 
     fn documents(&self, kind: DocumentKind) -> Result<super::Documents, StorageError> {
-        self.document_tree(kind)
-            .iter()
-            .map(|item| {
-                item.map(|(k, v)| (k.to_vec(), v.to_vec()))
-                    .map_err(backend("read documents"))
-            })
-            .collect()
+        let trees = self.trees()?;
+        let mut out = Vec::new();
+        for item in Self::document_tree(&trees, kind).iter() {
+            let (k, v) = self.run("read documents", || item)?;
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
     }
 
     fn events(&self, from: u64, limit: usize) -> Result<Vec<(u64, EventRecord)>, StorageError> {
@@ -297,12 +618,56 @@ impl Storage for SledStorage {
             })
             .collect()
     }
+
+    fn health(&self) -> StorageHealth {
+        let failure = self
+            .shared
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        StorageHealth {
+            writable: failure.is_none(),
+            write_failures_total: self.shared.failures_total.load(Ordering::Relaxed),
+            detail: failure
+                .map(|f| format!("{} failed: {}", f.operation, f.detail))
+                .unwrap_or_default(),
+        }
+    }
+
+    fn export(&self) -> Result<Vec<ExportEntry>, StorageError> {
+        // Exclusive for the whole copy: the export is one point in time across every tree (an
+        // audit record and the state change it records, a device and its hostname). Writers
+        // wait for the copy (milliseconds for a site's database); nothing is streamed to the
+        // client under the lock.
+        let _quiet = self
+            .shared
+            .writes
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        let trees = self.trees()?;
+        let mut out = Vec::new();
+        for name in TREE_NAMES {
+            let Some(tree) = trees.by_name(name) else {
+                continue;
+            };
+            for item in tree.iter() {
+                let (key, value) = self.run("export", || item)?;
+                out.push(ExportEntry {
+                    tree: name.to_string(),
+                    key: key.to_vec(),
+                    value: value.to_vec(),
+                });
+            }
+        }
+        Ok(out)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::{DeviceState, EkKind, EventKind, Facts};
+    use crate::storage::{DeviceState, EkKind, EventKind, Facts, SCHEMA_VERSION};
 
     fn record(id: &str, host: &str) -> DeviceRecord {
         DeviceRecord {
@@ -329,6 +694,15 @@ mod tests {
         }
     }
 
+    fn event(id: &str) -> EventRecord {
+        EventRecord {
+            at_unix_millis: 5,
+            kind: EventKind::Enrolled,
+            device_id: id.into(),
+            detail: String::new(),
+        }
+    }
+
     #[test]
     fn devices_and_events_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
@@ -336,14 +710,8 @@ mod tests {
         {
             let store = SledStorage::open(&path).unwrap();
             store.put_device(&record("a", "gw-1")).unwrap();
-            let event = EventRecord {
-                at_unix_millis: 5,
-                kind: EventKind::Enrolled,
-                device_id: "a".into(),
-                detail: String::new(),
-            };
-            let first = store.append_event(&event).unwrap();
-            let second = store.append_event(&event).unwrap();
+            let first = store.append_event(&event("a")).unwrap();
+            let second = store.append_event(&event("a")).unwrap();
             assert!(second > first);
         }
         let store = SledStorage::open(&path).unwrap();
@@ -354,6 +722,27 @@ mod tests {
         );
         assert!(store.device("b").unwrap().is_none());
         assert_eq!(store.events(0, 10).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_state_change_and_its_record_are_written_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state");
+        let store = SledStorage::open(&path).unwrap();
+        store.append_event(&event("a")).unwrap();
+        let mut device = record("a", "gw-1");
+        device.state = DeviceState::Trusted;
+        let sequence = store.put_device_with_event(&device, &event("a")).unwrap();
+        assert_eq!(sequence, 2);
+        assert_eq!(store.audit_head().0, 2);
+        drop(store);
+        let store = SledStorage::open(&path).unwrap();
+        assert_eq!(
+            store.device("a").unwrap().unwrap().state,
+            DeviceState::Trusted
+        );
+        assert_eq!(store.events(0, 10).unwrap().len(), 2);
+        assert_eq!(store.append_event(&event("a")).unwrap(), 3);
     }
 
     #[test]
@@ -374,5 +763,103 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("state"));
+    }
+
+    /// A database as version 1 of the layout wrote it: meta says 1, no document trees, a device
+    /// record without the `recoverable` field.
+    #[test]
+    fn a_v1_database_is_migrated_on_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state");
+        let mut v1_device = serde_json::to_value(record("tc-old", "gw-old")).unwrap();
+        v1_device.as_object_mut().unwrap().remove("recoverable");
+        {
+            let db = sled::open(&path).unwrap();
+            db.open_tree("meta")
+                .unwrap()
+                .insert("schema_version", &1u32.to_be_bytes())
+                .unwrap();
+            db.open_tree("devices")
+                .unwrap()
+                .insert("tc-old", serde_json::to_vec(&v1_device).unwrap())
+                .unwrap();
+            db.open_tree("hostnames")
+                .unwrap()
+                .insert("gw-old", "tc-old")
+                .unwrap();
+            db.flush().unwrap();
+            assert!(!db.tree_names().iter().any(|n| n.as_ref() == b"manifests"));
+        }
+        {
+            let store = SledStorage::open(&path).unwrap();
+            assert_eq!(
+                store.device("tc-old").unwrap().unwrap(),
+                record("tc-old", "gw-old")
+            );
+            assert!(store.documents(DocumentKind::Manifest).unwrap().is_empty());
+        }
+        let db = sled::open(&path).unwrap();
+        let version = db
+            .open_tree("meta")
+            .unwrap()
+            .get("schema_version")
+            .unwrap()
+            .unwrap();
+        assert_eq!(version.as_ref(), &SCHEMA_VERSION.to_be_bytes());
+        assert_eq!(SCHEMA_VERSION, 2);
+        let raw = db
+            .open_tree("devices")
+            .unwrap()
+            .get("tc-old")
+            .unwrap()
+            .unwrap();
+        let stored: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+        assert_eq!(stored["recoverable"], serde_json::Value::Bool(false));
+        assert!(db.tree_names().iter().any(|n| n.as_ref() == b"manifests"));
+    }
+
+    #[test]
+    fn a_truncated_database_is_refused_and_left_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state");
+        {
+            let store = SledStorage::open(&path).unwrap();
+            for i in 0..200 {
+                store.put_device(&record(&format!("d{i}"), "")).unwrap();
+                store.append_event(&event("a")).unwrap();
+            }
+            // The seal thread runs every second; write it now.
+            store.shared.write_seal();
+        }
+        let db_file = path.join("db");
+        let length = std::fs::metadata(&db_file).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&db_file)
+            .unwrap()
+            .set_len(length / 2)
+            .unwrap();
+        let before = std::fs::read(&db_file).unwrap();
+        let err = SledStorage::open(&path).unwrap_err();
+        assert!(matches!(err, StorageError::Damaged { .. }), "{err}");
+        assert!(err.to_string().contains(&path.display().to_string()));
+        assert_eq!(std::fs::read(&db_file).unwrap(), before);
+    }
+
+    #[test]
+    fn an_export_imports_into_an_equal_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStorage::open(&dir.path().join("a")).unwrap();
+        store.put_device(&record("a", "gw-1")).unwrap();
+        store.append_event(&event("a")).unwrap();
+        assert!(store.consume_nonce(b"n1", "a").unwrap());
+        let entries = store.export().unwrap();
+        let copied = SledStorage::import(&dir.path().join("b"), entries).unwrap();
+        assert!(copied > 4);
+        let restored = SledStorage::open(&dir.path().join("b")).unwrap();
+        assert_eq!(restored.device("a").unwrap().unwrap(), record("a", "gw-1"));
+        assert_eq!(restored.audit_head(), store.audit_head());
+        assert!(!restored.consume_nonce(b"n1", "a").unwrap());
+        assert!(SledStorage::import(&dir.path().join("b"), store.export().unwrap()).is_err());
     }
 }
