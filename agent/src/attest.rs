@@ -3,7 +3,8 @@
 //! a TPM reset), and only the IMA entries after the offset the verifier asks from.
 //!
 //! The agent keeps no state a restart would lose: the verifier tracks offsets and history. When the
-//! verifier is away it reconnects with exponential backoff and jitter.
+//! verifier is away it reconnects with exponential backoff and jitter; when the TPM is away it
+//! says so and waits for it (see [`run_reporting`]).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,21 +13,24 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use trustchain_proto::v1::attestation_client::AttestationClient;
 use trustchain_proto::v1::{
-    AgentMessage, Challenge, Evidence, Hello, PcrValue, agent_message, verifier_message,
+    AgentMessage, Challenge, Evidence, Hello, PcrValue, TrustState, agent_message, verifier_message,
 };
 
 use crate::client::{ClientError, connect};
 use crate::config::AgentConfig;
 use crate::enroll::with_tpm;
 use crate::identity::Enrollment;
+use crate::status::Reporter;
 use crate::tpm::{Tpm, TpmError};
 
 /// Largest boot log the agent sends (real logs are 10-200 KiB).
 pub const MAX_BOOT_LOG: u64 = 4 * 1024 * 1024;
 /// Largest IMA batch the agent sends in one answer.
 pub const MAX_IMA_BATCH: usize = 2 * 1024 * 1024;
-const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// First reconnection delay (before jitter).
+pub const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
+/// Cap on the reconnection delay (before jitter).
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -80,29 +84,88 @@ impl Default for Backoff {
     }
 }
 
-/// Attests until the process ends, reconnecting as needed.
+/// Attests until the process ends, reconnecting as needed; reports its state in the state
+/// directory (see [`crate::status`]).
 pub async fn run<T: Tpm + 'static>(
     config: &AgentConfig,
     tpm: Arc<Mutex<T>>,
     enrollment: Enrollment,
 ) -> Result<(), AttestError> {
+    let mut status = Reporter::new(&config.state_dir);
+    run_reporting(config, tpm, enrollment, &mut status).await
+}
+
+/// [`run`] with the caller's status reporter.
+///
+/// A TPM failure and a verifier failure are handled apart: when the TPM does not answer, the
+/// agent drops the stream (it cannot answer challenges, and the verifier will count the device
+/// as timed out, which is the truth), probes the TPM with backoff, and reconnects only once the
+/// TPM answers. When the verifier or the network fails, the agent reconnects with exponential
+/// backoff and full jitter, capped at [`MAX_BACKOFF`], so a fleet that lost its verifier does
+/// not return in lockstep. The backoff restarts once a challenge has been answered.
+pub async fn run_reporting<T: Tpm + 'static>(
+    config: &AgentConfig,
+    tpm: Arc<Mutex<T>>,
+    enrollment: Enrollment,
+    status: &mut Reporter,
+) -> Result<(), AttestError> {
+    status.set_device(&enrollment.device_id);
     let mut backoff = Backoff::new();
+    let mut failures: u32 = 0;
     let mut last_reset_count = None;
     loop {
-        let started = tokio::time::Instant::now();
-        match session(config, &tpm, &enrollment, &mut last_reset_count).await {
-            Ok(()) => tracing::info!("attestation stream ended; reconnecting"),
-            Err(error) => tracing::warn!(%error, "attestation stream failed; retrying"),
-        }
-        if started.elapsed() > Duration::from_secs(30) {
+        let answered_before = status.status().challenges_answered;
+        let outcome = session(config, &tpm, &enrollment, &mut last_reset_count, status).await;
+        if status.status().challenges_answered > answered_before {
             backoff.reset();
+            failures = 0;
         }
+        failures = failures.saturating_add(1);
+        match outcome {
+            Err(AttestError::Tpm(error)) => {
+                wait_for_tpm(&tpm, &mut backoff, &mut failures, status, error.to_string()).await;
+                // The TPM is back: reconnect now, the verifier has been waiting.
+                backoff.reset();
+                failures = 0;
+                continue;
+            }
+            Ok(()) => {
+                let delay = backoff.next_delay();
+                status.backing_off("the verifier closed the stream".into(), delay, failures);
+                tokio::time::sleep(delay).await;
+            }
+            Err(error) => {
+                let delay = backoff.next_delay();
+                status.backing_off(error.to_string(), delay, failures);
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+/// Probes the TPM with backoff until it answers.
+pub async fn wait_for_tpm<T: Tpm + 'static>(
+    tpm: &Arc<Mutex<T>>,
+    backoff: &mut Backoff,
+    failures: &mut u32,
+    status: &mut Reporter,
+    mut reason: String,
+) {
+    loop {
         let delay = backoff.next_delay();
-        tracing::info!(
-            delay_ms = delay.as_millis() as u64,
-            "state: backing off before reconnecting"
-        );
+        status.tpm_unavailable(reason.clone(), delay, *failures);
         tokio::time::sleep(delay).await;
+        // A read-only capability query: it proves the TPM answers without creating anything.
+        match with_tpm(tpm, |t| t.is_software()).await {
+            Ok(_) => {
+                tracing::info!("the TPM answers again");
+                return;
+            }
+            Err(error) => {
+                reason = error.to_string();
+                *failures = failures.saturating_add(1);
+            }
+        }
     }
 }
 
@@ -111,6 +174,7 @@ async fn session<T: Tpm + 'static>(
     tpm: &Arc<Mutex<T>>,
     enrollment: &Enrollment,
     last_reset_count: &mut Option<u32>,
+    status: &mut Reporter,
 ) -> Result<(), AttestError> {
     let channel = connect(config, Some(enrollment)).await?;
     let mut client = AttestationClient::new(channel).max_decoding_message_size(64 * 1024);
@@ -126,7 +190,7 @@ async fn session<T: Tpm + 'static>(
         .await
         .map_err(|_| AttestError::Closed)?;
     let mut inbound = client.attest(ReceiverStream::new(rx)).await?.into_inner();
-    tracing::info!(device = %enrollment.device_id, "state: attesting");
+    status.stream_opened();
     while let Some(message) = inbound.message().await? {
         match message.body {
             Some(verifier_message::Body::Challenge(challenge)) => {
@@ -137,13 +201,14 @@ async fn session<T: Tpm + 'static>(
                     })
                     .await
                     .map_err(|_| AttestError::Closed)?;
+                status.challenge_answered();
             }
             Some(verifier_message::Body::Verdict(verdict)) => {
-                tracing::info!(
-                    challenge = verdict.challenge_id,
-                    state = verdict.state,
-                    "verdict"
-                );
+                let state = TrustState::try_from(verdict.state)
+                    .map(|s| s.as_str_name().to_string())
+                    .unwrap_or_else(|_| verdict.state.to_string());
+                tracing::info!(challenge = verdict.challenge_id, %state, "verdict");
+                status.verdict(state);
             }
             None => {}
         }

@@ -6,9 +6,11 @@ use std::sync::{Arc, Mutex};
 use trustchain_proto::v1::enrollment_client::EnrollmentClient;
 use trustchain_proto::v1::{ActivationResponse, DeviceFacts, EnrollRequest};
 
+use crate::attest::{Backoff, wait_for_tpm};
 use crate::client::{ClientError, connect};
 use crate::config::AgentConfig;
 use crate::identity::{Enrollment, IdentityError, StateDir};
+use crate::status::{AgentState, Reporter};
 use crate::tpm::{Tpm, TpmError};
 
 #[derive(Debug, thiserror::Error)]
@@ -100,4 +102,33 @@ pub async fn enroll<T: Tpm + 'static>(
     )?;
     tracing::info!(device = %result.device_id, ak_rotated = result.ak_rotated, "enrolled");
     Ok(enrollment)
+}
+
+/// Enrolls, retrying until it succeeds: with backoff and jitter while the verifier is unreachable
+/// or refuses (an operator may admit the device later), and by probing the TPM while it does not
+/// answer. Each wait is reported through `status`.
+pub async fn enroll_until_done<T: Tpm + 'static>(
+    config: &AgentConfig,
+    tpm: &Arc<Mutex<T>>,
+    state: &StateDir,
+    status: &mut Reporter,
+) -> Enrollment {
+    let mut backoff = Backoff::new();
+    let mut failures: u32 = 0;
+    loop {
+        status.set(AgentState::Enrolling);
+        match enroll(config, tpm, state).await {
+            Ok(enrollment) => return enrollment,
+            Err(EnrollError::Tpm(error)) => {
+                failures = failures.saturating_add(1);
+                wait_for_tpm(tpm, &mut backoff, &mut failures, status, error.to_string()).await;
+            }
+            Err(error) => {
+                failures = failures.saturating_add(1);
+                let delay = backoff.next_delay();
+                status.backing_off(format!("enrollment: {error}"), delay, failures);
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
 }

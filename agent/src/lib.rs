@@ -8,7 +8,9 @@
 //! - [`identity`]: the agent's state directory (TLS key 0600, certificates, device id).
 //! - [`client`]: the TLS channel to the verifier.
 //! - [`enroll`]: enrollment (EK certificate, credential activation, certificates from a CSR).
-//! - [`attest`]: the attestation stream (challenges in, quotes and logs out), with backoff.
+//! - [`attest`]: the attestation stream (challenges in, quotes and logs out), with backoff, and
+//!   the wait for a TPM that stopped answering.
+//! - [`status`]: the agent's lifecycle state, logged and kept in `status.json` for operators.
 //! - `main.rs`: the `trustchain-agent` command.
 //!
 //! The agent never clears the TPM, never takes ownership and never changes hierarchy
@@ -19,4 +21,5 @@ pub mod client;
 pub mod config;
 pub mod enroll;
 pub mod identity;
+pub mod status;
 pub mod tpm;

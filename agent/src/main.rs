@@ -8,9 +8,11 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use trustchain_agent::attest::{Backoff, wait_for_tpm};
 use trustchain_agent::config::{AgentConfig, EkChoice};
-use trustchain_agent::enroll::{enroll, with_tpm};
+use trustchain_agent::enroll::{enroll, enroll_until_done, with_tpm};
 use trustchain_agent::identity::StateDir;
+use trustchain_agent::status::{AgentState, Reporter};
 use trustchain_agent::tpm::Tpm;
 use trustchain_agent::tpm::esapi::{AkAlgorithm, EsapiTpm};
 
@@ -51,6 +53,10 @@ enum Command {
     },
     /// Print what the TPM holds (EK certificate size, software TPM or not) and exit.
     Probe,
+    /// Print the running agent's state (from `status.json` in the state directory) and exit:
+    /// status 0 when it is attesting, 3 when it is waiting (backing off, TPM unavailable,
+    /// enrolling), 4 when no status file can be read.
+    Status,
 }
 
 fn init_tracing(json: bool) {
@@ -85,34 +91,96 @@ fn load_config(cli: &Cli) -> anyhow::Result<AgentConfig> {
     Ok(config)
 }
 
-async fn open_tpm(config: &AgentConfig) -> anyhow::Result<Arc<Mutex<EsapiTpm>>> {
+/// The TPM handle; does not connect yet.
+fn tpm_for(config: &AgentConfig) -> anyhow::Result<Arc<Mutex<EsapiTpm>>> {
     let ak = match config.ek {
         EkChoice::Rsa2048 => AkAlgorithm::Rsa2048,
         EkChoice::EccP256 => AkAlgorithm::EccP256,
     };
-    let tpm = Arc::new(Mutex::new(EsapiTpm::new(
+    Ok(Arc::new(Mutex::new(EsapiTpm::new(
         &config.tcti,
         &config.state_dir,
         config.ek,
         ak,
-    )?));
-    let flushed = with_tpm(&tpm, |t| t.flush_leftovers()).await?;
+    )?)))
+}
+
+async fn open_tpm(config: &AgentConfig) -> anyhow::Result<Arc<Mutex<EsapiTpm>>> {
+    let tpm = tpm_for(config)?;
+    first_contact(config, &tpm).await?;
+    Ok(tpm)
+}
+
+/// Cleans up after a crashed predecessor and warns about software TPMs.
+async fn first_contact(
+    config: &AgentConfig,
+    tpm: &Arc<Mutex<EsapiTpm>>,
+) -> Result<(), trustchain_agent::tpm::TpmError> {
+    let flushed = with_tpm(tpm, |t| t.flush_leftovers()).await?;
     if flushed > 0 {
         tracing::info!(flushed, "flushed objects and sessions left in the TPM");
     }
-    if with_tpm(&tpm, |t| t.is_software()).await? {
+    if with_tpm(tpm, |t| t.is_software()).await? {
         tracing::warn!(
             tcti = %config.tcti,
             "THIS IS A SOFTWARE TPM: it proves nothing about hardware; the verifier admits it \
              only if its trust list explicitly trusts the software TPM's maker"
         );
     }
-    Ok(tpm)
+    Ok(())
+}
+
+/// The daemon: never gives up on a TPM or a verifier that is away; it reports what it waits
+/// for (`trustchain_agent::status`) and carries on when they are back.
+async fn run_daemon(config: &AgentConfig, state: &StateDir) -> anyhow::Result<()> {
+    let mut status = Reporter::new(&config.state_dir);
+    let tpm = tpm_for(config)?;
+    let mut backoff = Backoff::new();
+    let mut failures: u32 = 0;
+    while let Err(error) = first_contact(config, &tpm).await {
+        failures = failures.saturating_add(1);
+        wait_for_tpm(
+            &tpm,
+            &mut backoff,
+            &mut failures,
+            &mut status,
+            error.to_string(),
+        )
+        .await;
+    }
+    let enrollment = match state.load() {
+        Some(enrollment) => enrollment,
+        None => enroll_until_done(config, &tpm, state, &mut status).await,
+    };
+    trustchain_agent::attest::run_reporting(config, tpm, enrollment, &mut status).await?;
+    Ok(())
+}
+
+/// `trustchain-agent status`: what the running agent last reported.
+fn print_status(config: &AgentConfig) -> ExitCode {
+    match trustchain_agent::status::read(&config.state_dir) {
+        Ok(status) => {
+            let text = serde_json::to_string_pretty(&status).unwrap_or_default();
+            println!("{text}");
+            if status.state == AgentState::Attesting {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            }
+        }
+        Err(error) => {
+            eprintln!("trustchain-agent: {error}");
+            ExitCode::from(4)
+        }
+    }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = load_config(&cli)?;
     let state = StateDir::open(&config.state_dir)?;
+    if let Command::Run = cli.command {
+        return run_daemon(&config, &state).await;
+    }
     let tpm = open_tpm(&config).await?;
     match cli.command {
         Command::Probe => {
@@ -138,19 +206,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
         }
-        Command::Run => {
-            let enrollment = match state.load() {
-                Some(enrollment) => enrollment,
-                None => enroll(&config, &tpm, &state).await?,
-            };
-            trustchain_agent::attest::run(&config, tpm, enrollment).await?;
-        }
+        // Handled above, before the TPM is opened: neither needs it to answer first.
+        Command::Run | Command::Status => {}
     }
     Ok(())
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Status = cli.command {
+        return match load_config(&cli) {
+            Ok(config) => print_status(&config),
+            Err(error) => {
+                eprintln!("trustchain-agent: {error:#}");
+                ExitCode::from(4)
+            }
+        };
+    }
     init_tracing(cli.json_logs);
     let outcome = tokio::runtime::Runtime::new()
         .context("starting the async runtime")

@@ -2,6 +2,7 @@
 //! loopback port, real sled on disk, real deployment CA) and agent configurations pointing at
 //! real swtpm devices.
 
+pub mod faults;
 pub mod soft_tpm;
 pub mod verifier_process;
 

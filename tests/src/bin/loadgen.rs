@@ -141,7 +141,7 @@ async fn run() -> anyhow::Result<()> {
     let root_pem = ca.root_pem().to_string();
     let issuing_pem = ca.issuing_pem().to_string();
     let url = format!("https://127.0.0.1:{port}");
-    let connect = move |identity: Option<Identity>| {
+    let connect_from = move |identity: Option<Identity>, source: Option<std::net::IpAddr>| {
         let url = url.clone();
         let root_pem = root_pem.clone();
         async move {
@@ -154,20 +154,43 @@ async fn run() -> anyhow::Result<()> {
             Ok::<Channel, anyhow::Error>(
                 Endpoint::from_shared(url)?
                     .tls_config(tls)?
+                    .local_address(source)
                     .connect()
                     .await?,
             )
         }
     };
-    let mut enrollment_channel = None;
+    let connect = {
+        let connect_from = connect_from.clone();
+        move |identity: Option<Identity>| connect_from(identity, None)
+    };
+    let mut started_up = false;
     for _ in 0..100 {
-        if let Ok(channel) = connect(None).await {
-            enrollment_channel = Some(channel);
+        if connect(None).await.is_ok() {
+            started_up = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let enrollment_channel = enrollment_channel.context("verifier did not start")?;
+    anyhow::ensure!(started_up, "verifier did not start");
+    // The verifier rate-limits enrollment per source address (as it must, facing the internet),
+    // so the simulated fleet enrolls as a real one does: from many addresses, here 25 devices
+    // per loopback address (50 calls, within one source's burst).
+    // Each device later attests from the same address, so no address holds more than 25 of the
+    // concurrent handshakes the verifier allows one source.
+    let source_for = |device: usize| -> anyhow::Result<std::net::IpAddr> {
+        let group = device / 25;
+        Ok(std::net::IpAddr::from([
+            127,
+            1,
+            u8::try_from(group / 250).context("at most 62,500 devices")?,
+            u8::try_from(group % 250 + 1).unwrap_or(1),
+        ]))
+    };
+    let mut enrollment_channels = Vec::new();
+    for group in 0..opts.devices.div_ceil(25) {
+        enrollment_channels.push(connect_from(None, Some(source_for(group * 25)?)).await?);
+    }
 
     // Build and enroll the fleet.
     let started = Instant::now();
@@ -178,7 +201,12 @@ async fn run() -> anyhow::Result<()> {
     for i in 0..opts.devices {
         let label = format!("sim-{i:06}");
         let tpm = SoftTpm::new(&makers.trusted, &label, &profile)?;
-        let mut client = EnrollmentClient::new(enrollment_channel.clone());
+        let mut client = EnrollmentClient::new(
+            enrollment_channels
+                .get(i / 25)
+                .context("enrollment channel")?
+                .clone(),
+        );
         let gate = gate.clone();
         let issuing_pem = issuing_pem.clone();
         enrolls.push(tokio::spawn(async move {
@@ -234,12 +262,13 @@ async fn run() -> anyhow::Result<()> {
     let connect_started = Instant::now();
     let mut connecting = Vec::new();
     let gate = Arc::new(Semaphore::new(64));
-    for (tpm, device_id, identity) in fleet {
-        let connect = connect.clone();
+    for (index, (tpm, device_id, identity)) in fleet.into_iter().enumerate() {
+        let connect_from = connect_from.clone();
         let gate = gate.clone();
+        let source = source_for(index)?;
         connecting.push(tokio::spawn(async move {
             let _permit = gate.acquire().await?;
-            let channel = connect(Some(identity)).await?;
+            let channel = connect_from(Some(identity), Some(source)).await?;
             Ok::<_, anyhow::Error>((tpm, device_id, channel))
         }));
     }

@@ -214,7 +214,16 @@ impl Enroller {
             _ => EventKind::EnrollmentRefused,
         };
         tracing::warn!(device = %device_id.escape_debug(), reason = %error, "enrollment refused");
-        if !error.is_internal() {
+        // A request whose EK does not even chain to a trusted maker comes from nobody: recording
+        // it would let any client that reaches the port write to the audit log. It is logged
+        // (at the rate the edge's per-source limit allows) and refused. Refusals that concern a
+        // genuine maker's EK (mismatched key, bad AK, identity conflict, decommissioned, not
+        // admitted) are recorded.
+        let from_nobody = matches!(
+            error,
+            EnrollError::Chain(_) | EnrollError::EkPublic(_) | EnrollError::TooLarge(_)
+        );
+        if !error.is_internal() && !from_nobody {
             self.record(kind, device_id, error.to_string());
         }
         error

@@ -2,17 +2,34 @@
 //!
 //! - `tls`: rustls configuration (optional client certificates, CRL swapped on revocation).
 //! - `auth`: the caller's role from its client certificate.
-//! - `enrollment`: the Enrollment service (no client certificate needed).
+//! - `enrollment`: the Enrollment service (no client certificate needed), with its per-source
+//!   rate limit.
 //! - `admin`: the Admin service (operator certificates only).
 //! - `attestation`: the Attestation stream (agent certificates only).
+//! - `connection`: the accepted connection as the gRPC server sees it (a lifetime for peers
+//!   without a client certificate).
 //!
-//! [`serve`] owns the accept loop: each TLS handshake runs in its own task under a timeout and a
-//! cap on concurrent handshakes, so a client that stalls mid-handshake costs one slot for a few
-//! seconds and never blocks another device.
+//! [`serve`] owns the accept loop. What an unknown client can cost the verifier is bounded here,
+//! before any of it reaches a service:
+//! - each TLS handshake runs in its own task under a timeout and a cap on concurrent handshakes,
+//!   and one source address holds at most a few of those slots, so clients that stall
+//!   mid-handshake cost a few slots for a few seconds and never block another device;
+//! - a connection without a client certificate can only enroll: it gets a bounded lifetime, and
+//!   there is a cap on such connections overall and per source;
+//! - the role a service needs is checked from the headers, before the request body is read, so
+//!   a peer without the right certificate never gets a message decoded;
+//! - every service has a decode limit, checked against the length prefix before the message is
+//!   buffered; compressed messages are refused undecompressed (the server enables no
+//!   compression codec, so a compression bomb is never inflated);
+//! - enrollment calls are rate-limited per source address (token bucket) and refused with
+//!   RESOURCE_EXHAUSTED before anything is decoded or written.
+//!
+//! Nothing on these paths writes to storage.
 
 mod admin;
 mod attestation;
 pub mod auth;
+mod connection;
 mod enrollment;
 pub mod tls;
 
@@ -20,16 +37,20 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::service::interceptor::InterceptedService;
+use trustchain_ca::Role;
 use trustchain_proto::v1::admin_server::AdminServer;
 use trustchain_proto::v1::attestation_server::AttestationServer;
 use trustchain_proto::v1::enrollment_server::EnrollmentServer;
 
 pub use admin::{operator_event as admin_event, state_to_proto};
+pub use enrollment::SourceRateLimit;
+
+use connection::{EdgeConnection, SourceSlots};
 
 use crate::service::Service;
 
@@ -43,19 +64,49 @@ pub struct Limits {
     pub handshake_timeout: Duration,
     /// Handshakes in progress at once; further connections wait in the kernel backlog.
     pub max_concurrent_handshakes: usize,
+    /// Handshakes in progress at once from one source address (IPv6: one /64); a connection
+    /// beyond it is closed at once. Keeps a single flooding host to a few handshake slots.
+    pub max_handshakes_per_source: usize,
+    /// Connections without a client certificate (enrolling agents) open at once.
+    pub max_unauthenticated_connections: usize,
+    /// The same, from one source address.
+    pub max_unauthenticated_per_source: usize,
+    /// How long a connection without a client certificate may stay open: long enough to enroll
+    /// (begin, TPM activation, complete), short enough that idle unknown clients go away.
+    pub unauthenticated_lifetime: Duration,
     /// Largest gRPC message accepted on the enrollment service.
     pub max_enrollment_message: usize,
     /// Largest evidence message (boot log and IMA batch included).
     pub max_evidence_message: usize,
+    /// Largest Admin message (trust lists, manifests and Keylime policies are imported through it).
+    pub max_admin_message: usize,
+    /// Concurrent HTTP/2 streams one connection may open.
+    pub max_streams_per_connection: u32,
+    /// Enrollment calls one source address may make in a burst (an enrollment is two calls)...
+    pub enrollment_burst: u32,
+    /// ...and per second after it. A whole site behind one NAT re-enrolling after a power cut
+    /// gets through at this pace (agents retry with backoff); a flooding host cannot do more.
+    pub enrollment_per_second: f64,
+    /// Source addresses the enrollment rate limit remembers at once.
+    pub enrollment_tracked_sources: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
             handshake_timeout: Duration::from_secs(10),
-            max_concurrent_handshakes: 256,
+            max_concurrent_handshakes: 512,
+            max_handshakes_per_source: 64,
+            max_unauthenticated_connections: 1024,
+            max_unauthenticated_per_source: 64,
+            unauthenticated_lifetime: Duration::from_secs(120),
             max_enrollment_message: 64 * 1024,
             max_evidence_message: 8 * 1024 * 1024,
+            max_admin_message: 16 * 1024 * 1024,
+            max_streams_per_connection: 16,
+            enrollment_burst: 60,
+            enrollment_per_second: 5.0,
+            enrollment_tracked_sources: 65_536,
         }
     }
 }
@@ -74,7 +125,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let limits = service.limits().clone();
-    let (connections, incoming) = mpsc::channel::<Result<TlsStream<TcpStream>, std::io::Error>>(64);
+    let (connections, incoming) = mpsc::channel::<Result<EdgeConnection, std::io::Error>>(64);
     let accept = tokio::spawn(accept_loop(
         listener,
         service.clone(),
@@ -84,17 +135,34 @@ pub async fn serve(
     let watchdog = tokio::spawn(service.clone().watchdog());
     let checkpoints = tokio::spawn(service.clone().checkpoints(CHECKPOINT_EVERY));
 
-    let enrollment = EnrollmentServer::new(enrollment::EnrollmentApi::new(service.clone()))
-        .max_decoding_message_size(limits.max_enrollment_message);
+    let rate_limit = Arc::new(SourceRateLimit::new(
+        limits.enrollment_burst,
+        limits.enrollment_per_second,
+        limits.enrollment_tracked_sources,
+    ));
+    let enrollment = InterceptedService::new(
+        EnrollmentServer::new(enrollment::EnrollmentApi::new(service.clone()))
+            .max_decoding_message_size(limits.max_enrollment_message),
+        move |request| rate_limit.admit(request),
+    );
+    let admin = InterceptedService::new(
+        AdminServer::new(admin::AdminApi::new(service.clone()))
+            .max_decoding_message_size(limits.max_admin_message),
+        |request| require_before_decoding(request, Role::Operator),
+    );
+    let attestation = InterceptedService::new(
+        AttestationServer::new(attestation::AttestationApi::new(service.clone()))
+            .max_decoding_message_size(limits.max_evidence_message),
+        |request| require_before_decoding(request, Role::Agent),
+    );
     let result = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .max_concurrent_streams(Some(limits.max_streams_per_connection))
+        .http2_max_header_list_size(Some(16 * 1024))
         .add_service(enrollment)
-        .add_service(AdminServer::new(admin::AdminApi::new(service.clone())))
-        .add_service(
-            AttestationServer::new(attestation::AttestationApi::new(service.clone()))
-                .max_decoding_message_size(limits.max_evidence_message),
-        )
+        .add_service(admin)
+        .add_service(attestation)
         .serve_with_incoming_shutdown(ReceiverStream::new(incoming), shutdown)
         .await;
     accept.abort();
@@ -103,13 +171,27 @@ pub async fn serve(
     result.map_err(ServeError::from)
 }
 
+/// The role check, run on the request's headers before its body is decoded. The services check
+/// again (they need the caller's identity); this one only spares the verifier decoding messages
+/// from peers who may not send them.
+fn require_before_decoding(
+    request: tonic::Request<()>,
+    role: Role,
+) -> Result<tonic::Request<()>, tonic::Status> {
+    auth::require(&request, role)?;
+    Ok(request)
+}
+
 async fn accept_loop(
     listener: TcpListener,
     service: Arc<Service>,
-    connections: mpsc::Sender<Result<TlsStream<TcpStream>, std::io::Error>>,
+    connections: mpsc::Sender<Result<EdgeConnection, std::io::Error>>,
     limits: Limits,
 ) {
     let handshakes = Arc::new(Semaphore::new(limits.max_concurrent_handshakes));
+    let handshakes_per_source = SourceSlots::new(limits.max_handshakes_per_source);
+    let unauthenticated = Arc::new(Semaphore::new(limits.max_unauthenticated_connections));
+    let unauthenticated_per_source = SourceSlots::new(limits.max_unauthenticated_per_source);
     loop {
         let Ok(permit) = handshakes.clone().acquire_owned().await else {
             return;
@@ -123,20 +205,51 @@ async fn accept_loop(
                 continue;
             }
         };
+        let Some(source_slot) = handshakes_per_source.claim(peer.ip()) else {
+            // Closing at once is the cheapest answer; an honest agent retries with backoff.
+            tracing::debug!(%peer, "too many handshakes from this source; closed");
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let acceptor = TlsAcceptor::from(service.tls().config());
         let connections = connections.clone();
         let timeout = limits.handshake_timeout;
+        let lifetime = limits.unauthenticated_lifetime;
+        let unauthenticated = unauthenticated.clone();
+        let unauthenticated_per_source = unauthenticated_per_source.clone();
         tokio::spawn(async move {
             let outcome = tokio::time::timeout(timeout, acceptor.accept(tcp)).await;
             drop(permit);
-            match outcome {
-                Ok(Ok(stream)) => {
-                    let _ = connections.send(Ok(stream)).await;
+            drop(source_slot);
+            let stream = match outcome {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => {
+                    tracing::debug!(%peer, %error, "TLS handshake failed");
+                    return;
                 }
-                Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
-                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-            }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let has_certificate = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .is_some_and(|certs| !certs.is_empty());
+            let connection = if has_certificate {
+                EdgeConnection::authenticated(stream)
+            } else {
+                let (Ok(global), Some(slot)) = (
+                    unauthenticated.try_acquire_owned(),
+                    unauthenticated_per_source.claim(peer.ip()),
+                ) else {
+                    tracing::debug!(%peer, "too many connections without a certificate; closed");
+                    return;
+                };
+                EdgeConnection::unauthenticated(stream, lifetime, global, slot)
+            };
+            let _ = connections.send(Ok(connection)).await;
         });
     }
 }
