@@ -158,6 +158,9 @@ async fn run_stream(
     let mut want_full = true;
     let mut missed = 0u32;
     let mut rechallenges = 0u32;
+    // The last good appraisal state, kept in memory between rounds: only this stream writes
+    // it, so reading and decoding it from storage every round bought nothing.
+    let mut cached_prior: Option<AppraisalState> = None;
 
     while let Ok(Some(device)) = service.storage().device(&device_id) {
         // Re-read every round: an operator may change the device's tier.
@@ -179,7 +182,10 @@ async fn run_stream(
             }
         };
         let policy = policy_for(service, &device);
-        let prior = load_state(service, &device_id);
+        let prior = match &cached_prior {
+            Some(prior) => prior.clone(),
+            None => load_state(service, &device_id),
+        };
         // A boot log judged under other documents, or under a change window that has closed,
         // is judged again.
         let boot_rejudge = policy.governance.as_ref().is_some_and(|g| {
@@ -281,10 +287,11 @@ async fn run_stream(
             continue;
         };
         missed = 0;
-        // The nonce is spent, durably, before any verdict rests on it.
+        // The nonce is spent now (a second use is refused from here on) and durable before any
+        // verdict is sent: the commit below covers it.
         let fresh = match service
             .storage()
-            .consume_nonce(&challenge.nonce, &device_id)
+            .consume_nonce_deferred(&challenge.nonce, &device_id)
         {
             Ok(fresh) => fresh,
             Err(error) => {
@@ -293,7 +300,14 @@ async fn run_stream(
             }
         };
         let appraisal_started = Instant::now();
-        let outcome = {
+        let outcome = if evidence.boot_log.is_none() {
+            // A quote and a few IMA entries take tens of microseconds: appraised here. A hop to
+            // the blocking pool cost more than the work (thread wake-ups were the largest
+            // item in the load generator's profile). Boot logs, which take longer, go there.
+            Ok(appraisal::appraise(
+                &key, &policy, &prior, &challenge, &evidence, fresh,
+            ))
+        } else {
             let prior = prior.clone();
             let challenge = challenge.clone();
             let policy = policy.clone();
@@ -335,12 +349,13 @@ async fn run_stream(
             if let Ok(bytes) = serde_json::to_vec(&outcome.next)
                 && service
                     .storage()
-                    .put_appraisal_state(&device_id, &bytes)
+                    .put_appraisal_state_deferred(&device_id, &bytes)
                     .is_err()
             {
                 tracing::error!(device = %device_id, "cannot save the appraisal state; no verdict");
                 break;
             }
+            cached_prior = Some(outcome.next.clone());
             if outcome.rebooted {
                 let _ = service.record_reboot(&device_id, &verdict.notes.join("; "));
             }
@@ -381,6 +396,12 @@ async fn run_stream(
                 break;
             }
         };
+        // One durable commit for the nonce, the state and the result before the verdict leaves;
+        // concurrent appraisals share the flush (group commit, `storage::commit`).
+        if let Err(error) = service.durable().await {
+            tracing::error!(device = %device_id, %error, "cannot make the verdict durable; none issued");
+            break;
+        }
         let notice = v1::VerdictNotice {
             challenge_id: challenge.id,
             state: crate::server::state_to_proto(current) as i32,

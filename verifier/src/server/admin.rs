@@ -35,13 +35,13 @@ pub fn state_to_proto(state: DeviceState) -> v1::TrustState {
     }
 }
 
-fn summary(device: &DeviceRecord) -> v1::DeviceSummary {
+fn summary(service: &Service, device: &DeviceRecord) -> v1::DeviceSummary {
     v1::DeviceSummary {
         device_id: device.device_id.clone(),
         hostname: device.facts.hostname.clone(),
         tier: device.facts.device_class.clone(),
         state: state_to_proto(device.state) as i32,
-        last_appraisal_unix: device.state_changed_at_unix,
+        last_appraisal_unix: service.last_appraisal_unix(device),
         reason: device.state_reason.clone(),
     }
 }
@@ -154,7 +154,7 @@ impl AdminApi {
             _ => Vec::new(),
         };
         v1::DeviceDetail {
-            summary: Some(summary(device)),
+            summary: Some(summary(&self.service, device)),
             failed_rules,
             last_result_jwt: self
                 .service
@@ -173,7 +173,7 @@ impl Admin for AdminApi {
         auth::require(&request, Role::Operator)?;
         let devices = self.service.storage().devices().map_err(internal)?;
         Ok(Response::new(v1::ListDevicesResponse {
-            devices: devices.iter().map(summary).collect(),
+            devices: devices.iter().map(|d| summary(&self.service, d)).collect(),
         }))
     }
 

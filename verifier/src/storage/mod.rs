@@ -11,6 +11,7 @@
 //! an accepted enrollment is on disk before the agent hears "accepted".
 
 pub mod backup;
+pub mod commit;
 pub mod records;
 mod sled_store;
 
@@ -144,6 +145,25 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn appraisal_state(&self, device_id: &str) -> Result<Option<Vec<u8>>, StorageError>;
     /// Replaces the device's appraisal state, durably.
     fn put_appraisal_state(&self, device_id: &str, state: &[u8]) -> Result<(), StorageError>;
+    /// Marks a nonce used at once (a second use is refused from this call on), durable at the
+    /// next [`Storage::commit`]: the attestation path commits before it sends any verdict, so
+    /// one flush serves the nonce, the state and the result of an appraisal.
+    fn consume_nonce_deferred(&self, nonce: &[u8], device_id: &str) -> Result<bool, StorageError> {
+        self.consume_nonce(nonce, device_id)
+    }
+    /// Replaces an appraisal-state entry, durable at the next [`Storage::commit`].
+    fn put_appraisal_state_deferred(
+        &self,
+        device_id: &str,
+        state: &[u8],
+    ) -> Result<(), StorageError> {
+        self.put_appraisal_state(device_id, state)
+    }
+    /// Makes every write made before the call durable. Concurrent callers share one flush
+    /// (group commit).
+    fn commit(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
     /// Stores a trust document (trust list, manifest, policy) under `key`, durably. Every
     /// accepted version is kept; nothing is overwritten.
     fn put_document(

@@ -1,0 +1,146 @@
+//! Group commit for async callers: appraisals ask for their writes to be durable and await the
+//! answer; one thread makes them durable, one flush for every request that arrived before it
+//! started.
+//!
+//! Why a thread of its own: a flush blocks. Called on the async workers it stalls every stream
+//! the worker serves (2 workers on a 2-core machine); called through `spawn_blocking` it parks
+//! one pool thread per waiting appraisal (hundreds under load, each with its own allocator
+//! arena: the verifier's memory grew 5x in the load generator's run). Here waiting costs a
+//! watch-channel receiver, and flushing one thread.
+
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::Duration;
+
+use super::Storage;
+
+/// What the committer has resolved. Each flush attempt covers the tickets after the previous
+/// attempt's up to its own target, so a ticket succeeded unless a failed attempt's range holds it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Progress {
+    /// Every ticket at or below this has been attempted.
+    resolved: u64,
+    /// The ranges (after, up to] of recent failed attempts (rare: a full disk).
+    failures: Arc<Vec<(u64, u64)>>,
+}
+
+/// Failed ranges kept: a waiter older than this many failures was answered long before.
+const FAILURES_KEPT: usize = 64;
+
+#[derive(Debug)]
+struct Inner {
+    /// Tickets handed out.
+    requested: Mutex<u64>,
+    wake: Condvar,
+    progress: tokio::sync::watch::Sender<Progress>,
+}
+
+/// Hands out durability to async callers (see the module comment).
+#[derive(Debug, Clone)]
+pub struct Committer {
+    inner: Arc<Inner>,
+}
+
+/// The commit failed: the state database refused the flush (it closes itself; see `sled_store`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the state database could not make the writes durable")]
+pub struct CommitFailed;
+
+impl Committer {
+    /// Starts the committing thread; it ends when the last `Committer` is dropped.
+    pub fn start(storage: Arc<dyn Storage>) -> std::io::Result<Self> {
+        let (progress, _) = tokio::sync::watch::channel(Progress::default());
+        let inner = Arc::new(Inner {
+            requested: Mutex::new(0),
+            wake: Condvar::new(),
+            progress,
+        });
+        let weak = Arc::downgrade(&inner);
+        std::thread::Builder::new()
+            .name("trustchain-commit".into())
+            .spawn(move || run(weak, storage))?;
+        Ok(Self { inner })
+    }
+
+    /// Waits until every write this task made before the call is durable.
+    pub async fn durable(&self) -> Result<(), CommitFailed> {
+        let ticket = {
+            let mut requested = self
+                .inner
+                .requested
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            *requested += 1;
+            *requested
+        };
+        self.inner.wake.notify_one();
+        let mut progress = self.inner.progress.subscribe();
+        let seen = progress
+            .wait_for(|p| p.resolved >= ticket)
+            .await
+            .map_err(|_| CommitFailed)?;
+        if seen
+            .failures
+            .iter()
+            .any(|(after, upto)| ticket > *after && ticket <= *upto)
+        {
+            Err(CommitFailed)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn run(inner: Weak<Inner>, storage: Arc<dyn Storage>) {
+    let mut resolved = 0u64;
+    let mut failures: Vec<(u64, u64)> = Vec::new();
+    loop {
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let target = {
+            let requested = inner.requested.lock().unwrap_or_else(|p| p.into_inner());
+            // Wake at least every second to notice that the service is gone.
+            let (requested, _) = inner
+                .wake
+                .wait_timeout_while(requested, Duration::from_secs(1), |r| *r <= resolved)
+                .unwrap_or_else(|p| p.into_inner());
+            *requested
+        };
+        if target <= resolved {
+            continue;
+        }
+        if let Err(error) = storage.commit() {
+            tracing::error!(%error, "commit failed; the verdicts waiting on it are withheld");
+            failures.push((resolved, target));
+            if failures.len() > FAILURES_KEPT {
+                failures.remove(0);
+            }
+        }
+        resolved = target;
+        inner.progress.send_replace(Progress {
+            resolved,
+            failures: Arc::new(failures.clone()),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn concurrent_requests_share_flushes_and_all_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage: Arc<dyn Storage> =
+            Arc::new(crate::storage::SledStorage::open(dir.path()).unwrap());
+        let committer = Committer::start(storage).unwrap();
+        let mut tasks = Vec::new();
+        for _ in 0..200 {
+            let committer = committer.clone();
+            tasks.push(tokio::spawn(async move { committer.durable().await }));
+        }
+        for task in tasks {
+            assert_eq!(task.await.unwrap(), Ok(()));
+        }
+    }
+}
