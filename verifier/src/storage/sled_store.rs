@@ -410,13 +410,8 @@ impl Shared {
             return;
         };
         let seal = {
-            // Exclusive: every counted write has finished. Deferred writes (nonces, appraisal
-            // state) may not be flushed yet: flush here, so the seal never counts more than the
-            // disk holds (a crash would otherwise look like lost data).
+            // Exclusive, briefly: every counted write has finished its insert.
             let _quiet = self.writes.write().unwrap_or_else(|p| p.into_inner());
-            if trees.db.flush().is_err() {
-                return;
-            }
             let (sequence, hash) = *self.head.lock().unwrap_or_else(|p| p.into_inner());
             Seal {
                 audit_sequence: sequence,
@@ -425,6 +420,26 @@ impl Shared {
                 nonces: self.nonce_count.load(Ordering::SeqCst),
             }
         };
+        // Deferred writes (nonces, appraisal state) counted above may not be flushed yet; this
+        // flush, after the counting, covers them, so the seal never counts more than the disk
+        // holds (a crash would otherwise look like lost data). Flushing under the exclusive
+        // lock instead stalled every writer once a second (p99 latency of 0.6 s).
+        if self
+            .group
+            .run(|| {
+                trees
+                    .db
+                    .flush()
+                    .map(|_| ())
+                    .map_err(|e| StorageError::Backend {
+                        operation: "flush for the seal",
+                        detail: e.to_string(),
+                    })
+            })
+            .is_err()
+        {
+            return;
+        }
         drop(trees);
         if let Err(error) = open::write_seal(&self.path, &seal) {
             tracing::debug!(%error, "cannot refresh the seal");
