@@ -28,6 +28,14 @@ use trustchain_verifier::storage::DeviceState;
 
 const WAIT: Duration = Duration::from_secs(40);
 
+/// Which trust document an import carries.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    TrustList,
+    Manifest,
+    Policy,
+}
+
 /// A deployment with a trust-list authority, one supplier key, and a real verifier.
 struct Deployment {
     verifier: TestVerifier,
@@ -126,37 +134,32 @@ impl Deployment {
         AdminClient::new(self.verifier.operator_channel().await.unwrap())
     }
 
-    async fn import_trust_list(&self, document: &str) -> Result<String, String> {
-        self.admin()
-            .await
-            .import_trust_list(SignedDocument {
-                document: document.as_bytes().to_vec(),
-            })
-            .await
+    /// Imports one document over the operator's mTLS: the verifier's note, or its refusal.
+    async fn import(&self, kind: Kind, document: &str) -> Result<String, String> {
+        let mut admin = self.admin().await;
+        let request = SignedDocument {
+            document: document.as_bytes().to_vec(),
+        };
+        let answer = match kind {
+            Kind::TrustList => admin.import_trust_list(request).await,
+            Kind::Manifest => admin.import_manifest(request).await,
+            Kind::Policy => admin.import_policy(request).await,
+        };
+        answer
             .map(|r| r.into_inner().note)
             .map_err(|s| s.message().to_string())
+    }
+
+    async fn import_trust_list(&self, document: &str) -> Result<String, String> {
+        self.import(Kind::TrustList, document).await
     }
 
     async fn import_manifest(&self, document: &str) -> Result<String, String> {
-        self.admin()
-            .await
-            .import_manifest(SignedDocument {
-                document: document.as_bytes().to_vec(),
-            })
-            .await
-            .map(|r| r.into_inner().note)
-            .map_err(|s| s.message().to_string())
+        self.import(Kind::Manifest, document).await
     }
 
     async fn import_policy(&self, text: &str) -> Result<String, String> {
-        self.admin()
-            .await
-            .import_policy(SignedDocument {
-                document: text.as_bytes().to_vec(),
-            })
-            .await
-            .map(|r| r.into_inner().note)
-            .map_err(|s| s.message().to_string())
+        self.import(Kind::Policy, text).await
     }
 
     /// Trust list v1 (the test maker, Acme may sign for Acme), manifests for the boot chain and

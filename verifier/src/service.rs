@@ -177,13 +177,12 @@ impl Service {
             ),
         };
         let trust = Arc::new(TrustStore::open(storage.clone(), authority)?);
-        let committer =
-            crate::storage::commit::Committer::start(storage.clone()).map_err(|source| {
-                StartError::Read {
-                    path: config.state_dir.clone(),
-                    source,
-                }
-            })?;
+        let committer = crate::storage::commit::Committer::start(&storage).map_err(|source| {
+            StartError::Read {
+                path: config.state_dir.clone(),
+                source,
+            }
+        })?;
         let enroller = Enroller::new(
             storage.clone(),
             ca.clone(),

@@ -46,8 +46,11 @@ pub struct Committer {
 pub struct CommitFailed;
 
 impl Committer {
-    /// Starts the committing thread; it ends when the last `Committer` is dropped.
-    pub fn start(storage: Arc<dyn Storage>) -> std::io::Result<Self> {
+    /// Starts the committing thread; it ends when the last `Committer` is dropped. It holds the
+    /// storage weakly: a verifier that shuts down releases its database at once (a restart on
+    /// the same directory must not find it still locked).
+    pub fn start(storage: &Arc<dyn Storage>) -> std::io::Result<Self> {
+        let storage = Arc::downgrade(storage);
         let (progress, _) = tokio::sync::watch::channel(Progress::default());
         let inner = Arc::new(Inner {
             requested: Mutex::new(0),
@@ -90,7 +93,7 @@ impl Committer {
     }
 }
 
-fn run(inner: Weak<Inner>, storage: Arc<dyn Storage>) {
+fn run(inner: Weak<Inner>, storage: Weak<dyn Storage>) {
     let mut resolved = 0u64;
     let mut failures: Vec<(u64, u64)> = Vec::new();
     loop {
@@ -109,7 +112,12 @@ fn run(inner: Weak<Inner>, storage: Arc<dyn Storage>) {
         if target <= resolved {
             continue;
         }
-        if let Err(error) = storage.commit() {
+        let Some(storage) = storage.upgrade() else {
+            return;
+        };
+        let committed = storage.commit();
+        drop(storage);
+        if let Err(error) = committed {
             tracing::error!(%error, "commit failed; the verdicts waiting on it are withheld");
             failures.push((resolved, target));
             if failures.len() > FAILURES_KEPT {
@@ -133,7 +141,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage: Arc<dyn Storage> =
             Arc::new(crate::storage::SledStorage::open(dir.path()).unwrap());
-        let committer = Committer::start(storage).unwrap();
+        let committer = Committer::start(&storage).unwrap();
         let mut tasks = Vec::new();
         for _ in 0..200 {
             let committer = committer.clone();
