@@ -91,6 +91,15 @@ pub struct Snapshot {
     device_findings: Mutex<HashMap<String, Vec<Failure>>>,
 }
 
+/// Whether judging a device re-validates its EK chain against the trust list's maker CAs (every
+/// appraisal), or leaves it to the enroller, which validates it with the device's own
+/// intermediates (enrollment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChainCheck {
+    AgainstTrustList,
+    DoneByTheEnroller,
+}
+
 /// What governs one device under a snapshot.
 #[derive(Debug, Clone)]
 pub struct Governance {
@@ -305,14 +314,14 @@ impl Snapshot {
         {
             return found.clone();
         }
-        let found = self.judge_device(device);
+        let found = self.judge_device(device, ChainCheck::AgainstTrustList);
         if let Ok(mut cache) = self.device_findings.lock() {
             cache.insert(device.device_id.clone(), found.clone());
         }
         found
     }
 
-    fn judge_device(&self, device: &DeviceRecord) -> Vec<Failure> {
+    fn judge_device(&self, device: &DeviceRecord, chain: ChainCheck) -> Vec<Failure> {
         let Some(list) = &self.trust_list else {
             return Vec::new();
         };
@@ -349,7 +358,8 @@ impl Snapshot {
                 .subject(subject.clone()),
             );
         }
-        if let Some((active, all)) = &self.makers
+        if chain == ChainCheck::AgainstTrustList
+            && let Some((active, all)) = &self.makers
             && let Err(error) = ek_chain::validate(&device.ek_certificate, &[], active)
         {
             let detail = if ek_chain::validate(&device.ek_certificate, &[], all).is_ok() {
@@ -486,9 +496,9 @@ impl Snapshot {
     /// [`Snapshot::maker_anchors`] by the enroller.
     pub fn admits_at_enrollment(&self, candidate: &DeviceRecord) -> Result<(), String> {
         match self
-            .judge_device(candidate)
+            .judge_device(candidate, ChainCheck::DoneByTheEnroller)
             .into_iter()
-            .find(|f| !f.detail.contains("EK certificate"))
+            .next()
         {
             Some(failure) => Err(failure.detail),
             None => Ok(()),
