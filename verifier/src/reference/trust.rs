@@ -21,7 +21,9 @@ use rustls_pki_types::pem::PemObject;
 use sha2::{Digest, Sha256};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use super::documents::{DeviceMatch, MANIFEST_KIND, Manifest, TRUST_LIST_KIND, TrustList};
+use super::documents::{
+    DeviceMatch, MANIFEST_KIND, Manifest, ManifestSigner, TRUST_LIST_KIND, TrustList,
+};
 use super::policy::{Policy, PolicyError, Tier};
 use super::signed::{self, MANIFEST_TYPE, SignedError, TRUST_LIST_TYPE};
 use super::{AdmittedManifest, Basis, PolicyRef, References};
@@ -119,6 +121,15 @@ fn pem_to_der(pem: &str) -> Result<Vec<u8>, String> {
         .ok_or_else(|| "no PEM certificate".to_string())?
         .map(|c| c.to_vec())
         .map_err(|e| e.to_string())
+}
+
+/// The manifest signer on `list` whose key has the id `kid` (a JWS header's `kid`).
+fn signer_for_key_id<'a>(list: &'a TrustList, kid: &str) -> Option<&'a ManifestSigner> {
+    list.manifest_signers.iter().find(|s| {
+        signed::public_key_from_hex(&s.public_key)
+            .map(|k| signed::key_id(&k) == kid)
+            .unwrap_or(false)
+    })
 }
 
 fn device_matches(entry: &DeviceMatch, device: &DeviceRecord) -> bool {
@@ -263,11 +274,7 @@ impl Snapshot {
             ));
         };
         let version = list.version;
-        let signer = list.manifest_signers.iter().find(|s| {
-            signed::public_key_from_hex(&s.public_key)
-                .map(|k| signed::key_id(&k) == opened.header.kid)
-                .unwrap_or(false)
-        });
+        let signer = signer_for_key_id(list, &opened.header.kid);
         let Some(signer) = signer else {
             return Err(format!(
                 "manifest {id}: signed by key {} which is not a manifest signer on trust list v{version}",
@@ -624,11 +631,7 @@ impl TrustStore {
         // A signer the trust list knows whose signature does not verify: a broken document,
         // refused. A signer it does not know: kept (a later trust list may admit it) but not used.
         if let Some(list) = &snapshot.trust_list
-            && let Some(signer) = list.manifest_signers.iter().find(|s| {
-                signed::public_key_from_hex(&s.public_key)
-                    .map(|k| signed::key_id(&k) == opened.header.kid)
-                    .unwrap_or(false)
-            })
+            && let Some(signer) = signer_for_key_id(list, &opened.header.kid)
         {
             let key = signed::public_key_from_hex(&signer.public_key)?;
             opened.verify::<Manifest>(MANIFEST_TYPE, &key)?;
