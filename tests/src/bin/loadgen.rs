@@ -54,7 +54,11 @@ fn options() -> anyhow::Result<Options> {
 #[derive(Default)]
 struct Stats {
     answers: AtomicU64,
-    round_trips_micros: Mutex<Vec<u64>>,
+    /// Round trips of answers without the boot log (a quote and new IMA entries: the issue's
+    /// workload), with when their evidence was sent.
+    round_trips_micros: Mutex<Vec<(Instant, u64)>>,
+    /// Round trips of answers that carried the boot log (each device's first, at enrollment).
+    first_round_trips_micros: Mutex<Vec<u64>>,
 }
 
 fn proc_figures(pid: u32) -> (u64, f64) {
@@ -130,9 +134,15 @@ async fn run() -> anyhow::Result<()> {
     let mut verifier = Command::new(&binary)
         .args(["serve", "--config"])
         .arg(dir.path().join("verifier.toml"))
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("LOADGEN_VERIFIER_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("verifier.log"))?)
+        .stderr(std::fs::File::create(
+            std::env::var_os("LOADGEN_VERIFIER_LOG_FILE")
+                .map_or_else(|| dir.path().join("verifier.log"), std::path::PathBuf::from),
+        )?)
         .spawn()
         .with_context(|| format!("starting {}", binary.display()))?;
     let pid = verifier.id();
@@ -286,6 +296,7 @@ async fn run() -> anyhow::Result<()> {
     let stats = Arc::new(Stats::default());
     let deadline = Instant::now() + Duration::from_secs(opts.seconds);
     let tamper_at = Instant::now() + Duration::from_secs(opts.seconds / 2);
+    let attest_clock = Instant::now();
     let caught = Arc::new(AtomicU64::new(0));
     let false_alarms = Arc::new(AtomicU64::new(0));
     let detection_micros = Arc::new(Mutex::new(Vec::new()));
@@ -301,7 +312,11 @@ async fn run() -> anyhow::Result<()> {
             connected.clone(),
         );
         let ima_per_interval = opts.ima;
+        // A fleet's devices do not all connect in the same instant: each stream opens at its
+        // own phase within the first interval, so challenges arrive spread as in the field.
+        let phase = Duration::from_secs(opts.interval).mul_f64(index as f64 / opts.devices as f64);
         tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(phase).await;
             let (tx, rx) = mpsc::channel(4);
             tx.send(AgentMessage {
                 body: Some(agent_message::Body::Hello(Hello {
@@ -316,6 +331,7 @@ async fn run() -> anyhow::Result<()> {
                 .into_inner();
             connected.fetch_add(1, Ordering::Relaxed);
             let mut sent_at = Instant::now();
+            let mut sent_boot_log = false;
             let mut tampered_at: Option<Instant> = None;
             let mut round = 0u64;
             while Instant::now() < deadline {
@@ -346,6 +362,7 @@ async fn run() -> anyhow::Result<()> {
                             .cloned()
                             .collect();
                         sent_at = Instant::now();
+                        sent_boot_log = challenge.want_boot_log;
                         tx.send(AgentMessage {
                             body: Some(agent_message::Body::Evidence(Evidence {
                                 challenge_id: challenge.challenge_id,
@@ -379,11 +396,16 @@ async fn run() -> anyhow::Result<()> {
                             tpm.extend_unlisted(4, b"implant");
                             tampered_at = Some(Instant::now());
                         }
-                        stats
-                            .round_trips_micros
-                            .lock()
-                            .await
-                            .push(sent_at.elapsed().as_micros() as u64);
+                        let micros = sent_at.elapsed().as_micros() as u64;
+                        if sent_boot_log {
+                            stats.first_round_trips_micros.lock().await.push(micros);
+                        } else {
+                            stats
+                                .round_trips_micros
+                                .lock()
+                                .await
+                                .push((sent_at, micros));
+                        }
                         if verdict.state == TrustState::Untrusted as i32 {
                             match tampered_at {
                                 Some(at) => {
@@ -409,6 +431,29 @@ async fn run() -> anyhow::Result<()> {
     let attest_started = Instant::now();
     let (rss_start, cpu_start) = proc_figures(pid);
     let answers_start = stats.answers.load(Ordering::Relaxed);
+    let (_, own_cpu_start) = proc_figures(std::process::id());
+    // The steady state starts one interval after every device's first (full) appraisal: the
+    // enrollment-time burst of boot logs is reported on its own.
+    let steady_from = {
+        let stats = stats.clone();
+        let (devices, interval) = (opts.devices, Duration::from_secs(opts.interval));
+        tokio::spawn(async move {
+            while stats.first_round_trips_micros.lock().await.len() < devices
+                && Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            tokio::time::sleep(interval).await;
+            let (_, cpu) = proc_figures(pid);
+            let (_, own_cpu) = proc_figures(std::process::id());
+            (
+                Instant::now(),
+                stats.answers.load(Ordering::Relaxed),
+                cpu,
+                own_cpu,
+            )
+        })
+    };
     let mut failures = 0;
     for task in tasks {
         if !matches!(task.await, Ok(Ok(()))) {
@@ -417,7 +462,11 @@ async fn run() -> anyhow::Result<()> {
     }
     let elapsed = attest_started.elapsed().as_secs_f64();
     let (rss_end, cpu_end) = proc_figures(pid);
-    let answers = stats.answers.load(Ordering::Relaxed) - answers_start;
+    let (_, own_cpu_end) = proc_figures(std::process::id());
+    let answers_end = stats.answers.load(Ordering::Relaxed);
+    let answers = answers_end - answers_start;
+    let (steady_at, steady_answers, steady_cpu, steady_own_cpu) = steady_from.await?;
+    let steady_seconds = steady_at.elapsed().as_secs_f64();
     let pass = metric(
         metrics_port,
         "trustchain_appraisals_total{outcome=\"pass\"}",
@@ -430,8 +479,17 @@ async fn run() -> anyhow::Result<()> {
     .await;
     let latency_sum = metric(metrics_port, "trustchain_appraisal_duration_seconds_sum").await;
     let latency_count = metric(metrics_port, "trustchain_appraisal_duration_seconds_count").await;
-    let mut round_trips = stats.round_trips_micros.lock().await.clone();
+    let mut round_trips: Vec<u64> = stats
+        .round_trips_micros
+        .lock()
+        .await
+        .iter()
+        .filter(|(sent, _)| *sent >= steady_at)
+        .map(|(_, micros)| *micros)
+        .collect();
     round_trips.sort_unstable();
+    let mut first_round_trips = stats.first_round_trips_micros.lock().await.clone();
+    first_round_trips.sort_unstable();
     let pct = |v: &[u64], p: f64| {
         v.get(((v.len() as f64 - 1.0) * p).round() as usize)
             .copied()
@@ -461,15 +519,40 @@ async fn run() -> anyhow::Result<()> {
             0.0
         }
     );
+    let steady_count = answers_end.saturating_sub(steady_answers);
+    if steady_seconds < 1.0 {
+        println!(
+            "steady state not reached: the first appraisals ended less than one interval before the run did; run longer"
+        );
+    } else {
+        println!(
+            "steady state (from {:.0}s, one interval after the last first appraisal, to the end, {:.0}s): {:.0} appraisals/s; verifier CPU {:.0}% of one core = {:.0} us per appraisal; load generator CPU {:.0}%",
+            steady_at.duration_since(attest_clock).as_secs_f64(),
+            steady_seconds,
+            steady_count as f64 / steady_seconds.max(f64::EPSILON),
+            (cpu_end - steady_cpu) / steady_seconds.max(f64::EPSILON) * 100.0,
+            (cpu_end - steady_cpu) * 1e6 / (steady_count.max(1) as f64),
+            (own_cpu_end - steady_own_cpu) / steady_seconds.max(f64::EPSILON) * 100.0
+        );
+    }
     println!(
-        "round trip (evidence sent -> verdict): p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+        "round trip in the steady state, quote + IMA, boot log unchanged (evidence sent -> verdict, {} answers): p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+        round_trips.len(),
         pct(&round_trips, 0.5),
         pct(&round_trips, 0.99),
         pct(&round_trips, 1.0)
     );
     println!(
-        "verifier CPU {:.0}% of one core; RSS {} MiB idle, {} MiB with the fleet connected, {} MiB at the end = {:.1} KiB per connected device above idle",
+        "round trip, first appraisal with the boot log ({} answers): p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+        first_round_trips.len(),
+        pct(&first_round_trips, 0.5),
+        pct(&first_round_trips, 0.99),
+        pct(&first_round_trips, 1.0)
+    );
+    println!(
+        "verifier CPU {:.0}% of one core (load generator {:.0}%); RSS {} MiB idle, {} MiB with the fleet connected, {} MiB at the end = {:.1} KiB per connected device above idle",
         (cpu_end - cpu_start) / elapsed * 100.0,
+        (own_cpu_end - own_cpu_start) / elapsed * 100.0,
         rss_baseline / 1024,
         rss_start / 1024,
         rss_end / 1024,
