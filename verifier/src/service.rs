@@ -60,8 +60,9 @@ pub struct Service {
     attestation: AttestationConfig,
     /// Serialises read-modify-write of device states, so two transitions never lose one another.
     transitions: Mutex<()>,
-    /// When each device last passed an appraisal, on the monotonic clock (never the wall clock).
-    last_passed: Mutex<HashMap<String, Instant>>,
+    /// When each device last passed an appraisal, on the monotonic clock (never the wall clock),
+    /// and when the watchdog should look at it again (see [`Service::watchdog`]).
+    last_passed: Mutex<HashMap<String, Passed>>,
     /// Group commit for the attestation path (one thread flushes for every waiting appraisal).
     committer: crate::storage::commit::Committer,
     /// When each device was last appraised (Unix seconds, for operators' displays only).
@@ -75,6 +76,29 @@ pub struct Service {
     metrics: crate::metrics::Metrics,
     /// Live state changes for watchers (relying parties); the audit log is the durable copy.
     changes: tokio::sync::broadcast::Sender<StateChange>,
+    /// Each device's latest appraisal result (see [`LatestResult`]).
+    latest_results: Mutex<HashMap<String, LatestResult>>,
+}
+
+/// A device's latest appraisal result. Every appraisal produces one; it is signed when it first
+/// leaves the verifier (an operator's or relying party's request, a state change for watchers)
+/// or when it must be kept (a failure, a change of state). Signing and storing every one of
+/// thousands of routine passes a second that nobody reads was a tenth of the verifier's CPU and
+/// its largest write in the load generator's profile.
+#[derive(Debug, Clone)]
+enum LatestResult {
+    /// The EAR claims as JSON, not yet signed.
+    Claims(Arc<[u8]>),
+    /// The signed EAR (JWT).
+    Signed(Arc<str>),
+}
+
+/// A device's last pass.
+#[derive(Debug, Clone, Copy)]
+struct Passed {
+    at: Instant,
+    /// When the device times out unless it passes again, by the interval in force at the pass.
+    look_again: Instant,
 }
 
 /// A device's state change, as relying parties see it.
@@ -210,6 +234,7 @@ impl Service {
             signing_key,
             metrics: crate::metrics::Metrics::default(),
             changes: tokio::sync::broadcast::channel(1024).0,
+            latest_results: Mutex::new(HashMap::new()),
         };
         service.refresh_crl()?;
         service.forget_trust_across_restart()?;
@@ -291,25 +316,43 @@ impl Service {
         Ok(out)
     }
 
-    /// Signs the result of an appraisal (EAR JWT) and keeps it as the device's latest.
-    pub fn sign_result(&self, device_id: &str, nonce: &[u8], verdict: &Verdict) -> Option<String> {
+    /// Records the result of an appraisal (EAR claims) as the device's latest. `keep`: sign it
+    /// now and store it with the appraisal's writes (failures and changes of state); otherwise
+    /// it is signed when first asked for, and a restart forgets it (the device must pass a
+    /// fresh appraisal after one anyway).
+    pub fn record_result(&self, device_id: &str, nonce: &[u8], verdict: &Verdict, keep: bool) {
         let claims =
             crate::results::ear_claims(device_id, nonce, verdict, now_unix_millis() / 1000);
-        match crate::results::sign_jwt(&self.signing_key, &claims) {
-            Ok(jwt) => {
-                if let Err(error) = self
-                    .storage
-                    .put_appraisal_state_deferred(&format!("result/{device_id}"), jwt.as_bytes())
-                {
-                    tracing::error!(%error, "cannot keep the signed result");
-                }
-                Some(jwt)
-            }
+        let claims = match serde_json::to_vec(&claims) {
+            Ok(claims) => claims,
             Err(error) => {
-                tracing::error!(%error, "cannot sign the result");
-                None
+                tracing::error!(%error, "cannot encode the result");
+                return;
             }
-        }
+        };
+        let latest = if keep {
+            match crate::results::sign_jwt(&self.signing_key, &claims) {
+                Ok(jwt) => {
+                    if let Err(error) = self.storage.put_appraisal_state_deferred(
+                        &format!("result/{device_id}"),
+                        jwt.as_bytes(),
+                    ) {
+                        tracing::error!(%error, "cannot keep the signed result");
+                    }
+                    LatestResult::Signed(jwt.into())
+                }
+                Err(error) => {
+                    tracing::error!(%error, "cannot sign the result");
+                    return;
+                }
+            }
+        } else {
+            LatestResult::Claims(claims.into())
+        };
+        self.latest_results
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(device_id.to_string(), latest);
     }
 
     /// ES256 signature (r||s, hex) over `message` with the verifier's key: how webhook receivers
@@ -318,13 +361,45 @@ impl Service {
         self.signing_key.sign_fixed(message).ok().map(hex::encode)
     }
 
-    /// The device's latest signed result.
+    /// The device's latest result, signed (signing it now if it was not yet). Before a
+    /// device's first appraisal since this process started: the last one kept on disk.
     pub fn last_result(&self, device_id: &str) -> Option<String> {
-        let bytes = self
-            .storage
-            .appraisal_state(&format!("result/{device_id}"))
-            .ok()??;
-        String::from_utf8(bytes).ok()
+        let latest = self
+            .latest_results
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(device_id)
+            .cloned();
+        match latest {
+            Some(LatestResult::Signed(jwt)) => Some(jwt.to_string()),
+            Some(LatestResult::Claims(claims)) => {
+                let jwt: Arc<str> = match crate::results::sign_jwt(&self.signing_key, &claims) {
+                    Ok(jwt) => jwt.into(),
+                    Err(error) => {
+                        tracing::error!(%error, "cannot sign the result");
+                        return None;
+                    }
+                };
+                let mut results = self
+                    .latest_results
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                // Keep the signature unless a newer result arrived meanwhile.
+                if let Some(entry) = results.get_mut(device_id)
+                    && matches!(entry, LatestResult::Claims(c) if Arc::ptr_eq(c, &claims))
+                {
+                    *entry = LatestResult::Signed(jwt.clone());
+                }
+                Some(jwt.to_string())
+            }
+            None => {
+                let bytes = self
+                    .storage
+                    .appraisal_state(&format!("result/{device_id}"))
+                    .ok()??;
+                String::from_utf8(bytes).ok()
+            }
+        }
     }
 
     pub fn metrics(&self) -> &crate::metrics::Metrics {
@@ -432,11 +507,20 @@ impl Service {
             .unwrap_or(device.state_changed_at_unix)
     }
 
-    pub fn note_passed(&self, device_id: &str) {
+    /// Notes a pass; `allowance` is how long the device may stay silent (its interval times
+    /// the missed intervals allowed) before the watchdog looks at it.
+    pub fn note_passed(&self, device_id: &str, allowance: Duration) {
+        let at = Instant::now();
         self.last_passed
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(device_id.to_string(), Instant::now());
+            .insert(
+                device_id.to_string(),
+                Passed {
+                    at,
+                    look_again: at + allowance,
+                },
+            );
     }
 
     /// Records a reboot (TPM reset with a fresh, valid boot log).
@@ -480,27 +564,63 @@ impl Service {
 
     /// Times out trusted devices that have not passed an appraisal for the configured number of
     /// intervals, whether or not they hold a stream. Runs until the process ends.
+    ///
+    /// Trust does not survive a restart (`forget_trust_across_restart`), so every trusted
+    /// device passed in this process and has a `last_passed` entry: each pass the watchdog
+    /// looks only at entries whose allowance ran out, then checks them against their record
+    /// and current interval. Listing every device record twice a second instead cost a fifth
+    /// of a core at 10,000 devices. A full listing every minute is the backstop.
     pub async fn watchdog(self: Arc<Self>) {
+        const FULL_LISTING_EVERY: u64 = 120;
         let missed = self.attestation.timeout_after_missed_intervals.max(1);
+        let mut round = 0u64;
         loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            let Ok(devices) = self.storage.devices() else {
-                continue;
-            };
-            for device in devices
-                .into_iter()
-                .filter(|d| d.state == DeviceState::Trusted)
-            {
-                let last = self
-                    .last_passed
+            round += 1;
+            let due: Vec<String> = if round.is_multiple_of(FULL_LISTING_EVERY) {
+                let Ok(devices) = self.storage.devices() else {
+                    continue;
+                };
+                devices
+                    .into_iter()
+                    .filter(|d| d.state == DeviceState::Trusted)
+                    .map(|d| d.device_id)
+                    .collect()
+            } else {
+                let now = Instant::now();
+                self.last_passed
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .get(&device.device_id)
-                    .copied()
-                    .unwrap_or(self.started);
-                if last.elapsed() > self.interval_for(&device) * missed {
+                    .iter()
+                    .filter(|(_, passed)| passed.look_again <= now)
+                    .map(|(id, _)| id.clone())
+                    .collect()
+            };
+            for device_id in due {
+                let Ok(Some(device)) = self.storage.device(&device_id) else {
+                    continue;
+                };
+                let allowance = self.interval_for(&device) * missed;
+                let last = {
+                    let mut last_passed =
+                        self.last_passed.lock().unwrap_or_else(|p| p.into_inner());
+                    if device.state != DeviceState::Trusted {
+                        // Nothing to time out until it passes again (which notes it anew).
+                        last_passed.remove(&device_id);
+                        continue;
+                    }
+                    match last_passed.get_mut(&device_id) {
+                        Some(passed) => {
+                            // The interval may have grown since the pass.
+                            passed.look_again = passed.at + allowance;
+                            passed.at
+                        }
+                        None => self.started,
+                    }
+                };
+                if last.elapsed() > allowance {
                     let _ = self.transition(
-                        &device.device_id,
+                        &device_id,
                         Input::Silent,
                         "no valid answer within the timeout",
                     );

@@ -343,8 +343,14 @@ async fn run_stream(
         service
             .metrics()
             .appraisal(verdict.passed(), appraisal_started.elapsed());
-        // Signed before the state changes, so the change carries the result it rests on.
-        service.sign_result(&device_id, &challenge.nonce, &verdict);
+        // Recorded before the state changes, so the change carries the result it rests on; a
+        // failure or a change of state is signed and kept at once.
+        service.record_result(
+            &device_id,
+            &challenge.nonce,
+            &verdict,
+            !verdict.passed() || device.state != DeviceState::Trusted,
+        );
         let state = if verdict.passed() {
             if let Ok(bytes) = serde_json::to_vec(&outcome.next)
                 && service
@@ -359,7 +365,7 @@ async fn run_stream(
             if outcome.rebooted {
                 let _ = service.record_reboot(&device_id, &verdict.notes.join("; "));
             }
-            service.note_passed(&device_id);
+            service.note_passed(&device_id, interval * missed_limit);
             service.transition(&device_id, Input::AppraisalPassed, "all rules passed")
         } else {
             tracing::warn!(device = %device_id, verdict = %verdict.summary(), "appraisal failed");
