@@ -156,7 +156,15 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Serve { config, json_logs } => {
             init_tracing(json_logs);
-            tokio::runtime::Runtime::new()
+            // The blocking pool runs CPU work (boot-log appraisals, enrollment crypto) and the
+            // backup copy. Tokio's default of 512 threads let an enrollment burst (thousands
+            // of first appraisals at once) start hundreds of threads, each with its own
+            // allocator arena, that only competed for the same cores and kept their memory.
+            let cores = std::thread::available_parallelism().map_or(2, usize::from);
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .max_blocking_threads((cores * 2).max(4))
+                .build()
                 .context("starting the async runtime")
                 .and_then(|runtime| runtime.block_on(serve(config)))
         }

@@ -26,6 +26,12 @@ struct Progress {
 /// Failed ranges kept: a waiter older than this many failures was answered long before.
 const FAILURES_KEPT: usize = 64;
 
+/// How long the committer lets requests gather before a flush. A flush has a fixed cost
+/// (sled hands the write to its I/O thread and back: three thread switches and the syscalls),
+/// and with appraisals spread evenly over their interval most flushes covered one or two; this
+/// wait makes each cover every appraisal of the last 2 ms, for 2 ms of latency.
+const GATHER: Duration = Duration::from_millis(2);
+
 #[derive(Debug)]
 struct Inner {
     /// Tickets handed out.
@@ -112,6 +118,8 @@ fn run(inner: Weak<Inner>, storage: Weak<dyn Storage>) {
         if target <= resolved {
             continue;
         }
+        std::thread::sleep(GATHER);
+        let target = *inner.requested.lock().unwrap_or_else(|p| p.into_inner());
         let Some(storage) = storage.upgrade() else {
             return;
         };
