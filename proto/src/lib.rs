@@ -8,6 +8,8 @@
 //! Generated types stop at the gRPC edge: each side converts them once into its own domain types
 //! that cannot hold invalid states, and appraisal code never sees a prost type.
 
+pub mod codec;
+
 /// Generated code for package `trustchain.v1`.
 #[allow(missing_debug_implementations, clippy::all, clippy::pedantic)]
 pub mod v1 {

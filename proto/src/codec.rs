@@ -1,0 +1,52 @@
+//! The protobuf codec with small per-stream buffers.
+//!
+//! tonic's default codec gives every stream an 8 KiB decode buffer and an 8 KiB encode buffer,
+//! kept for the stream's life, and grows the decode buffer by 8 KiB steps (a third of the
+//! verifier's streams ended holding 32 KiB). Attestation messages are a few hundred bytes to a
+//! few KiB, and a verifier holds one stream per device: 10,000 devices paid over 150 MiB for
+//! buffers that were mostly empty (heaptrack, load generator). Here each buffer starts at
+//! 1 KiB and grows only to what a message needs. Everything else is `tonic_prost`'s codec.
+
+use std::marker::PhantomData;
+
+use prost::Message;
+use tonic::codec::{BufferSettings, Codec};
+use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
+
+/// Initial encode/decode buffer per stream.
+const BUFFER_BYTES: usize = 1024;
+/// tonic's default: an encoder yields after this many bytes are buffered.
+const YIELD_THRESHOLD: usize = 32 * 1024;
+
+/// [`ProstCodec`] with [`BUFFER_BYTES`] buffers; named by the generated code (`build.rs`).
+#[derive(Debug, Clone, Copy)]
+pub struct SmallBufferCodec<T, U>(PhantomData<(T, U)>);
+
+impl<T, U> Default for SmallBufferCodec<T, U> {
+    fn default() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<T, U> Codec for SmallBufferCodec<T, U>
+where
+    T: Message + Send + 'static,
+    U: Message + Default + Send + 'static,
+{
+    type Encode = T;
+    type Decode = U;
+    type Encoder = ProstEncoder<T>;
+    type Decoder = ProstDecoder<U>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ProstCodec::<T, U>::raw_encoder(settings())
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        ProstCodec::<T, U>::raw_decoder(settings())
+    }
+}
+
+fn settings() -> BufferSettings {
+    BufferSettings::new(BUFFER_BYTES, YIELD_THRESHOLD)
+}
