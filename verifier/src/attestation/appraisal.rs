@@ -52,6 +52,7 @@ pub struct Evidence {
 pub struct AppraisalState {
     pub clock: Option<ClockInfo>,
     /// PCR values (required bank) the accepted boot log replays to, for the current boot.
+    #[serde(with = "crate::evidence::hex_digests::pcrs")]
     pub boot_pcrs: BTreeMap<u32, Vec<u8>>,
     pub boot_reset_count: Option<u32>,
     /// IMA replay state for the current boot.

@@ -142,27 +142,89 @@ pub async fn run(
     tracing::info!(device = %device_id, "attestation stream closed");
 }
 
+/// What a round tells the stream loop.
+enum Step {
+    /// Challenge again at once (a missed answer, a re-challenge after a TPM reset).
+    Next,
+    /// Wait this long, then challenge again.
+    Wait(Duration),
+    /// End the stream.
+    Stop,
+}
+
+/// What a stream carries from one round to the next.
+struct Round<'a> {
+    service: &'a Arc<Service>,
+    device_id: String,
+    inbound: &'a mut Streaming<v1::AgentMessage>,
+    outbound: &'a Outbound,
+    missed_limit: u32,
+    rng: SystemRandom,
+    next_id: u64,
+    want_full: bool,
+    missed: u32,
+    rechallenges: u32,
+    /// The last good appraisal state, kept in memory between rounds: only this stream writes
+    /// it, so reading and decoding it from storage every round bought nothing.
+    cached_prior: Option<AppraisalState>,
+}
+
 async fn run_stream(
     service: &Arc<Service>,
     device_id: &str,
     inbound: &mut Streaming<v1::AgentMessage>,
     outbound: &Outbound,
 ) {
-    let device_id = device_id.to_string();
-    let missed_limit = service
-        .attestation_config()
-        .timeout_after_missed_intervals
-        .max(1);
-    let rng = SystemRandom::new();
-    let mut next_id: u64 = 1;
-    let mut want_full = true;
-    let mut missed = 0u32;
-    let mut rechallenges = 0u32;
-    // The last good appraisal state, kept in memory between rounds: only this stream writes
-    // it, so reading and decoding it from storage every round bought nothing.
-    let mut cached_prior: Option<AppraisalState> = None;
+    let mut round = Round {
+        service,
+        device_id: device_id.to_string(),
+        inbound,
+        outbound,
+        missed_limit: service
+            .attestation_config()
+            .timeout_after_missed_intervals
+            .max(1),
+        rng: SystemRandom::new(),
+        next_id: 1,
+        want_full: true,
+        missed: 0,
+        rechallenges: 0,
+        cached_prior: None,
+    };
+    // Each round runs in its own function, so everything it held (the device record, the
+    // evidence, the policy, the verdict: several KiB per device) is freed before the stream
+    // sleeps until the next challenge.
+    loop {
+        match round.run().await {
+            Step::Next => {}
+            Step::Wait(rest) => tokio::time::sleep(rest).await,
+            Step::Stop => break,
+        }
+    }
+}
 
-    while let Ok(Some(device)) = service.storage().device(&device_id) {
+impl Round<'_> {
+    /// One challenge, its answer and the verdict.
+    #[allow(clippy::too_many_lines)]
+    async fn run(&mut self) -> Step {
+        let Self {
+            service,
+            device_id,
+            inbound,
+            outbound,
+            missed_limit,
+            rng,
+            next_id,
+            want_full,
+            missed,
+            rechallenges,
+            cached_prior,
+        } = self;
+        let (service, device_id, outbound, missed_limit) =
+            (*service, device_id.as_str(), *outbound, *missed_limit);
+        let Ok(Some(device)) = service.storage().device(device_id) else {
+            return Step::Stop;
+        };
         // Re-read every round: an operator may change the device's tier.
         let interval = service.interval_for(&device);
         if matches!(
@@ -172,17 +234,17 @@ async fn run_stream(
             let _ = outbound
                 .send(Err(Status::permission_denied("device may not attest")))
                 .await;
-            break;
+            return Step::Stop;
         }
         let key = match verifying_key(&device) {
             Ok(key) => key,
             Err(error) => {
                 tracing::error!(device = %device_id, %error, "cannot build the AK key");
-                break;
+                return Step::Stop;
             }
         };
         let policy = policy_for(service, &device);
-        let prior = match &cached_prior {
+        let prior = match &*cached_prior {
             Some(prior) => prior.clone(),
             None => load_state(service, &device_id),
         };
@@ -195,21 +257,21 @@ async fn run_stream(
         });
         let mut nonce = [0u8; 32];
         if rng.fill(&mut nonce).is_err() {
-            break;
+            return Step::Stop;
         }
         let challenge = Challenge {
-            id: next_id,
+            id: *next_id,
             nonce,
             selection: selection(&policy),
-            want_boot_log: want_full || prior.boot_reset_count.is_none() || boot_rejudge,
-            ima_offset: if want_full && rechallenges > 0 {
+            want_boot_log: *want_full || prior.boot_reset_count.is_none() || boot_rejudge,
+            ima_offset: if *want_full && *rechallenges > 0 {
                 0
             } else {
                 prior.ima.entries
             },
             expires: Instant::now() + interval,
         };
-        next_id += 1;
+        *next_id += 1;
         let started = Instant::now();
         let wire = v1::Challenge {
             challenge_id: challenge.id,
@@ -228,7 +290,7 @@ async fn run_stream(
             ima_offset: challenge.ima_offset,
         };
         if !send(outbound, verifier_message::Body::Challenge(wire)).await {
-            break;
+            return Step::Stop;
         }
         // Wait for the answer to this challenge; answers to earlier, expired challenges arrive
         // late sometimes and are dropped (they count as missed, never as trusted).
@@ -255,11 +317,11 @@ async fn run_stream(
                     let _ = outbound
                         .send(Err(Status::invalid_argument("expected evidence")))
                         .await;
-                    return;
+                    return Step::Stop;
                 }
                 Ok(Ok(None)) | Ok(Err(_)) => {
                     tracing::info!(device = %device_id, "attestation stream closed");
-                    return;
+                    return Step::Stop;
                 }
             }
         };
@@ -275,18 +337,18 @@ async fn run_stream(
             in_time
         });
         let Some(evidence) = evidence else {
-            missed += 1;
-            tracing::warn!(device = %device_id, missed, "no answer within the interval");
-            if missed >= missed_limit {
+            *missed += 1;
+            tracing::warn!(device = %device_id, missed = *missed, "no answer within the interval");
+            if *missed >= missed_limit {
                 let _ = service.transition(
                     &device_id,
                     Input::Silent,
                     "no valid answer within the timeout",
                 );
             }
-            continue;
+            return Step::Next;
         };
-        missed = 0;
+        *missed = 0;
         // The nonce is spent now (a second use is refused from here on) and durable before any
         // verdict is sent: the commit below covers it.
         let fresh = match service
@@ -296,7 +358,7 @@ async fn run_stream(
             Ok(fresh) => fresh,
             Err(error) => {
                 tracing::error!(%error, "cannot record the nonce; no verdict");
-                break;
+                return Step::Stop;
             }
         };
         let appraisal_started = Instant::now();
@@ -322,16 +384,16 @@ async fn run_stream(
                 Input::AppraisalFailed,
                 "appraisal_completed: the appraisal crashed",
             );
-            break;
+            return Step::Stop;
         };
-        if outcome.rechallenge && rechallenges < MAX_RECHALLENGES {
-            rechallenges += 1;
-            want_full = true;
+        if outcome.rechallenge && *rechallenges < MAX_RECHALLENGES {
+            *rechallenges += 1;
+            *want_full = true;
             tracing::info!(device = %device_id, "TPM reset seen: asking again for the boot log and IMA from the start");
-            continue;
+            return Step::Next;
         }
-        rechallenges = 0;
-        want_full = false;
+        *rechallenges = 0;
+        *want_full = false;
         let mut verdict = outcome.verdict;
         if outcome.rechallenge {
             // Still incomplete after the re-challenges: fail closed, never fall through to a pass.
@@ -359,9 +421,9 @@ async fn run_stream(
                     .is_err()
             {
                 tracing::error!(device = %device_id, "cannot save the appraisal state; no verdict");
-                break;
+                return Step::Stop;
             }
-            cached_prior = Some(outcome.next.clone());
+            *cached_prior = Some(outcome.next.clone());
             if outcome.rebooted {
                 let _ = service.record_reboot(&device_id, &verdict.notes.join("; "));
             }
@@ -399,24 +461,22 @@ async fn run_stream(
             Ok(device) => device.state,
             Err(error) => {
                 tracing::error!(device = %device_id, %error, "cannot record the verdict; none issued");
-                break;
+                return Step::Stop;
             }
         };
         // One durable commit for the nonce, the state and the result before the verdict leaves;
         // concurrent appraisals share the flush (group commit, `storage::commit`).
         if let Err(error) = service.durable().await {
             tracing::error!(device = %device_id, %error, "cannot make the verdict durable; none issued");
-            break;
+            return Step::Stop;
         }
         let notice = v1::VerdictNotice {
             challenge_id: challenge.id,
             state: crate::server::state_to_proto(current) as i32,
         };
         if !send(outbound, verifier_message::Body::Verdict(notice)).await {
-            break;
+            return Step::Stop;
         }
-        if let Some(rest) = interval.checked_sub(started.elapsed()) {
-            tokio::time::sleep(rest).await;
-        }
+        Step::Wait(interval.saturating_sub(started.elapsed()))
     }
 }

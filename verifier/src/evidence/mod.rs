@@ -3,6 +3,7 @@
 
 pub mod digest;
 pub mod eventlog;
+pub mod hex_digests;
 pub mod ima;
 pub mod quote;
 pub mod reader;

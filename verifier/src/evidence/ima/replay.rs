@@ -20,6 +20,7 @@ pub struct ImaState {
     /// Entries consumed: the list offset the next batch starts at.
     pub entries: u64,
     /// bank -> PCR index -> value.
+    #[serde(with = "crate::evidence::hex_digests::banks")]
     pub pcrs: BTreeMap<HashAlgorithm, BTreeMap<u32, Vec<u8>>>,
 }
 
