@@ -246,7 +246,7 @@ impl Round<'_> {
         let policy = policy_for(service, &device);
         let prior = match &*cached_prior {
             Some(prior) => prior.clone(),
-            None => load_state(service, &device_id),
+            None => load_state(service, device_id),
         };
         // A boot log judged under other documents, or under a change window that has closed,
         // is judged again.
@@ -310,7 +310,7 @@ impl Round<'_> {
                         + evidence.signature.len()
                         + evidence.boot_log.len()
                         + evidence.ima_entries.len()) as u64;
-                    service.count_answer(&device_id, evidence.boot_log_included, lines, bytes);
+                    service.count_answer(device_id, evidence.boot_log_included, lines, bytes);
                     break Some(evidence_from_wire(evidence));
                 }
                 Ok(Ok(Some(_))) => {
@@ -341,7 +341,7 @@ impl Round<'_> {
             tracing::warn!(device = %device_id, missed = *missed, "no answer within the interval");
             if *missed >= missed_limit {
                 let _ = service.transition(
-                    &device_id,
+                    device_id,
                     Input::Silent,
                     "no valid answer within the timeout",
                 );
@@ -353,7 +353,7 @@ impl Round<'_> {
         // verdict is sent: the commit below covers it.
         let fresh = match service
             .storage()
-            .consume_nonce_deferred(&challenge.nonce, &device_id)
+            .consume_nonce_deferred(&challenge.nonce, device_id)
         {
             Ok(fresh) => fresh,
             Err(error) => {
@@ -380,7 +380,7 @@ impl Round<'_> {
         };
         let Ok(outcome) = outcome else {
             let _ = service.transition(
-                &device_id,
+                device_id,
                 Input::AppraisalFailed,
                 "appraisal_completed: the appraisal crashed",
             );
@@ -408,7 +408,7 @@ impl Round<'_> {
         // Recorded before the state changes, so the change carries the result it rests on; a
         // failure or a change of state is signed and kept at once.
         service.record_result(
-            &device_id,
+            device_id,
             &challenge.nonce,
             &verdict,
             !verdict.passed() || device.state != DeviceState::Trusted,
@@ -417,7 +417,7 @@ impl Round<'_> {
             if let Ok(bytes) = serde_json::to_vec(&outcome.next)
                 && service
                     .storage()
-                    .put_appraisal_state_deferred(&device_id, &bytes)
+                    .put_appraisal_state_deferred(device_id, &bytes)
                     .is_err()
             {
                 tracing::error!(device = %device_id, "cannot save the appraisal state; no verdict");
@@ -425,15 +425,15 @@ impl Round<'_> {
             }
             *cached_prior = Some(outcome.next.clone());
             if outcome.rebooted {
-                let _ = service.record_reboot(&device_id, &verdict.notes.join("; "));
+                let _ = service.record_reboot(device_id, &verdict.notes.join("; "));
             }
-            service.note_passed(&device_id, interval * missed_limit);
-            service.transition(&device_id, Input::AppraisalPassed, "all rules passed")
+            service.note_passed(device_id, interval * missed_limit);
+            service.transition(device_id, Input::AppraisalPassed, "all rules passed")
         } else {
             tracing::warn!(device = %device_id, verdict = %verdict.summary(), "appraisal failed");
-            service.record_failure(&device_id, &verdict);
+            service.record_failure(device_id, &verdict);
             let failed = service.transition_recoverable(
-                &device_id,
+                device_id,
                 Input::AppraisalFailed,
                 &verdict.summary(),
                 verdict.policy_only(),
@@ -444,7 +444,7 @@ impl Round<'_> {
                 .is_some_and(|g| g.tier.on_failure == FailureAction::Quarantine);
             if quarantine {
                 service.transition(
-                    &device_id,
+                    device_id,
                     Input::Quarantine,
                     &format!(
                         "policy action on failure: quarantine ({})",
