@@ -24,6 +24,9 @@ impl Stored {
     }
 }
 
+/// PCR index -> digest, per bank.
+type Banks<K> = BTreeMap<K, BTreeMap<u32, Vec<u8>>>;
+
 fn read_pcrs<E: serde::de::Error>(raw: BTreeMap<u32, Stored>) -> Result<BTreeMap<u32, Vec<u8>>, E> {
     raw.into_iter()
         .map(|(pcr, value)| Ok((pcr, value.into_bytes()?)))
@@ -57,14 +60,11 @@ pub mod banks {
         }
     }
 
-    pub fn serialize<K: Serialize, S: Serializer>(
-        map: &BTreeMap<K, BTreeMap<u32, Vec<u8>>>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
+    pub fn serialize<K: Serialize, S: Serializer>(map: &Banks<K>, s: S) -> Result<S::Ok, S::Error> {
         s.collect_map(map.iter().map(|(bank, pcrs)| (bank, Pcrs(pcrs))))
     }
 
-    pub fn deserialize<'de, K, D>(d: D) -> Result<BTreeMap<K, BTreeMap<u32, Vec<u8>>>, D::Error>
+    pub fn deserialize<'de, K, D>(d: D) -> Result<Banks<K>, D::Error>
     where
         K: Deserialize<'de> + Ord,
         D: Deserializer<'de>,
