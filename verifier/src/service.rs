@@ -78,6 +78,8 @@ pub struct Service {
     changes: tokio::sync::broadcast::Sender<StateChange>,
     /// Each device's latest appraisal result (see [`LatestResult`]).
     latest_results: Mutex<HashMap<String, LatestResult>>,
+    /// State changes written but not yet published, by audit sequence (see [`Service::publish`]).
+    unpublished: Mutex<std::collections::BTreeMap<u64, Option<StateChange>>>,
 }
 
 /// A device's latest appraisal result. Every appraisal produces one; it is signed when it first
@@ -91,6 +93,15 @@ enum LatestResult {
     Claims(Arc<[u8]>),
     /// The signed EAR (JWT).
     Signed(Arc<str>),
+}
+
+/// When a transition's writes become durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// Before the transition returns.
+    Now,
+    /// At the caller's next group commit.
+    WithCommit,
 }
 
 /// A device's last pass.
@@ -235,6 +246,7 @@ impl Service {
             metrics: crate::metrics::Metrics::default(),
             changes: tokio::sync::broadcast::channel(1024).0,
             latest_results: Mutex::new(HashMap::new()),
+            unpublished: Mutex::new(std::collections::BTreeMap::new()),
         };
         service.refresh_crl()?;
         service.forget_trust_across_restart()?;
@@ -649,7 +661,72 @@ impl Service {
         reason: &str,
         policy_only: bool,
     ) -> Result<DeviceRecord, ActionError> {
+        let (record, change) =
+            self.apply(device_id, input, reason, policy_only, Durability::Now)?;
+        if let Some(change) = change {
+            self.publish(change);
+        }
+        Ok(record)
+    }
+
+    /// The transition after an appraisal, written with the appraisal's other writes: durable at
+    /// the session's next [`Service::durable`], after which the session publishes the change
+    /// (if any) with [`Service::publish`]. Under an enrollment burst or after a restart, when
+    /// every device changes state at its first appraisal, a flush per change (under the
+    /// transitions lock) left thousands of first appraisals queued for seconds.
+    pub fn transition_after_appraisal(
+        &self,
+        device_id: &str,
+        input: Input,
+        reason: &str,
+        policy_only: bool,
+    ) -> Result<(DeviceRecord, Option<StateChange>), ActionError> {
+        self.apply(
+            device_id,
+            input,
+            reason,
+            policy_only,
+            Durability::WithCommit,
+        )
+    }
+
+    /// Tells watchers of a change that is on disk. Changes reach watchers in audit order:
+    /// appraisals commit in any order, and a watcher drops a change older than one it has seen,
+    /// so a change waits here until every change written before it is published or abandoned.
+    pub fn publish(&self, change: StateChange) {
+        let mut unpublished = self.unpublished.lock().unwrap_or_else(|p| p.into_inner());
+        unpublished.insert(change.sequence, Some(change));
+        self.release(&mut unpublished);
+    }
+
+    /// A written change that will not be published (its commit failed: no verdict rests on it).
+    pub fn abandon(&self, change: &StateChange) {
+        let mut unpublished = self.unpublished.lock().unwrap_or_else(|p| p.into_inner());
+        unpublished.remove(&change.sequence);
+        self.release(&mut unpublished);
+    }
+
+    fn release(&self, unpublished: &mut std::collections::BTreeMap<u64, Option<StateChange>>) {
+        while let Some(mut first) = unpublished.first_entry() {
+            let Some(change) = first.get_mut().take() else {
+                return;
+            };
+            first.remove();
+            // No receiver is fine: watchers read the audit log when they connect.
+            let _ = self.changes.send(change);
+        }
+    }
+
+    fn apply(
+        &self,
+        device_id: &str,
+        input: Input,
+        reason: &str,
+        policy_only: bool,
+        durability: Durability,
+    ) -> Result<(DeviceRecord, Option<StateChange>), ActionError> {
         let changed;
+        let mut change = None;
         let record = {
             let _guard = self.transitions.lock().unwrap_or_else(|p| p.into_inner());
             let mut device = self
@@ -687,19 +764,26 @@ impl Service {
                 device.state_reason = reason.to_string();
                 // The new state and its audit record are written in one transaction: a crash or
                 // a failed write never leaves one without the other, and watchers hear only of a
-                // change that is on disk.
-                let sequence = self.storage.put_device_with_event(
-                    &device,
-                    &EventRecord {
-                        at_unix_millis: now,
-                        kind: EventKind::StateChanged,
-                        device_id: device_id.to_string(),
-                        detail: format!("{} -> {}: {reason}", previous.name(), next.name()),
-                    },
-                )?;
+                // change that is on disk (the caller publishes it once it is).
+                let event = EventRecord {
+                    at_unix_millis: now,
+                    kind: EventKind::StateChanged,
+                    device_id: device_id.to_string(),
+                    detail: format!("{} -> {}: {reason}", previous.name(), next.name()),
+                };
+                let sequence = match durability {
+                    Durability::Now => self.storage.put_device_with_event(&device, &event)?,
+                    Durability::WithCommit => self
+                        .storage
+                        .put_device_with_event_deferred(&device, &event)?,
+                };
                 tracing::info!(device = %device_id, from = previous.name(), to = next.name(), %reason, "state changed");
-                // No receiver is fine: watchers read the audit log when they connect.
-                let _ = self.changes.send(StateChange {
+                // Held under the transitions lock: changes are registered in audit order.
+                self.unpublished
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(sequence, None);
+                change = Some(StateChange {
                     sequence,
                     device_id: device_id.to_string(),
                     previous,
@@ -709,7 +793,10 @@ impl Service {
                     at_unix_millis: now,
                 });
             } else if recoverable_changed {
-                self.storage.put_device(&device)?;
+                match durability {
+                    Durability::Now => self.storage.put_device(&device)?,
+                    Durability::WithCommit => self.storage.put_device_deferred(&device)?,
+                }
             }
             // Nothing changed: nothing to write (the time of the appraisal is kept in memory,
             // `last_appraisal_unix`); a write per appraisal was a third of the storage load.
@@ -724,7 +811,7 @@ impl Service {
         {
             tracing::error!(%error, "could not refresh the CRL");
         }
-        Ok(record)
+        Ok((record, change))
     }
 
     /// An operator's action on a device, recorded with the operator's identity.

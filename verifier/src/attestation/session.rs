@@ -428,47 +428,68 @@ impl Round<'_> {
                 let _ = service.record_reboot(device_id, &verdict.notes.join("; "));
             }
             service.note_passed(device_id, interval * missed_limit);
-            service.transition(device_id, Input::AppraisalPassed, "all rules passed")
+            // Written with the appraisal's other writes; watchers hear of it after the commit.
+            service.transition_after_appraisal(
+                device_id,
+                Input::AppraisalPassed,
+                "all rules passed",
+                false,
+            )
         } else {
             tracing::warn!(device = %device_id, verdict = %verdict.summary(), "appraisal failed");
             service.record_failure(device_id, &verdict);
-            let failed = service.transition_recoverable(
-                device_id,
-                Input::AppraisalFailed,
-                &verdict.summary(),
-                verdict.policy_only(),
-            );
             let quarantine = policy
                 .governance
                 .as_ref()
                 .is_some_and(|g| g.tier.on_failure == FailureAction::Quarantine);
             if quarantine {
-                service.transition(
+                // Rare, and two changes in a row: each durable and published in order.
+                let _ = service.transition_recoverable(
                     device_id,
-                    Input::Quarantine,
-                    &format!(
-                        "policy action on failure: quarantine ({})",
-                        verdict.summary()
-                    ),
-                )
+                    Input::AppraisalFailed,
+                    &verdict.summary(),
+                    verdict.policy_only(),
+                );
+                service
+                    .transition(
+                        device_id,
+                        Input::Quarantine,
+                        &format!(
+                            "policy action on failure: quarantine ({})",
+                            verdict.summary()
+                        ),
+                    )
+                    .map(|device| (device, None))
             } else {
-                failed
+                service.transition_after_appraisal(
+                    device_id,
+                    Input::AppraisalFailed,
+                    &verdict.summary(),
+                    verdict.policy_only(),
+                )
             }
         };
         // A state that could not be recorded is no verdict: the agent hears nothing rather than
         // a state the database does not hold (e.g. while the disk is full).
-        let current = match state {
-            Ok(device) => device.state,
+        let (current, change) = match state {
+            Ok((device, change)) => (device.state, change),
             Err(error) => {
                 tracing::error!(device = %device_id, %error, "cannot record the verdict; none issued");
                 return Step::Stop;
             }
         };
-        // One durable commit for the nonce, the state and the result before the verdict leaves;
-        // concurrent appraisals share the flush (group commit, `storage::commit`).
+        // One durable commit for the nonce, the state, the result and any change of state
+        // before the verdict leaves; concurrent appraisals share the flush (group commit,
+        // `storage::commit`).
         if let Err(error) = service.durable().await {
             tracing::error!(device = %device_id, %error, "cannot make the verdict durable; none issued");
+            if let Some(change) = &change {
+                service.abandon(change);
+            }
             return Step::Stop;
+        }
+        if let Some(change) = change {
+            service.publish(change);
         }
         let notice = v1::VerdictNotice {
             challenge_id: challenge.id,

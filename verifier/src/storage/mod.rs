@@ -117,6 +117,15 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
         record: &DeviceRecord,
         event: &EventRecord,
     ) -> Result<u64, StorageError>;
+    /// [`Storage::put_device_with_event`] made durable by the next [`Storage::commit`] instead
+    /// of its own flush (an appraisal's state change, committed with its nonce and state).
+    fn put_device_with_event_deferred(
+        &self,
+        record: &DeviceRecord,
+        event: &EventRecord,
+    ) -> Result<u64, StorageError>;
+    /// [`Storage::put_device`] made durable by the next [`Storage::commit`].
+    fn put_device_deferred(&self, record: &DeviceRecord) -> Result<(), StorageError>;
     /// Appends an event (enrollment outcome, alert, state change) to the hash-chained audit log,
     /// durably; returns its sequence (1, 2, 3, ... with no gaps).
     fn append_event(&self, event: &EventRecord) -> Result<u64, StorageError>;

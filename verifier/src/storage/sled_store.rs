@@ -292,6 +292,79 @@ impl SledStorage {
             .insert(record.device_id.clone(), record.clone());
     }
 
+    fn write_device(&self, record: &DeviceRecord, flush: bool) -> Result<(), StorageError> {
+        let value = encode("device", record)?;
+        let _writing = self.writes();
+        let trees = self.trees()?;
+        let previous = self.run("write device", || {
+            trees.devices.insert(record.device_id.as_bytes(), value)
+        })?;
+        self.cache_device(record);
+        if !record.facts.hostname.is_empty() {
+            self.run("write hostname", || {
+                trees.hostnames.insert(
+                    record.facts.hostname.as_bytes(),
+                    record.device_id.as_bytes(),
+                )
+            })?;
+        }
+        if flush {
+            self.flush(&trees)?;
+        }
+        if previous.is_none() {
+            self.shared.device_count.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    fn write_device_with_event(
+        &self,
+        record: &DeviceRecord,
+        event: &EventRecord,
+        flush: bool,
+    ) -> Result<u64, StorageError> {
+        use sled::Transactional as _;
+        use sled::transaction::ConflictableTransactionError;
+        let value = encode("device", record)?;
+        let _writing = self.writes();
+        let mut head = self.shared.head.lock().unwrap_or_else(|p| p.into_inner());
+        let trees = self.trees()?;
+        let (last, previous) = *head;
+        let sequence = last + 1;
+        let (line, hash) = Self::audit_line(event, &previous, sequence)?;
+        let line = encode("audit record", &line)?;
+        let outcome = (&trees.devices, &trees.hostnames, &trees.events).transaction(
+            |(devices, hostnames, events)| {
+                let existed = devices.insert(record.device_id.as_bytes(), value.as_slice())?;
+                if !record.facts.hostname.is_empty() {
+                    hostnames.insert(
+                        record.facts.hostname.as_bytes(),
+                        record.device_id.as_bytes(),
+                    )?;
+                }
+                events.insert(&sequence.to_be_bytes(), line.as_slice())?;
+                Ok::<_, ConflictableTransactionError<()>>(existed.is_none())
+            },
+        );
+        let created = match outcome {
+            Ok(created) => created,
+            Err(error) => {
+                return Err(self
+                    .shared
+                    .fail("write device and event", format!("{error:?}")));
+            }
+        };
+        self.cache_device(record);
+        if flush {
+            self.flush(&trees)?;
+        }
+        if created {
+            self.shared.device_count.fetch_add(1, Ordering::SeqCst);
+        }
+        *head = (sequence, hash);
+        Ok(sequence)
+    }
+
     fn flush(&self, trees: &Trees) -> Result<(), StorageError> {
         self.shared
             .group
@@ -555,26 +628,11 @@ impl Storage for SledStorage {
     }
 
     fn put_device(&self, record: &DeviceRecord) -> Result<(), StorageError> {
-        let value = encode("device", record)?;
-        let _writing = self.writes();
-        let trees = self.trees()?;
-        let previous = self.run("write device", || {
-            trees.devices.insert(record.device_id.as_bytes(), value)
-        })?;
-        self.cache_device(record);
-        if !record.facts.hostname.is_empty() {
-            self.run("write hostname", || {
-                trees.hostnames.insert(
-                    record.facts.hostname.as_bytes(),
-                    record.device_id.as_bytes(),
-                )
-            })?;
-        }
-        self.flush(&trees)?;
-        if previous.is_none() {
-            self.shared.device_count.fetch_add(1, Ordering::SeqCst);
-        }
-        Ok(())
+        self.write_device(record, true)
+    }
+
+    fn put_device_deferred(&self, record: &DeviceRecord) -> Result<(), StorageError> {
+        self.write_device(record, false)
     }
 
     fn put_device_with_event(
@@ -582,44 +640,15 @@ impl Storage for SledStorage {
         record: &DeviceRecord,
         event: &EventRecord,
     ) -> Result<u64, StorageError> {
-        use sled::Transactional as _;
-        use sled::transaction::ConflictableTransactionError;
-        let value = encode("device", record)?;
-        let _writing = self.writes();
-        let mut head = self.shared.head.lock().unwrap_or_else(|p| p.into_inner());
-        let trees = self.trees()?;
-        let (last, previous) = *head;
-        let sequence = last + 1;
-        let (line, hash) = Self::audit_line(event, &previous, sequence)?;
-        let line = encode("audit record", &line)?;
-        let outcome = (&trees.devices, &trees.hostnames, &trees.events).transaction(
-            |(devices, hostnames, events)| {
-                let existed = devices.insert(record.device_id.as_bytes(), value.as_slice())?;
-                if !record.facts.hostname.is_empty() {
-                    hostnames.insert(
-                        record.facts.hostname.as_bytes(),
-                        record.device_id.as_bytes(),
-                    )?;
-                }
-                events.insert(&sequence.to_be_bytes(), line.as_slice())?;
-                Ok::<_, ConflictableTransactionError<()>>(existed.is_none())
-            },
-        );
-        let created = match outcome {
-            Ok(created) => created,
-            Err(error) => {
-                return Err(self
-                    .shared
-                    .fail("write device and event", format!("{error:?}")));
-            }
-        };
-        self.cache_device(record);
-        self.flush(&trees)?;
-        if created {
-            self.shared.device_count.fetch_add(1, Ordering::SeqCst);
-        }
-        *head = (sequence, hash);
-        Ok(sequence)
+        self.write_device_with_event(record, event, true)
+    }
+
+    fn put_device_with_event_deferred(
+        &self,
+        record: &DeviceRecord,
+        event: &EventRecord,
+    ) -> Result<u64, StorageError> {
+        self.write_device_with_event(record, event, false)
     }
 
     fn append_event(&self, event: &EventRecord) -> Result<u64, StorageError> {
