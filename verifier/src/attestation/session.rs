@@ -193,9 +193,10 @@ async fn run_stream(
     };
     // Each round runs in its own function, so everything it held (the device record, the
     // evidence, the policy, the verdict: several KiB per device) is freed before the stream
-    // sleeps until the next challenge.
+    // sleeps until the next challenge; and its future is boxed, so the stream's task does not
+    // keep a round's worth of space (about 4 KiB) through every sleep.
     loop {
-        match round.run().await {
+        match Box::pin(round.run()).await {
             Step::Next => {}
             Step::Wait(rest) => tokio::time::sleep(rest).await,
             Step::Stop => break,

@@ -329,10 +329,7 @@ impl SledStorage {
         let _writing = self.writes();
         let mut head = self.shared.head.lock().unwrap_or_else(|p| p.into_inner());
         let trees = self.trees()?;
-        let (last, previous) = *head;
-        let sequence = last + 1;
-        let (line, hash) = Self::audit_line(event, &previous, sequence)?;
-        let line = encode("audit record", &line)?;
+        let (sequence, line, hash) = Self::next_audit_line(&head, event)?;
         let outcome = (&trees.devices, &trees.hostnames, &trees.events).transaction(
             |(devices, hostnames, events)| {
                 let existed = devices.insert(record.device_id.as_bytes(), value.as_slice())?;
@@ -377,6 +374,17 @@ impl SledStorage {
             DocumentKind::Manifest => &trees.manifests,
             DocumentKind::Policy => &trees.policies,
         }
+    }
+
+    /// The record that follows the chain head: its sequence, encoded line and chain hash.
+    fn next_audit_line(
+        head: &(u64, [u8; 32]),
+        event: &EventRecord,
+    ) -> Result<(u64, Vec<u8>, [u8; 32]), StorageError> {
+        let (last, previous) = *head;
+        let sequence = last + 1;
+        let (line, hash) = Self::audit_line(event, &previous, sequence)?;
+        Ok((sequence, encode("audit record", &line)?, hash))
     }
 
     fn audit_line(
@@ -655,10 +663,7 @@ impl Storage for SledStorage {
         let _writing = self.writes();
         let mut head = self.shared.head.lock().unwrap_or_else(|p| p.into_inner());
         let trees = self.trees()?;
-        let (last, previous) = *head;
-        let sequence = last + 1;
-        let (line, hash) = Self::audit_line(event, &previous, sequence)?;
-        let line = encode("audit record", &line)?;
+        let (sequence, line, hash) = Self::next_audit_line(&head, event)?;
         self.run("write event", || {
             trees.events.insert(sequence.to_be_bytes(), line)
         })?;
