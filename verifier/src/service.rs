@@ -79,7 +79,7 @@ pub struct Service {
     /// Each device's latest appraisal result (see [`LatestResult`]).
     latest_results: Mutex<HashMap<String, LatestResult>>,
     /// State changes written but not yet published, by audit sequence (see [`Service::publish`]).
-    unpublished: Mutex<std::collections::BTreeMap<u64, Option<StateChange>>>,
+    unpublished: Mutex<InOrder>,
 }
 
 /// A device's latest appraisal result. Every appraisal produces one; it is signed when it first
@@ -93,6 +93,73 @@ enum LatestResult {
     Claims(Arc<[u8]>),
     /// The signed EAR (JWT).
     Signed(Arc<str>),
+}
+
+/// A state change between its write and its publication.
+#[derive(Debug)]
+enum Unpublished {
+    /// Written; its commit is pending (since then).
+    Committing(Instant),
+    /// Durable: to be published once every change before it is.
+    Ready(StateChange),
+}
+
+/// A change whose commit has not been reported for this long no longer holds back the changes
+/// after it (its session must have ended without saying; it stays in the audit log, where a
+/// watcher that reconnects reads it). Commits take milliseconds.
+const UNPUBLISHED_GIVE_UP: Duration = Duration::from_secs(10);
+
+/// State changes between their write and their publication, released in audit order:
+/// appraisals commit in any order, and a watcher drops a change older than one it has seen.
+#[derive(Debug, Default)]
+struct InOrder {
+    pending: std::collections::BTreeMap<u64, Unpublished>,
+}
+
+impl InOrder {
+    /// A change was written with this sequence (in sequence order: under the transitions lock).
+    fn written(&mut self, sequence: u64, now: Instant) {
+        self.pending.insert(sequence, Unpublished::Committing(now));
+    }
+
+    /// A change is durable; returns what may be published now, in order.
+    fn ready(&mut self, change: StateChange, now: Instant) -> Vec<StateChange> {
+        self.pending
+            .insert(change.sequence, Unpublished::Ready(change));
+        self.release(now)
+    }
+
+    /// A written change will not be published (its commit failed).
+    fn abandon(&mut self, sequence: u64, now: Instant) -> Vec<StateChange> {
+        self.pending.remove(&sequence);
+        self.release(now)
+    }
+
+    fn release(&mut self, now: Instant) -> Vec<StateChange> {
+        let mut out = Vec::new();
+        while let Some(first) = self.pending.first_entry() {
+            match first.get() {
+                Unpublished::Committing(since)
+                    if now.saturating_duration_since(*since) < UNPUBLISHED_GIVE_UP =>
+                {
+                    break;
+                }
+                Unpublished::Committing(_) => {
+                    tracing::error!(
+                        sequence = first.key(),
+                        "a state change was never reported committed; publishing the ones after it"
+                    );
+                    first.remove();
+                }
+                Unpublished::Ready(_) => {
+                    if let Unpublished::Ready(change) = first.remove() {
+                        out.push(change);
+                    }
+                }
+            }
+        }
+        out
+    }
 }
 
 /// When a transition's writes become durable.
@@ -246,7 +313,7 @@ impl Service {
             metrics: crate::metrics::Metrics::default(),
             changes: tokio::sync::broadcast::channel(1024).0,
             latest_results: Mutex::new(HashMap::new()),
-            unpublished: Mutex::new(std::collections::BTreeMap::new()),
+            unpublished: Mutex::new(InOrder::default()),
         };
         service.refresh_crl()?;
         service.forget_trust_across_restart()?;
@@ -695,24 +762,16 @@ impl Service {
     /// so a change waits here until every change written before it is published or abandoned.
     pub fn publish(&self, change: StateChange) {
         let mut unpublished = self.unpublished.lock().unwrap_or_else(|p| p.into_inner());
-        unpublished.insert(change.sequence, Some(change));
-        self.release(&mut unpublished);
+        for change in unpublished.ready(change, Instant::now()) {
+            // No receiver is fine: watchers read the audit log when they connect.
+            let _ = self.changes.send(change);
+        }
     }
 
     /// A written change that will not be published (its commit failed: no verdict rests on it).
     pub fn abandon(&self, change: &StateChange) {
         let mut unpublished = self.unpublished.lock().unwrap_or_else(|p| p.into_inner());
-        unpublished.remove(&change.sequence);
-        self.release(&mut unpublished);
-    }
-
-    fn release(&self, unpublished: &mut std::collections::BTreeMap<u64, Option<StateChange>>) {
-        while let Some(mut first) = unpublished.first_entry() {
-            let Some(change) = first.get_mut().take() else {
-                return;
-            };
-            first.remove();
-            // No receiver is fine: watchers read the audit log when they connect.
+        for change in unpublished.abandon(change.sequence, Instant::now()) {
             let _ = self.changes.send(change);
         }
     }
@@ -782,7 +841,7 @@ impl Service {
                 self.unpublished
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .insert(sequence, None);
+                    .written(sequence, Instant::now());
                 change = Some(StateChange {
                     sequence,
                     device_id: device_id.to_string(),
@@ -885,5 +944,53 @@ impl Service {
 
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(sequence: u64) -> StateChange {
+        StateChange {
+            sequence,
+            device_id: format!("d{sequence}"),
+            previous: DeviceState::Enrolled,
+            current: DeviceState::Trusted,
+            reason: String::new(),
+            result_jwt: String::new(),
+            at_unix_millis: 0,
+        }
+    }
+
+    fn sequences(changes: &[StateChange]) -> Vec<u64> {
+        changes.iter().map(|c| c.sequence).collect()
+    }
+
+    #[test]
+    fn changes_committed_out_of_order_are_published_in_audit_order() {
+        let now = Instant::now();
+        let mut order = InOrder::default();
+        for sequence in [3, 5, 8] {
+            order.written(sequence, now);
+        }
+        assert!(order.ready(change(8), now).is_empty());
+        assert!(order.ready(change(5), now).is_empty());
+        assert_eq!(sequences(&order.ready(change(3), now)), vec![3, 5, 8]);
+    }
+
+    #[test]
+    fn an_abandoned_or_forgotten_change_stops_holding_back_the_later_ones() {
+        let now = Instant::now();
+        let mut order = InOrder::default();
+        for sequence in [1, 2, 3] {
+            order.written(sequence, now);
+        }
+        assert!(order.ready(change(2), now).is_empty());
+        assert_eq!(sequences(&order.abandon(1, now)), vec![2]);
+        // 3 was written and never reported: it holds 4 back until it is given up on.
+        assert!(order.ready(change(4), now).is_empty());
+        let later = now + UNPUBLISHED_GIVE_UP + Duration::from_secs(1);
+        assert_eq!(sequences(&order.release(later)), vec![4]);
     }
 }
