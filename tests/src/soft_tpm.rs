@@ -49,6 +49,49 @@ fn ecc_public(attributes: u32, symmetric: bool, scheme_ecdsa: bool, point: &[u8]
 /// (TPMS_ATTEST, TPMT_SIGNATURE, (PCR index, sha256 value) in selection order).
 pub type SoftQuote = (Vec<u8>, Vec<u8>, Vec<(u32, Vec<u8>)>);
 
+/// What an honest agent sends for `challenge`: a quote over the first bank's selection with
+/// `nonce` in extraData (an honest agent passes the challenge's own), the SHA-256 PCR values,
+/// the IMA entries from the asked offset, and the boot log if asked.
+pub fn answer(
+    tpm: &mut SoftTpm,
+    challenge: &trustchain_proto::v1::Challenge,
+    nonce: &[u8],
+) -> anyhow::Result<trustchain_proto::v1::Evidence> {
+    let pcrs: Vec<u32> = challenge
+        .pcr_selection
+        .first()
+        .map(|bank| bank.pcrs.clone())
+        .unwrap_or_default();
+    let (quote, signature, values) = tpm.quote(nonce, &pcrs)?;
+    let ima: String = tpm
+        .ima_log
+        .iter()
+        .skip(usize::try_from(challenge.ima_offset).unwrap_or(usize::MAX))
+        .cloned()
+        .collect();
+    Ok(trustchain_proto::v1::Evidence {
+        challenge_id: challenge.challenge_id,
+        quote,
+        signature,
+        pcr_values: values
+            .into_iter()
+            .map(|(index, digest)| trustchain_proto::v1::PcrValue {
+                hash_algorithm: 0x000b,
+                index,
+                digest,
+            })
+            .collect(),
+        boot_log: if challenge.want_boot_log {
+            tpm.boot_log.clone()
+        } else {
+            Vec::new()
+        },
+        boot_log_included: challenge.want_boot_log,
+        ima_offset: challenge.ima_offset,
+        ima_entries: ima.into_bytes(),
+    })
+}
+
 /// One simulated device.
 pub struct SoftTpm {
     ek: PrivateKey,

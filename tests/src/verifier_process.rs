@@ -18,12 +18,12 @@ use trustchain_ca::Authority;
 use trustchain_proto::v1::attestation_client::AttestationClient;
 use trustchain_proto::v1::enrollment_client::EnrollmentClient;
 use trustchain_proto::v1::{
-    ActivationResponse, AgentMessage, DeviceFacts, EnrollRequest, Evidence, Hello, PcrValue,
-    agent_message, verifier_message,
+    ActivationResponse, AgentMessage, DeviceFacts, EnrollRequest, Hello, agent_message,
+    verifier_message,
 };
 use trustchain_swtpm::TestMakers;
 
-use crate::soft_tpm::SoftTpm;
+use crate::soft_tpm::{SoftTpm, answer};
 
 /// Everything a verifier process needs on disk, and how to reach it.
 pub struct Deployment {
@@ -470,41 +470,10 @@ pub async fn attest_stream(
                 if delay > 0 {
                     tokio::time::sleep(Duration::from_millis(delay)).await;
                 }
-                let pcrs: Vec<u32> = challenge
-                    .pcr_selection
-                    .first()
-                    .map(|b| b.pcrs.clone())
-                    .unwrap_or_default();
-                let (quote, signature, values) = tpm.quote(&challenge.nonce, &pcrs)?;
+                let evidence = answer(tpm, &challenge, &challenge.nonce)?;
                 nonces.insert(challenge.challenge_id, challenge.nonce.clone());
-                let ima: String = tpm
-                    .ima_log
-                    .iter()
-                    .skip(challenge.ima_offset as usize)
-                    .cloned()
-                    .collect();
                 tx.send(AgentMessage {
-                    body: Some(agent_message::Body::Evidence(Evidence {
-                        challenge_id: challenge.challenge_id,
-                        quote,
-                        signature,
-                        pcr_values: values
-                            .into_iter()
-                            .map(|(index, digest)| PcrValue {
-                                hash_algorithm: 0x000b,
-                                index,
-                                digest,
-                            })
-                            .collect(),
-                        boot_log: if challenge.want_boot_log {
-                            tpm.boot_log.clone()
-                        } else {
-                            Vec::new()
-                        },
-                        boot_log_included: challenge.want_boot_log,
-                        ima_offset: challenge.ima_offset,
-                        ima_entries: ima.into_bytes(),
-                    })),
+                    body: Some(agent_message::Body::Evidence(evidence)),
                 })
                 .await?;
             }

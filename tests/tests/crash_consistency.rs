@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use trustchain_proto::v1::TrustState;
 use trustchain_swtpm::BootProfile;
-use trustchain_tests::soft_tpm::SoftTpm;
+use trustchain_tests::soft_tpm::{SoftTpm, answer};
 use trustchain_tests::verifier_process::{Behaviour, Deployment, DeviceLog, run_device};
 use trustchain_verifier::enrollment::enroller::device_id_for;
 use trustchain_verifier::storage::{DeviceState, EventKind, SledStorage, Storage};
@@ -321,9 +321,7 @@ async fn replay_old_quote(
 ) -> String {
     use tokio_stream::wrappers::ReceiverStream;
     use trustchain_proto::v1::attestation_client::AttestationClient;
-    use trustchain_proto::v1::{
-        AgentMessage, Evidence, Hello, PcrValue, agent_message, verifier_message,
-    };
+    use trustchain_proto::v1::{AgentMessage, Hello, agent_message, verifier_message};
     let (_, _, log) = logs.iter_mut().find(|(rogue, _, _)| !rogue).unwrap();
     let device_id = log.device_id.clone().unwrap();
     let tpm = log.tpm.as_mut().unwrap();
@@ -358,32 +356,12 @@ async fn replay_old_quote(
             .expect("stream ended");
         match message.body {
             Some(verifier_message::Body::Challenge(challenge)) => {
-                let pcrs = challenge.pcr_selection.first().unwrap().pcrs.clone();
-                let (quote, signature, values) = tpm.quote(&old_nonce, &pcrs).unwrap();
-                let ima: String = tpm
-                    .ima_log
-                    .iter()
-                    .skip(challenge.ima_offset as usize)
-                    .cloned()
-                    .collect();
+                assert!(!challenge.pcr_selection.is_empty());
+                // The old challenge's nonce, and the boot log whether asked for or not.
+                let mut evidence = answer(tpm, &challenge, &old_nonce).unwrap();
+                evidence.boot_log = tpm.boot_log.clone();
                 tx.send(AgentMessage {
-                    body: Some(agent_message::Body::Evidence(Evidence {
-                        challenge_id: challenge.challenge_id,
-                        quote,
-                        signature,
-                        pcr_values: values
-                            .into_iter()
-                            .map(|(index, digest)| PcrValue {
-                                hash_algorithm: 0x000b,
-                                index,
-                                digest,
-                            })
-                            .collect(),
-                        boot_log: tpm.boot_log.clone(),
-                        boot_log_included: challenge.want_boot_log,
-                        ima_offset: challenge.ima_offset,
-                        ima_entries: ima.into_bytes(),
-                    })),
+                    body: Some(agent_message::Body::Evidence(evidence)),
                 })
                 .await
                 .unwrap();

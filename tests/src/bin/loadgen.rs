@@ -19,11 +19,11 @@ use trustchain_ca::Authority;
 use trustchain_proto::v1::attestation_client::AttestationClient;
 use trustchain_proto::v1::enrollment_client::EnrollmentClient;
 use trustchain_proto::v1::{
-    ActivationResponse, AgentMessage, DeviceFacts, EnrollRequest, Evidence, Hello, PcrValue,
-    TrustState, agent_message, verifier_message,
+    ActivationResponse, AgentMessage, DeviceFacts, EnrollRequest, Hello, TrustState, agent_message,
+    verifier_message,
 };
 use trustchain_swtpm::{BootProfile, TestMakers};
-use trustchain_tests::soft_tpm::SoftTpm;
+use trustchain_tests::soft_tpm::{SoftTpm, answer};
 
 struct Options {
     devices: usize,
@@ -349,42 +349,11 @@ async fn run() -> anyhow::Result<()> {
                             );
                         }
                         round += 1;
-                        let pcrs: Vec<u32> = challenge
-                            .pcr_selection
-                            .first()
-                            .map(|b| b.pcrs.clone())
-                            .unwrap_or_default();
-                        let (quote, signature, values) = tpm.quote(&challenge.nonce, &pcrs)?;
-                        let ima: String = tpm
-                            .ima_log
-                            .iter()
-                            .skip(challenge.ima_offset as usize)
-                            .cloned()
-                            .collect();
+                        let evidence = answer(&mut tpm, &challenge, &challenge.nonce)?;
                         sent_at = Instant::now();
                         sent_boot_log = challenge.want_boot_log;
                         tx.send(AgentMessage {
-                            body: Some(agent_message::Body::Evidence(Evidence {
-                                challenge_id: challenge.challenge_id,
-                                quote,
-                                signature,
-                                pcr_values: values
-                                    .into_iter()
-                                    .map(|(i, d)| PcrValue {
-                                        hash_algorithm: 0x000b,
-                                        index: i,
-                                        digest: d,
-                                    })
-                                    .collect(),
-                                boot_log: if challenge.want_boot_log {
-                                    tpm.boot_log.clone()
-                                } else {
-                                    Vec::new()
-                                },
-                                boot_log_included: challenge.want_boot_log,
-                                ima_offset: challenge.ima_offset,
-                                ima_entries: ima.into_bytes(),
-                            })),
+                            body: Some(agent_message::Body::Evidence(evidence)),
                         })
                         .await?;
                     }

@@ -11,13 +11,13 @@ use tonic::transport::{Channel, Identity};
 use trustchain_proto::v1::attestation_client::AttestationClient;
 use trustchain_proto::v1::enrollment_client::EnrollmentClient;
 use trustchain_proto::v1::{
-    ActivationResponse, AgentMessage, DeviceFacts, EnrollRequest, Evidence, Hello, PcrValue,
-    agent_message, verifier_message,
+    ActivationResponse, AgentMessage, DeviceFacts, EnrollRequest, Hello, agent_message,
+    verifier_message,
 };
 use trustchain_swtpm::BootProfile;
 
 use super::deployment::Deployment;
-use crate::soft_tpm::SoftTpm;
+use crate::soft_tpm::{SoftTpm, answer};
 
 /// An enrolled simulated device.
 pub struct SimDevice {
@@ -170,42 +170,10 @@ async fn attest_inner(
         match message.body {
             Some(verifier_message::Body::Challenge(challenge)) => {
                 log.challenges.push(Instant::now());
-                let pcrs: Vec<u32> = challenge
-                    .pcr_selection
-                    .first()
-                    .map(|bank| bank.pcrs.clone())
-                    .unwrap_or_default();
-                let (quote, signature, values) = device.tpm.quote(&challenge.nonce, &pcrs)?;
-                let ima: String = device
-                    .tpm
-                    .ima_log
-                    .iter()
-                    .skip(usize::try_from(challenge.ima_offset).unwrap_or(usize::MAX))
-                    .cloned()
-                    .collect();
+                let evidence = answer(&mut device.tpm, &challenge, &challenge.nonce)?;
                 outbound
                     .send(AgentMessage {
-                        body: Some(agent_message::Body::Evidence(Evidence {
-                            challenge_id: challenge.challenge_id,
-                            quote,
-                            signature,
-                            pcr_values: values
-                                .into_iter()
-                                .map(|(index, digest)| PcrValue {
-                                    hash_algorithm: 0x000b,
-                                    index,
-                                    digest,
-                                })
-                                .collect(),
-                            boot_log: if challenge.want_boot_log {
-                                device.tpm.boot_log.clone()
-                            } else {
-                                Vec::new()
-                            },
-                            boot_log_included: challenge.want_boot_log,
-                            ima_offset: challenge.ima_offset,
-                            ima_entries: ima.into_bytes(),
-                        })),
+                        body: Some(agent_message::Body::Evidence(evidence)),
                     })
                     .await?;
             }
