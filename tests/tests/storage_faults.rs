@@ -12,7 +12,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,7 +23,7 @@ use trustchain_proto::v1::TrustState;
 use trustchain_swtpm::BootProfile;
 use trustchain_tests::soft_tpm::SoftTpm;
 use trustchain_tests::verifier_process::{
-    Behaviour, Deployment, DeviceLog, attest_stream, hash_tree, run_device,
+    Behaviour, Deployment, DeviceLog, VerifierProcess, attest_stream, hash_tree, run_device,
 };
 use trustchain_verifier::storage::{DeviceState, SledStorage, Storage};
 
@@ -50,6 +50,28 @@ fn fleet(deployment: &Arc<Deployment>, count: usize, prefix: &str) -> Fleet {
         })
         .collect();
     Fleet { behaviour, tasks }
+}
+
+/// A verifier on `state_dir` (its other files and its log in `dir`) and `count` simulated
+/// devices, once all of them are trusted.
+async fn trusted_fleet(
+    dir: &Path,
+    state_dir: &Path,
+    count: usize,
+    prefix: &str,
+) -> (Arc<Deployment>, PathBuf, VerifierProcess, Fleet) {
+    let deployment = Arc::new(Deployment::create(dir, state_dir, 1, 3).unwrap());
+    let log = dir.join("verifier.log");
+    let verifier = deployment.start(deployment.command(), &log).await.unwrap();
+    let devices = fleet(&deployment, count, prefix);
+    wait_for_metric(
+        &deployment,
+        "trustchain_devices{state=\"trusted\"}",
+        |v| v == count as f64,
+        Duration::from_secs(60),
+    )
+    .await;
+    (deployment, log, verifier, devices)
 }
 
 impl Fleet {
@@ -136,17 +158,8 @@ fn refused_start(name: &str, config: &Path) -> String {
 async fn a_corrupted_state_directory_is_refused_and_left_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let state_dir = dir.path().join("state");
-    let deployment = Arc::new(Deployment::create(dir.path(), &state_dir, 1, 3).unwrap());
-    let log = dir.path().join("verifier.log");
-    let verifier = deployment.start(deployment.command(), &log).await.unwrap();
-    let devices = fleet(&deployment, 3, "corrupt");
-    wait_for_metric(
-        &deployment,
-        "trustchain_devices{state=\"trusted\"}",
-        |v| v == 3.0,
-        Duration::from_secs(60),
-    )
-    .await;
+    let (deployment, _log, verifier, devices) =
+        trusted_fleet(dir.path(), &state_dir, 3, "corrupt").await;
     // Long enough for the seal (refreshed every second) to cover the trusted states.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     devices.stop().await;
@@ -256,17 +269,8 @@ async fn a_full_disk_withholds_verdicts_and_recovery_resumes_them() {
     );
     let _mount = Mount(disk.clone());
     let state_dir = disk.join("state");
-    let deployment = Arc::new(Deployment::create(dir.path(), &state_dir, 1, 3).unwrap());
-    let log = dir.path().join("verifier.log");
-    let verifier = deployment.start(deployment.command(), &log).await.unwrap();
-    let devices = fleet(&deployment, 4, "disk");
-    wait_for_metric(
-        &deployment,
-        "trustchain_devices{state=\"trusted\"}",
-        |v| v == 4.0,
-        Duration::from_secs(60),
-    )
-    .await;
+    let (deployment, log, verifier, devices) =
+        trusted_fleet(dir.path(), &state_dir, 4, "disk").await;
 
     // Fill the disk.
     let filler = disk.join("filler");
@@ -373,17 +377,8 @@ async fn a_full_disk_withholds_verdicts_and_recovery_resumes_them() {
 async fn a_backup_taken_while_devices_attest_restores_into_a_working_verifier() {
     let dir = tempfile::tempdir().unwrap();
     let state_dir = dir.path().join("state");
-    let deployment = Arc::new(Deployment::create(dir.path(), &state_dir, 1, 3).unwrap());
-    let log = dir.path().join("verifier.log");
-    let verifier = deployment.start(deployment.command(), &log).await.unwrap();
-    let devices = fleet(&deployment, 4, "backup");
-    wait_for_metric(
-        &deployment,
-        "trustchain_devices{state=\"trusted\"}",
-        |v| v == 4.0,
-        Duration::from_secs(60),
-    )
-    .await;
+    let (deployment, log, verifier, devices) =
+        trusted_fleet(dir.path(), &state_dir, 4, "backup").await;
     let binary = trustchain_tests::workspace_binary("trustchain-verifier");
     // Several backups while the devices attest: each must be a consistent point in time.
     let mut outputs = Vec::new();
