@@ -167,6 +167,10 @@ struct Round<'a> {
     /// The last good appraisal state, kept in memory between rounds: only this stream writes
     /// it, so reading and decoding it from storage every round bought nothing.
     cached_prior: Option<AppraisalState>,
+    /// The AK's verifying key and the stored AK it was built from: parsing the AK and the EK,
+    /// the qualified name and the key check belong once per stream, not once per round. A
+    /// re-enrolled AK (another stored AK) builds it again.
+    cached_key: Option<(Vec<u8>, Arc<VerifyingKey>)>,
 }
 
 async fn run_stream(
@@ -190,6 +194,7 @@ async fn run_stream(
         missed: 0,
         rechallenges: 0,
         cached_prior: None,
+        cached_key: None,
     };
     // Each round runs in its own function, so everything it held (the device record, the
     // evidence, the policy, the verdict: several KiB per device) is freed before the stream
@@ -220,6 +225,7 @@ impl Round<'_> {
             missed,
             rechallenges,
             cached_prior,
+            cached_key,
         } = self;
         let (service, device_id, outbound, missed_limit) =
             (*service, device_id.as_str(), *outbound, *missed_limit);
@@ -237,12 +243,19 @@ impl Round<'_> {
                 .await;
             return Step::Stop;
         }
-        let key = match verifying_key(&device) {
-            Ok(key) => key,
-            Err(error) => {
-                tracing::error!(device = %device_id, %error, "cannot build the AK key");
-                return Step::Stop;
-            }
+        let key = match cached_key {
+            Some((ak_public, key)) if *ak_public == device.ak_public => key.clone(),
+            _ => match verifying_key(&device) {
+                Ok(key) => {
+                    let key = Arc::new(key);
+                    *cached_key = Some((device.ak_public.clone(), key.clone()));
+                    key
+                }
+                Err(error) => {
+                    tracing::error!(device = %device_id, %error, "cannot build the AK key");
+                    return Step::Stop;
+                }
+            },
         };
         let policy = policy_for(service, &device);
         let prior = match &*cached_prior {
