@@ -49,6 +49,21 @@ fn ecc_public(attributes: u32, symmetric: bool, scheme_ecdsa: bool, point: &[u8]
 /// (TPMS_ATTEST, TPMT_SIGNATURE, (PCR index, sha256 value) in selection order).
 pub type SoftQuote = (Vec<u8>, Vec<u8>, Vec<(u32, Vec<u8>)>);
 
+/// The enrollment request of a simulated gateway with this hostname.
+pub fn enroll_request(tpm: &SoftTpm, hostname: &str) -> trustchain_proto::v1::EnrollRequest {
+    trustchain_proto::v1::EnrollRequest {
+        ek_certificate: tpm.ek_certificate.clone(),
+        ek_intermediates: Vec::new(),
+        ek_public: tpm.ek_public.clone(),
+        ak_public: tpm.ak_public.clone(),
+        facts: Some(trustchain_proto::v1::DeviceFacts {
+            hostname: hostname.into(),
+            device_class: "gateway".into(),
+            ..Default::default()
+        }),
+    }
+}
+
 /// What an honest agent sends for `challenge`: a quote over the first bank's selection with
 /// `nonce` in extraData (an honest agent passes the challenge's own), the SHA-256 PCR values,
 /// the IMA entries from the asked offset, and the boot log if asked.

@@ -18,12 +18,11 @@ use trustchain_ca::Authority;
 use trustchain_proto::v1::attestation_client::AttestationClient;
 use trustchain_proto::v1::enrollment_client::EnrollmentClient;
 use trustchain_proto::v1::{
-    ActivationResponse, AgentMessage, DeviceFacts, EnrollRequest, Hello, agent_message,
-    verifier_message,
+    ActivationResponse, AgentMessage, Hello, agent_message, verifier_message,
 };
 use trustchain_swtpm::TestMakers;
 
-use crate::soft_tpm::{SoftTpm, answer};
+use crate::soft_tpm::{SoftTpm, answer, enroll_request};
 
 /// Everything a verifier process needs on disk, and how to reach it.
 pub struct Deployment {
@@ -317,20 +316,7 @@ pub async fn enroll(
     label: &str,
 ) -> anyhow::Result<Enrollment> {
     let mut client = EnrollmentClient::new(deployment.channel(None).await?);
-    let challenge = match client
-        .begin(EnrollRequest {
-            ek_certificate: tpm.ek_certificate.clone(),
-            ek_intermediates: Vec::new(),
-            ek_public: tpm.ek_public.clone(),
-            ak_public: tpm.ak_public.clone(),
-            facts: Some(DeviceFacts {
-                hostname: label.into(),
-                device_class: "gateway".into(),
-                ..Default::default()
-            }),
-        })
-        .await
-    {
+    let challenge = match client.begin(enroll_request(tpm, label)).await {
         Ok(response) => response.into_inner(),
         Err(status) if is_answer(&status) => return Ok(Enrollment::Refused(status)),
         Err(status) => anyhow::bail!("begin: {status}"),
@@ -381,20 +367,7 @@ pub async fn begin(
     label: &str,
 ) -> anyhow::Result<trustchain_proto::v1::ActivationChallenge> {
     let mut client = EnrollmentClient::new(deployment.channel(None).await?);
-    Ok(client
-        .begin(EnrollRequest {
-            ek_certificate: tpm.ek_certificate.clone(),
-            ek_intermediates: Vec::new(),
-            ek_public: tpm.ek_public.clone(),
-            ak_public: tpm.ak_public.clone(),
-            facts: Some(DeviceFacts {
-                hostname: label.into(),
-                device_class: "gateway".into(),
-                ..Default::default()
-            }),
-        })
-        .await?
-        .into_inner())
+    Ok(client.begin(enroll_request(tpm, label)).await?.into_inner())
 }
 
 /// A status that is the verifier's decision rather than a broken connection.

@@ -19,11 +19,10 @@ use trustchain_ca::Authority;
 use trustchain_proto::v1::attestation_client::AttestationClient;
 use trustchain_proto::v1::enrollment_client::EnrollmentClient;
 use trustchain_proto::v1::{
-    ActivationResponse, AgentMessage, DeviceFacts, EnrollRequest, Hello, TrustState, agent_message,
-    verifier_message,
+    ActivationResponse, AgentMessage, Hello, TrustState, agent_message, verifier_message,
 };
 use trustchain_swtpm::{BootProfile, TestMakers};
-use trustchain_tests::soft_tpm::{SoftTpm, answer};
+use trustchain_tests::soft_tpm::{SoftTpm, answer, enroll_request};
 
 struct Options {
     devices: usize,
@@ -222,17 +221,7 @@ async fn run() -> anyhow::Result<()> {
         enrolls.push(tokio::spawn(async move {
             let _permit = gate.acquire().await?;
             let challenge = client
-                .begin(EnrollRequest {
-                    ek_certificate: tpm.ek_certificate.clone(),
-                    ek_intermediates: Vec::new(),
-                    ek_public: tpm.ek_public.clone(),
-                    ak_public: tpm.ak_public.clone(),
-                    facts: Some(DeviceFacts {
-                        hostname: label.clone(),
-                        device_class: "gateway".into(),
-                        ..Default::default()
-                    }),
-                })
+                .begin(enroll_request(&tpm, &label))
                 .await?
                 .into_inner();
             let secret =

@@ -11,13 +11,12 @@ use tonic::transport::{Channel, Identity};
 use trustchain_proto::v1::attestation_client::AttestationClient;
 use trustchain_proto::v1::enrollment_client::EnrollmentClient;
 use trustchain_proto::v1::{
-    ActivationResponse, AgentMessage, DeviceFacts, EnrollRequest, Hello, agent_message,
-    verifier_message,
+    ActivationResponse, AgentMessage, Hello, agent_message, verifier_message,
 };
 use trustchain_swtpm::BootProfile;
 
 use super::deployment::Deployment;
-use crate::soft_tpm::{SoftTpm, answer};
+use crate::soft_tpm::{SoftTpm, answer, enroll_request};
 
 /// An enrolled simulated device.
 pub struct SimDevice {
@@ -49,17 +48,7 @@ pub async fn enroll(
     let channel = deployment.channel(None, source).await?;
     let mut client = EnrollmentClient::new(channel);
     let challenge = client
-        .begin(EnrollRequest {
-            ek_certificate: tpm.ek_certificate.clone(),
-            ek_intermediates: Vec::new(),
-            ek_public: tpm.ek_public.clone(),
-            ak_public: tpm.ak_public.clone(),
-            facts: Some(DeviceFacts {
-                hostname: label.into(),
-                device_class: "gateway".into(),
-                ..Default::default()
-            }),
-        })
+        .begin(enroll_request(&tpm, label))
         .await?
         .into_inner();
     let secret =
