@@ -24,6 +24,11 @@ use trustchain_proto::v1::{
 use trustchain_swtpm::{BootProfile, TestMakers};
 use trustchain_tests::soft_tpm::{SoftTpm, answer, enroll_request};
 
+/// The same allocator as the verifier's: the load generator shares the machine's two cores with
+/// the verifier it measures, so its own allocation cost is taken off the verifier's share.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Options {
     devices: usize,
     interval: u64,

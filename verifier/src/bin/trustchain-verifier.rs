@@ -14,6 +14,14 @@ use trustchain_verifier::server;
 use trustchain_verifier::service::{Service, now_unix_millis};
 use trustchain_verifier::storage::{EventKind, EventRecord, SCHEMA_VERSION, backup};
 
+/// mimalloc rather than glibc's malloc: an appraisal allocates and frees many small buffers
+/// (TLS records, h2 frames, protobuf messages, parsed logs) across the runtime's threads, and
+/// glibc's allocator was a fifth of the verifier's CPU under load (`docs/benchmarks.md`).
+/// The `system-allocator` feature keeps glibc's, for heap profilers that hook malloc (heaptrack).
+#[cfg(not(feature = "system-allocator"))]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// TrustChain verifier: enrolls devices, challenges them continuously, appraises their evidence.
 #[derive(Debug, Parser)]
 #[command(name = "trustchain-verifier", version, about)]
