@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use trustchain_proto::evidence_messages;
 use trustchain_proto::v1::attestation_client::AttestationClient;
 use trustchain_proto::v1::{
     AgentMessage, Challenge, Evidence, Hello, PcrValue, TrustState, agent_message, verifier_message,
@@ -195,12 +196,15 @@ async fn session<T: Tpm + 'static>(
         match message.body {
             Some(verifier_message::Body::Challenge(challenge)) => {
                 let evidence = answer(config, tpm, challenge, last_reset_count).await?;
-                outbound
-                    .send(AgentMessage {
-                        body: Some(agent_message::Body::Evidence(evidence)),
-                    })
-                    .await
-                    .map_err(|_| AttestError::Closed)?;
+                // Large evidence (a boot log, the IMA log after a reboot) goes in parts of a few
+                // KiB: the verifier keeps one stream per device, and a stream's receive buffer
+                // stays as large as the largest message it carried.
+                for message in evidence_messages(evidence) {
+                    outbound
+                        .send(message)
+                        .await
+                        .map_err(|_| AttestError::Closed)?;
+                }
                 status.challenge_answered();
             }
             Some(verifier_message::Body::Verdict(verdict)) => {

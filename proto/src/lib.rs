@@ -9,6 +9,9 @@
 //! that cannot hold invalid states, and appraisal code never sees a prost type.
 
 pub mod codec;
+mod parts;
+
+pub use parts::{EVIDENCE_PART_BYTES, evidence_messages};
 
 /// Generated code for package `trustchain.v1`.
 #[allow(missing_debug_implementations, clippy::all, clippy::pedantic)]

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use trustchain_ca::Authority;
+use trustchain_proto::evidence_messages;
 use trustchain_proto::v1::attestation_client::AttestationClient;
 use trustchain_proto::v1::enrollment_client::EnrollmentClient;
 use trustchain_proto::v1::{
@@ -445,10 +446,9 @@ pub async fn attest_stream(
                 }
                 let evidence = answer(tpm, &challenge, &challenge.nonce)?;
                 nonces.insert(challenge.challenge_id, challenge.nonce.clone());
-                tx.send(AgentMessage {
-                    body: Some(agent_message::Body::Evidence(evidence)),
-                })
-                .await?;
+                for message in evidence_messages(evidence) {
+                    tx.send(message).await?;
+                }
             }
             Some(verifier_message::Body::Verdict(verdict)) => {
                 verdicts.push(Verdict {

@@ -15,7 +15,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use trustchain_agent::tpm::Tpm;
 use trustchain_proto::v1::attestation_client::AttestationClient;
 use trustchain_proto::v1::{
-    AgentMessage, Challenge, Evidence, Hello, PcrValue, agent_message, verifier_message,
+    AgentMessage, Challenge, Evidence, EvidencePart, Hello, PcrValue, agent_message,
+    verifier_message,
 };
 use trustchain_swtpm::boot::{BootEvent, EV_EFI_BOOT_SERVICES_APPLICATION};
 use trustchain_swtpm::{Bank, BootProfile, TestMakers};
@@ -541,4 +542,89 @@ async fn after_a_verifier_restart_trust_rests_on_a_fresh_challenge() {
         .wait_for_state(&device.device_id(), DeviceState::Trusted, WAIT)
         .await
         .unwrap();
+}
+
+/// Real boot logs are 15-75 KiB. The agent sends such evidence in parts of a few KiB (so the
+/// verifier's per-device stream buffer stays small); the verifier joins and appraises it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_boot_log_travels_in_parts_and_is_appraised() {
+    let makers = TestMakers::generate().unwrap();
+    let verifier = verifier(&makers).await;
+    let mut profile = BootProfile::default_linux();
+    profile.db = vec![0x30; 40 * 1024];
+    let mut device = TestDevice::enrolled(&verifier, &makers.trusted, "gw-biglog", &profile)
+        .await
+        .unwrap();
+    let log_bytes = std::fs::metadata(device.swtpm.event_log_path())
+        .unwrap()
+        .len();
+    assert!(
+        log_bytes > 10 * trustchain_proto::EVIDENCE_PART_BYTES as u64,
+        "boot log of {log_bytes} bytes would not need parts"
+    );
+    device.swtpm.ima_measure("/usr/bin/bash", b"bash").unwrap();
+    device.start_agent();
+    verifier
+        .wait_for_state(&device.device_id(), DeviceState::Trusted, WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("{e}: {}", verifier.failure_summary(&device.device_id())));
+}
+
+/// Parts are joined only up to the evidence size limit, and joined parts that do not decode are
+/// refused: either ends the stream with no verdict for the challenge.
+#[tokio::test(flavor = "multi_thread")]
+async fn evidence_parts_past_the_limit_or_undecodable_end_the_stream_without_a_verdict() {
+    let makers = TestMakers::generate().unwrap();
+    let verifier = raw_verifier(&makers).await;
+    let limit = verifier.service.limits().max_evidence_message;
+    let (_too_large, mut stream) = raw_device(&verifier, &makers, "gw-parts-big").await;
+    let challenge = stream.challenge().await;
+    for _ in 0..=(limit / (1024 * 1024)) {
+        let part = AgentMessage {
+            body: Some(agent_message::Body::EvidencePart(EvidencePart {
+                data: vec![0; 1024 * 1024],
+                last: false,
+            })),
+        };
+        if stream.outbound.send(part).await.is_err() {
+            break;
+        }
+    }
+    assert_stream_refused(&mut stream, challenge.challenge_id).await;
+
+    let (_garbage, mut stream) = raw_device(&verifier, &makers, "gw-parts-junk").await;
+    let challenge = stream.challenge().await;
+    for (data, last) in [(vec![0xff; 4096], false), (vec![0xff; 10], true)] {
+        stream
+            .outbound
+            .send(AgentMessage {
+                body: Some(agent_message::Body::EvidencePart(EvidencePart {
+                    data,
+                    last,
+                })),
+            })
+            .await
+            .unwrap();
+    }
+    assert_stream_refused(&mut stream, challenge.challenge_id).await;
+}
+
+async fn assert_stream_refused(stream: &mut RawStream, challenge_id: u64) {
+    let outcome = tokio::time::timeout(WAIT, async {
+        loop {
+            match stream.inbound.message().await {
+                Ok(Some(message)) => {
+                    if let Some(verifier_message::Body::Verdict(v)) = message.body {
+                        assert_ne!(v.challenge_id, challenge_id, "a verdict for refused parts");
+                    }
+                }
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the verifier kept the stream open");
+    let status = outcome.expect_err("the stream ended without an error");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
+    assert_eq!(status.message(), "malformed evidence");
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Identity};
+use trustchain_proto::evidence_messages;
 use trustchain_proto::v1::attestation_client::AttestationClient;
 use trustchain_proto::v1::enrollment_client::EnrollmentClient;
 use trustchain_proto::v1::{
@@ -160,11 +161,9 @@ async fn attest_inner(
             Some(verifier_message::Body::Challenge(challenge)) => {
                 log.challenges.push(Instant::now());
                 let evidence = answer(&mut device.tpm, &challenge, &challenge.nonce)?;
-                outbound
-                    .send(AgentMessage {
-                        body: Some(agent_message::Body::Evidence(evidence)),
-                    })
-                    .await?;
+                for message in evidence_messages(evidence) {
+                    outbound.send(message).await?;
+                }
             }
             Some(verifier_message::Body::Verdict(verdict)) => {
                 log.verdicts.push((Instant::now(), verdict.state));

@@ -6,6 +6,7 @@
 //! - `session`: the per-agent stream: challenges, timeouts, verdicts, state changes.
 
 pub mod appraisal;
+pub mod assembly;
 pub mod session;
 pub mod state;
 pub mod verdict;

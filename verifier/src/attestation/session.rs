@@ -11,6 +11,7 @@ use tonic::{Status, Streaming};
 use trustchain_proto::v1::{self, agent_message, verifier_message};
 
 use super::appraisal::{self, AppraisalState, Challenge, Evidence, Policy};
+use super::assembly::Assembly;
 use super::state::Input;
 use crate::enrollment::keys::ak_qualified_name;
 use crate::evidence::digest::HashAlgorithm;
@@ -309,24 +310,28 @@ impl Round<'_> {
         // Wait for the answer to this challenge; answers to earlier, expired challenges arrive
         // late sometimes and are dropped (they count as missed, never as trusted).
         let deadline = tokio::time::Instant::now() + interval;
+        // Large evidence arrives in parts (`EvidencePart`), joined here; the buffer is this
+        // round's and is freed with it.
+        let mut assembly = Assembly::new(service.limits().max_evidence_message);
         let evidence = loop {
-            match tokio::time::timeout_at(deadline, inbound.message()).await {
+            let evidence = match tokio::time::timeout_at(deadline, inbound.message()).await {
                 Err(_) => break None,
                 Ok(Ok(Some(v1::AgentMessage {
                     body: Some(agent_message::Body::Evidence(evidence)),
-                }))) => {
-                    if evidence.challenge_id < challenge.id {
-                        tracing::info!(device = %device_id, late = evidence.challenge_id, "dropping a late answer");
-                        continue;
+                }))) if assembly.is_empty() => evidence,
+                Ok(Ok(Some(v1::AgentMessage {
+                    body: Some(agent_message::Body::EvidencePart(part)),
+                }))) => match assembly.push(part) {
+                    Ok(Some(evidence)) => evidence,
+                    Ok(None) => continue,
+                    Err(error) => {
+                        tracing::warn!(device = %device_id, %error, "evidence parts refused; closing the stream");
+                        let _ = outbound
+                            .send(Err(Status::invalid_argument("malformed evidence")))
+                            .await;
+                        return Step::Stop;
                     }
-                    let lines = evidence.ima_entries.iter().filter(|b| **b == b'\n').count() as u64;
-                    let bytes = (evidence.quote.len()
-                        + evidence.signature.len()
-                        + evidence.boot_log.len()
-                        + evidence.ima_entries.len()) as u64;
-                    service.count_answer(device_id, evidence.boot_log_included, lines, bytes);
-                    break Some(evidence_from_wire(evidence));
-                }
+                },
                 Ok(Ok(Some(_))) => {
                     let _ = outbound
                         .send(Err(Status::invalid_argument("expected evidence")))
@@ -337,7 +342,18 @@ impl Round<'_> {
                     tracing::info!(device = %device_id, "attestation stream closed");
                     return Step::Stop;
                 }
+            };
+            if evidence.challenge_id < challenge.id {
+                tracing::info!(device = %device_id, late = evidence.challenge_id, "dropping a late answer");
+                continue;
             }
+            let lines = evidence.ima_entries.iter().filter(|b| **b == b'\n').count() as u64;
+            let bytes = (evidence.quote.len()
+                + evidence.signature.len()
+                + evidence.boot_log.len()
+                + evidence.ima_entries.len()) as u64;
+            service.count_answer(device_id, evidence.boot_log_included, lines, bytes);
+            break Some(evidence_from_wire(evidence));
         };
         // An answer read after its challenge expired is no answer: it is never appraised (so it
         // can never make the device trusted), and it counts as missed, like silence. It is not
