@@ -1,7 +1,8 @@
 //! Load generator: many simulated devices in one process, each with a software TPM model and its
 //! own mTLS attestation stream, against a real `trustchain-verifier` process on loopback.
 //!
-//! `trustchain-loadgen --devices 1000 --interval 10 --ima 10 --tampered 0.01 --seconds 60`
+//! `trustchain-loadgen --devices 1000 --interval 10 --ima 10 --tampered 0.01 --seconds 60
+//! [--boot-log-kib 64]`
 //! prints appraisals per second, appraisal latency (verifier histogram and client round trip),
 //! the verifier's CPU and resident memory per connected device, and whether every tampered device
 //! was caught and no honest one flagged. Loopback only; every loop is bounded by --seconds.
@@ -16,6 +17,7 @@ use tokio::sync::{Mutex, Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use trustchain_ca::Authority;
+use trustchain_proto::evidence_messages;
 use trustchain_proto::v1::attestation_client::AttestationClient;
 use trustchain_proto::v1::enrollment_client::EnrollmentClient;
 use trustchain_proto::v1::{
@@ -33,6 +35,11 @@ struct Options {
     devices: usize,
     interval: u64,
     ima: usize,
+    /// Boot log size in KiB (0: the simulated firmware's own, about 3 KiB).
+    boot_log_kib: usize,
+    /// Send large evidence whole instead of in parts, as agents before `EvidencePart` did (to
+    /// measure what the parts save).
+    whole_evidence: bool,
     tampered: f64,
     seconds: u64,
 }
@@ -51,6 +58,8 @@ fn options() -> anyhow::Result<Options> {
         interval: get("--interval", "10").parse()?,
         ima: get("--ima", "10").parse()?,
         tampered: get("--tampered", "0.02").parse()?,
+        boot_log_kib: get("--boot-log-kib", "0").parse()?,
+        whole_evidence: args.iter().any(|a| a == "--whole-evidence"),
         seconds: get("--seconds", "60").parse()?,
     })
 }
@@ -209,7 +218,29 @@ async fn run() -> anyhow::Result<()> {
     // Build and enroll the fleet.
     let started = Instant::now();
     let tampered_count = ((opts.devices as f64) * opts.tampered).ceil() as usize;
-    let profile = BootProfile::default_linux();
+    // Real boot logs are 15-75 KiB (`../shared/testdata/eventlogs`), most of it Secure Boot
+    // variables holding certificates: --boot-log-kib grows the db variable to reach that size.
+    let mut profile = BootProfile::default_linux();
+    let natural = SoftTpm::new(&makers.trusted, "sizing", &profile)?
+        .boot_log
+        .len();
+    let wanted = opts.boot_log_kib * 1024;
+    if wanted > natural {
+        // The db variable is logged more than once: grow it once, see how much the log grew
+        // per byte, and size it from that.
+        let base = profile.db.len();
+        profile.db.resize(base + 1024, 0x5a);
+        let grown = SoftTpm::new(&makers.trusted, "sizing", &profile)?
+            .boot_log
+            .len();
+        let per_byte = (grown.saturating_sub(natural) as f64 / 1024.0).max(1.0);
+        profile
+            .db
+            .resize(base + ((wanted - natural) as f64 / per_byte) as usize, 0x5a);
+    }
+    let boot_log_bytes = SoftTpm::new(&makers.trusted, "sizing", &profile)?
+        .boot_log
+        .len();
     let gate = Arc::new(Semaphore::new(32));
     let mut enrolls = Vec::new();
     for i in 0..opts.devices {
@@ -306,6 +337,7 @@ async fn run() -> anyhow::Result<()> {
             connected.clone(),
         );
         let ima_per_interval = opts.ima;
+        let whole_evidence = opts.whole_evidence;
         // A fleet's devices do not all connect in the same instant: each stream opens at its
         // own phase within the first interval, so challenges arrive spread as in the field.
         let phase = Duration::from_secs(opts.interval).mul_f64(index as f64 / opts.devices as f64);
@@ -346,10 +378,16 @@ async fn run() -> anyhow::Result<()> {
                         let evidence = answer(&mut tpm, &challenge, &challenge.nonce)?;
                         sent_at = Instant::now();
                         sent_boot_log = challenge.want_boot_log;
-                        tx.send(AgentMessage {
-                            body: Some(agent_message::Body::Evidence(evidence)),
-                        })
-                        .await?;
+                        let messages = if whole_evidence {
+                            vec![AgentMessage {
+                                body: Some(agent_message::Body::Evidence(evidence)),
+                            }]
+                        } else {
+                            evidence_messages(evidence)
+                        };
+                        for message in messages {
+                            tx.send(message).await?;
+                        }
                     }
                     Some(verifier_message::Body::Verdict(verdict)) => {
                         stats.answers.fetch_add(1, Ordering::Relaxed);
@@ -462,11 +500,12 @@ async fn run() -> anyhow::Result<()> {
     let mut detections = detection_micros.lock().await.clone();
     detections.sort_unstable();
     println!(
-        "devices {}  connected {}  interval {}s  IMA entries per answer {}  run {:.0}s",
+        "devices {}  connected {}  interval {}s  IMA entries per answer {}  boot log {:.1} KiB  run {:.0}s",
         opts.devices,
         connected.load(Ordering::Relaxed),
         opts.interval,
         opts.ima,
+        boot_log_bytes as f64 / 1024.0,
         elapsed
     );
     println!(
