@@ -15,8 +15,11 @@ use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
 
 /// Initial encode/decode buffer per stream.
 const BUFFER_BYTES: usize = 1024;
-/// tonic's default: an encoder yields after this many bytes are buffered.
-const YIELD_THRESHOLD: usize = 32 * 1024;
+/// An encoder hands each message to HTTP/2 on its own (tonic's default gathers 32 KiB). Gathered
+/// messages arrive as one 16 KiB DATA frame, and the receiving stream's buffer, kept for the
+/// stream's life, grows to hold it: the verifier's per-device buffers stayed 16-20 KiB even
+/// with evidence in 4 KiB parts. One message per chunk bounds them to a part plus a frame.
+const YIELD_THRESHOLD: usize = 1;
 
 /// [`ProstCodec`] with [`BUFFER_BYTES`] buffers; named by the generated code (`build.rs`).
 #[derive(Debug, Clone, Copy)]
