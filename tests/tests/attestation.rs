@@ -559,7 +559,7 @@ async fn a_large_boot_log_travels_in_parts_and_is_appraised() {
         .unwrap()
         .len();
     assert!(
-        log_bytes > 10 * trustchain_proto::EVIDENCE_PART_BYTES as u64,
+        log_bytes > 10 * trustchain_proto::EVIDENCE_WHOLE_BYTES as u64,
         "boot log of {log_bytes} bytes would not need parts"
     );
     device.swtpm.ima_measure("/usr/bin/bash", b"bash").unwrap();
@@ -627,4 +627,52 @@ async fn assert_stream_refused(stream: &mut RawStream, challenge_id: u64) {
     let status = outcome.expect_err("the stream ended without an error");
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
     assert_eq!(status.message(), "malformed evidence");
+}
+
+/// An answer whose parts straddle its round's deadline is a late answer like any other: its
+/// remaining parts, read in the next round, are joined and dropped, and the stream goes on.
+#[tokio::test(flavor = "multi_thread")]
+async fn parts_of_an_answer_that_missed_its_deadline_are_dropped_as_late() {
+    let makers = TestMakers::generate().unwrap();
+    let verifier = raw_verifier(&makers).await;
+    let (device, mut stream) = raw_device(&verifier, &makers, "gw-parts-late").await;
+    let missed = stream.challenge().await;
+    let mut late = evidence(&device, &missed, &missed.nonce, 0x000b);
+    late.boot_log =
+        vec![0; trustchain_proto::EVIDENCE_WHOLE_BYTES + 2 * trustchain_proto::EVIDENCE_PART_BYTES];
+    late.boot_log_included = true;
+    let mut parts = trustchain_proto::evidence_messages(late);
+    assert!(parts.len() > 2);
+    let last = parts.pop().unwrap();
+    for part in parts {
+        stream.outbound.send(part).await.unwrap();
+    }
+    let next = stream.challenge().await;
+    assert!(next.challenge_id > missed.challenge_id);
+    stream.outbound.send(last).await.unwrap();
+    stream
+        .answer(evidence(&device, &next, &next.nonce, 0x000b))
+        .await;
+    let verdict = tokio::time::timeout(WAIT, async {
+        loop {
+            let message = stream.inbound.message().await.unwrap().unwrap();
+            if let Some(verifier_message::Body::Verdict(v)) = message.body {
+                assert_ne!(
+                    v.challenge_id, missed.challenge_id,
+                    "the late answer was appraised"
+                );
+                if v.challenge_id == next.challenge_id {
+                    return v;
+                }
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        verdict.state,
+        trustchain_proto::v1::TrustState::Trusted as i32,
+        "{}",
+        verifier.failure_summary(&device.device_id())
+    );
 }

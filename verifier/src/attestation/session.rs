@@ -26,7 +26,9 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Re-challenges in a row (after resets) before the answer counts as a failure.
 const MAX_RECHALLENGES: u32 = 2;
 
-type Outbound = mpsc::Sender<Result<v1::VerifierMessage, Status>>;
+/// Messages to the agent, boxed: the channel allocates its slots 32 at a time, for each of
+/// thousands of streams, and an unboxed slot (a message or a `Status`) is ~90 bytes.
+pub type Outbound = mpsc::Sender<Box<Result<v1::VerifierMessage, Status>>>;
 
 /// Builds the AK verification key a device's quotes must verify with: its scheme pinned by the
 /// key's own parameters (RSASSA/ECDSA with SHA-256 when it names none), its signer the AK's
@@ -111,7 +113,7 @@ fn load_state(service: &Service, device_id: &str) -> AppraisalState {
 
 async fn send(outbound: &Outbound, body: verifier_message::Body) -> bool {
     outbound
-        .send(Ok(v1::VerifierMessage { body: Some(body) }))
+        .send(Box::new(Ok(v1::VerifierMessage { body: Some(body) })))
         .await
         .is_ok()
 }
@@ -129,9 +131,9 @@ pub async fn run(
         }))) if hello.device_id == device_id => {}
         _ => {
             let _ = outbound
-                .send(Err(Status::invalid_argument(
+                .send(Box::new(Err(Status::invalid_argument(
                     "expected hello for this device",
-                )))
+                ))))
                 .await;
             return;
         }
@@ -172,6 +174,10 @@ struct Round<'a> {
     /// the qualified name and the key check belong once per stream, not once per round. A
     /// re-enrolled AK (another stored AK) builds it again.
     cached_key: Option<(Vec<u8>, Arc<VerifyingKey>)>,
+    /// Evidence parts received so far. Kept across rounds: the parts of an answer that missed
+    /// its round's deadline arrive in the next, are joined, and are dropped there as a late
+    /// answer (a fresh assembly would have decoded the tail alone and refused the stream).
+    assembly: Assembly,
 }
 
 async fn run_stream(
@@ -196,6 +202,7 @@ async fn run_stream(
         rechallenges: 0,
         cached_prior: None,
         cached_key: None,
+        assembly: Assembly::new(service.limits().max_evidence_message),
     };
     // Each round runs in its own function, so everything it held (the device record, the
     // evidence, the policy, the verdict: several KiB per device) is freed before the stream
@@ -227,6 +234,7 @@ impl Round<'_> {
             rechallenges,
             cached_prior,
             cached_key,
+            assembly,
         } = self;
         let (service, device_id, outbound, missed_limit) =
             (*service, device_id.as_str(), *outbound, *missed_limit);
@@ -240,7 +248,9 @@ impl Round<'_> {
             DeviceState::Decommissioned | DeviceState::Quarantined
         ) {
             let _ = outbound
-                .send(Err(Status::permission_denied("device may not attest")))
+                .send(Box::new(Err(Status::permission_denied(
+                    "device may not attest",
+                ))))
                 .await;
             return Step::Stop;
         }
@@ -310,9 +320,8 @@ impl Round<'_> {
         // Wait for the answer to this challenge; answers to earlier, expired challenges arrive
         // late sometimes and are dropped (they count as missed, never as trusted).
         let deadline = tokio::time::Instant::now() + interval;
-        // Large evidence arrives in parts (`EvidencePart`), joined here; the buffer is this
-        // round's and is freed with it.
-        let mut assembly = Assembly::new(service.limits().max_evidence_message);
+        // Large evidence arrives in parts (`EvidencePart`), joined here; the joined bytes are
+        // freed as soon as they are decoded.
         let evidence = loop {
             let evidence = match tokio::time::timeout_at(deadline, inbound.message()).await {
                 Err(_) => break None,
@@ -327,14 +336,16 @@ impl Round<'_> {
                     Err(error) => {
                         tracing::warn!(device = %device_id, %error, "evidence parts refused; closing the stream");
                         let _ = outbound
-                            .send(Err(Status::invalid_argument("malformed evidence")))
+                            .send(Box::new(Err(Status::invalid_argument(
+                                "malformed evidence",
+                            ))))
                             .await;
                         return Step::Stop;
                     }
                 },
                 Ok(Ok(Some(_))) => {
                     let _ = outbound
-                        .send(Err(Status::invalid_argument("expected evidence")))
+                        .send(Box::new(Err(Status::invalid_argument("expected evidence"))))
                         .await;
                     return Step::Stop;
                 }

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use futures::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use trustchain_ca::Role;
@@ -11,6 +12,16 @@ use trustchain_proto::v1::{self, attestation_server::Attestation};
 use super::auth;
 use crate::service::Service;
 use crate::storage::DeviceState;
+
+type Unboxed = Result<v1::VerifierMessage, Status>;
+/// What the session sends (`session::Outbound` says why it is boxed).
+type Boxed = Box<Unboxed>;
+
+// The channel's item is boxed on purpose (`session::Outbound`); only here is it unboxed.
+#[allow(clippy::boxed_local)]
+fn unbox(message: Boxed) -> Unboxed {
+    *message
+}
 
 #[derive(Debug)]
 pub struct AttestationApi {
@@ -25,7 +36,7 @@ impl AttestationApi {
 
 #[tonic::async_trait]
 impl Attestation for AttestationApi {
-    type AttestStream = ReceiverStream<Result<v1::VerifierMessage, Status>>;
+    type AttestStream = futures::stream::Map<ReceiverStream<Boxed>, fn(Boxed) -> Unboxed>;
 
     async fn attest(
         &self,
@@ -55,6 +66,8 @@ impl Attestation for AttestationApi {
             request.into_inner(),
             outbound,
         ));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(
+            ReceiverStream::new(rx).map(unbox as fn(Boxed) -> Unboxed),
+        ))
     }
 }
