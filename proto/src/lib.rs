@@ -11,7 +11,7 @@
 pub mod codec;
 mod parts;
 
-pub use parts::{EVIDENCE_PART_BYTES, evidence_messages};
+pub use parts::{EVIDENCE_PART_BYTES, EVIDENCE_WHOLE_BYTES, evidence_messages};
 
 /// Generated code for package `trustchain.v1`.
 #[allow(missing_debug_implementations, clippy::all, clippy::pedantic)]
