@@ -455,6 +455,26 @@ async fn run() -> anyhow::Result<()> {
             )
         })
     };
+    // Resident memory once a second through the steady state (while every stream is open): one
+    // reading moves by several KiB per device with the allocator's timing of returning pages.
+    let rss_samples = {
+        let stats = stats.clone();
+        let devices = opts.devices;
+        tokio::spawn(async move {
+            let mut samples = Vec::new();
+            while stats.first_round_trips_micros.lock().await.len() < devices
+                && Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            while Instant::now() + Duration::from_secs(2) < deadline {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                samples.push(proc_figures(pid).0);
+            }
+            samples.sort_unstable();
+            samples
+        })
+    };
     let mut failures = 0;
     for task in tasks {
         if !matches!(task.await, Ok(Ok(()))) {
@@ -560,6 +580,22 @@ async fn run() -> anyhow::Result<()> {
         rss_end / 1024,
         rss_end.saturating_sub(rss_baseline) as f64 / opts.devices.max(1) as f64
     );
+    let rss_samples = rss_samples.await?;
+    if let (Some(low), Some(high)) = (rss_samples.first(), rss_samples.last()) {
+        let median = rss_samples.get(rss_samples.len() / 2).unwrap_or(high);
+        let per_device =
+            |kib: u64| kib.saturating_sub(rss_baseline) as f64 / opts.devices.max(1) as f64;
+        println!(
+            "verifier RSS once a second after every first appraisal ({} readings): min {} / median {} / max {} MiB = {:.1} / {:.1} / {:.1} KiB per connected device above idle",
+            rss_samples.len(),
+            low / 1024,
+            median / 1024,
+            high / 1024,
+            per_device(*low),
+            per_device(*median),
+            per_device(*high)
+        );
+    }
     println!(
         "tampered {tampered_count}: caught {} (detection p50 {:.1} s, max {:.1} s); honest devices flagged: {}; stream failures {failures}",
         caught.load(Ordering::Relaxed),
