@@ -733,7 +733,7 @@ impl Service {
         if let Some(change) = change {
             self.publish(change);
         }
-        Ok(record)
+        Ok(Arc::unwrap_or_clone(record))
     }
 
     /// The transition after an appraisal, written with the appraisal's other writes: durable at
@@ -747,7 +747,7 @@ impl Service {
         input: Input,
         reason: &str,
         policy_only: bool,
-    ) -> Result<(DeviceRecord, Option<StateChange>), ActionError> {
+    ) -> Result<(Arc<DeviceRecord>, Option<StateChange>), ActionError> {
         self.apply(
             device_id,
             input,
@@ -783,15 +783,17 @@ impl Service {
         reason: &str,
         policy_only: bool,
         durability: Durability,
-    ) -> Result<(DeviceRecord, Option<StateChange>), ActionError> {
+    ) -> Result<(Arc<DeviceRecord>, Option<StateChange>), ActionError> {
         let changed;
         let mut change = None;
         let record = {
             let _guard = self.transitions.lock().unwrap_or_else(|p| p.into_inner());
-            let mut device = self
+            // Shared, not copied: most appraisals change nothing, and copy nothing.
+            let shared = self
                 .storage
-                .device(device_id)?
+                .device_shared(device_id)?
                 .ok_or(ActionError::NotFound)?;
+            let device = &shared;
             let next = state::step(
                 device.state,
                 input,
@@ -810,7 +812,6 @@ impl Service {
                 _ => device.recoverable,
             };
             let recoverable_changed = device.recoverable != recoverable;
-            device.recoverable = recoverable;
             let now = now_unix_millis();
             let previous = device.state;
             self.last_appraisal
@@ -818,6 +819,8 @@ impl Service {
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(device_id.to_string(), now / 1000);
             if changed {
+                let mut device = DeviceRecord::clone(device);
+                device.recoverable = recoverable;
                 device.state_changed_at_unix = now / 1000;
                 device.state = next;
                 device.state_reason = reason.to_string();
@@ -851,15 +854,21 @@ impl Service {
                     result_jwt: self.last_result(device_id).unwrap_or_default(),
                     at_unix_millis: now,
                 });
+                Arc::new(device)
             } else if recoverable_changed {
+                let mut device = DeviceRecord::clone(device);
+                device.recoverable = recoverable;
                 match durability {
                     Durability::Now => self.storage.put_device(&device)?,
                     Durability::WithCommit => self.storage.put_device_deferred(&device)?,
                 }
+                Arc::new(device)
+            } else {
+                // Nothing changed: nothing to write (the time of the appraisal is kept in
+                // memory, `last_appraisal_unix`); a write per appraisal was a third of the
+                // storage load.
+                shared
             }
-            // Nothing changed: nothing to write (the time of the appraisal is kept in memory,
-            // `last_appraisal_unix`); a write per appraisal was a third of the storage load.
-            device
         };
         if changed
             && matches!(

@@ -238,7 +238,7 @@ impl Round<'_> {
         } = self;
         let (service, device_id, outbound, missed_limit) =
             (*service, device_id.as_str(), *outbound, *missed_limit);
-        let Ok(Some(device)) = service.storage().device(device_id) else {
+        let Ok(Some(device)) = service.storage().device_shared(device_id) else {
             return Step::Stop;
         };
         // Re-read every round: an operator may change the device's tier.
@@ -500,7 +500,7 @@ impl Round<'_> {
                             verdict.summary()
                         ),
                     )
-                    .map(|device| (device, None))
+                    .map(|device| (Arc::new(device), None))
             } else {
                 service.transition_after_appraisal(
                     device_id,

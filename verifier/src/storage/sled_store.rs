@@ -165,7 +165,7 @@ struct Shared {
     /// Decoded device records: every attestation round reads its device, and decoding the JSON
     /// (certificates as number arrays) was the largest single cost in the load generator's
     /// profile. Filled on read, replaced on write, emptied when the store reopens.
-    device_cache: RwLock<std::collections::HashMap<String, DeviceRecord>>,
+    device_cache: RwLock<std::collections::HashMap<String, Arc<DeviceRecord>>>,
 }
 
 /// Leader-based group commit. A caller that needs its writes durable takes a ticket; if no
@@ -292,7 +292,7 @@ impl SledStorage {
             .device_cache
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(record.device_id.clone(), record.clone());
+            .insert(record.device_id.clone(), Arc::new(record.clone()));
     }
 
     fn write_device(&self, record: &DeviceRecord, flush: bool) -> Result<(), StorageError> {
@@ -584,6 +584,12 @@ fn seal_loop(shared: Weak<Shared>) {
 
 impl Storage for SledStorage {
     fn device(&self, device_id: &str) -> Result<Option<DeviceRecord>, StorageError> {
+        Ok(self
+            .device_shared(device_id)?
+            .map(|record| DeviceRecord::clone(&record)))
+    }
+
+    fn device_shared(&self, device_id: &str) -> Result<Option<Arc<DeviceRecord>>, StorageError> {
         let trees = self.trees()?;
         if let Some(record) = self
             .shared
@@ -598,10 +604,15 @@ impl Storage for SledStorage {
             .run("read device", || trees.devices.get(device_id))?
             .map(|raw| decode("device", &raw))
             .transpose()?;
-        if let Some(record) = &record {
-            self.cache_device(record);
-        }
-        Ok(record)
+        Ok(record.map(|record| {
+            let record = Arc::new(record);
+            self.shared
+                .device_cache
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(record.device_id.clone(), record.clone());
+            record
+        }))
     }
 
     fn devices(&self) -> Result<Vec<DeviceRecord>, StorageError> {
@@ -619,7 +630,7 @@ impl Storage for SledStorage {
                     .cloned()
             });
             match cached {
-                Some(record) => out.push(record),
+                Some(record) => out.push(DeviceRecord::clone(&record)),
                 None => {
                     let record: DeviceRecord = decode("device", &raw)?;
                     self.cache_device(&record);
