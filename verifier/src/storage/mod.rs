@@ -14,6 +14,7 @@ pub mod backup;
 pub mod commit;
 pub mod records;
 mod sled_store;
+mod stored_bytes;
 
 pub use records::{DeviceRecord, DeviceState, EkKind, EventKind, EventRecord, Facts};
 pub use sled_store::{SEAL_FILE, Seal, SledStorage};

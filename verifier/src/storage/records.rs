@@ -71,13 +71,18 @@ pub struct DeviceRecord {
     pub device_id: String,
     pub ek_kind: EkKind,
     /// Marshalled TPMT_PUBLIC of the EK.
+    #[serde(with = "super::stored_bytes")]
     pub ek_public: Vec<u8>,
+    #[serde(with = "super::stored_bytes")]
     pub ek_certificate: Vec<u8>,
     pub ek_certificate_serial_hex: String,
     pub ek_certificate_issuer: String,
     /// Marshalled TPMT_PUBLIC of the current AK, and its Name.
+    #[serde(with = "super::stored_bytes")]
     pub ak_public: Vec<u8>,
+    #[serde(with = "super::stored_bytes")]
     pub ak_name: Vec<u8>,
+    #[serde(with = "super::stored_bytes")]
     pub ak_certificate: Vec<u8>,
     /// Serial of the mTLS client certificate issued at the last enrollment.
     pub client_certificate_serial_hex: String,
