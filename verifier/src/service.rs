@@ -793,81 +793,79 @@ impl Service {
                 .storage
                 .device_shared(device_id)?
                 .ok_or(ActionError::NotFound)?;
-            let device = &shared;
             let next = state::step(
-                device.state,
+                shared.state,
                 input,
                 Recovery {
-                    may_recover: device.recoverable,
+                    may_recover: shared.recoverable,
                 },
             );
-            changed = next != device.state;
+            changed = next != shared.state;
             let recoverable = match input {
                 // An integrity failure on top of a policy one makes the whole sticky; a policy
                 // failure never softens an earlier integrity one.
                 Input::AppraisalFailed => {
-                    policy_only && (device.state != DeviceState::Untrusted || device.recoverable)
+                    policy_only && (shared.state != DeviceState::Untrusted || shared.recoverable)
                 }
                 Input::AppraisalPassed | Input::OperatorCleared => false,
-                _ => device.recoverable,
+                _ => shared.recoverable,
             };
-            let recoverable_changed = device.recoverable != recoverable;
+            let recoverable_changed = shared.recoverable != recoverable;
             let now = now_unix_millis();
-            let previous = device.state;
+            let previous = shared.state;
             self.last_appraisal
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(device_id.to_string(), now / 1000);
-            if changed {
-                let mut device = DeviceRecord::clone(device);
-                device.recoverable = recoverable;
-                device.state_changed_at_unix = now / 1000;
-                device.state = next;
-                device.state_reason = reason.to_string();
-                // The new state and its audit record are written in one transaction: a crash or
-                // a failed write never leaves one without the other, and watchers hear only of a
-                // change that is on disk (the caller publishes it once it is).
-                let event = EventRecord {
-                    at_unix_millis: now,
-                    kind: EventKind::StateChanged,
-                    device_id: device_id.to_string(),
-                    detail: format!("{} -> {}: {reason}", previous.name(), next.name()),
-                };
-                let sequence = match durability {
-                    Durability::Now => self.storage.put_device_with_event(&device, &event)?,
-                    Durability::WithCommit => self
-                        .storage
-                        .put_device_with_event_deferred(&device, &event)?,
-                };
-                tracing::info!(device = %device_id, from = previous.name(), to = next.name(), %reason, "state changed");
-                // Held under the transitions lock: changes are registered in audit order.
-                self.unpublished
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .written(sequence, Instant::now());
-                change = Some(StateChange {
-                    sequence,
-                    device_id: device_id.to_string(),
-                    previous,
-                    current: next,
-                    reason: reason.to_string(),
-                    result_jwt: self.last_result(device_id).unwrap_or_default(),
-                    at_unix_millis: now,
-                });
-                Arc::new(device)
-            } else if recoverable_changed {
-                let mut device = DeviceRecord::clone(device);
-                device.recoverable = recoverable;
-                match durability {
-                    Durability::Now => self.storage.put_device(&device)?,
-                    Durability::WithCommit => self.storage.put_device_deferred(&device)?,
-                }
-                Arc::new(device)
-            } else {
+            if !changed && !recoverable_changed {
                 // Nothing changed: nothing to write (the time of the appraisal is kept in
                 // memory, `last_appraisal_unix`); a write per appraisal was a third of the
                 // storage load.
                 shared
+            } else {
+                let mut device = DeviceRecord::clone(&shared);
+                device.recoverable = recoverable;
+                if changed {
+                    device.state_changed_at_unix = now / 1000;
+                    device.state = next;
+                    device.state_reason = reason.to_string();
+                    // The new state and its audit record are written in one transaction: a crash
+                    // or a failed write never leaves one without the other, and watchers hear only
+                    // of a change that is on disk (the caller publishes it once it is).
+                    let event = EventRecord {
+                        at_unix_millis: now,
+                        kind: EventKind::StateChanged,
+                        device_id: device_id.to_string(),
+                        detail: format!("{} -> {}: {reason}", previous.name(), next.name()),
+                    };
+                    let sequence = match durability {
+                        Durability::Now => self.storage.put_device_with_event(&device, &event)?,
+                        Durability::WithCommit => self
+                            .storage
+                            .put_device_with_event_deferred(&device, &event)?,
+                    };
+                    tracing::info!(device = %device_id, from = previous.name(), to = next.name(), %reason, "state changed");
+                    // Held under the transitions lock: changes are registered in audit order.
+                    self.unpublished
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .written(sequence, Instant::now());
+                    change = Some(StateChange {
+                        sequence,
+                        device_id: device_id.to_string(),
+                        previous,
+                        current: next,
+                        reason: reason.to_string(),
+                        result_jwt: self.last_result(device_id).unwrap_or_default(),
+                        at_unix_millis: now,
+                    });
+                } else {
+                    match durability {
+                        Durability::Now => self.storage.put_device(&device)?,
+                        Durability::WithCommit => self.storage.put_device_deferred(&device)?,
+                    }
+                }
+                Arc::new(device)
             }
         };
         if changed

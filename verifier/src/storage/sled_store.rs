@@ -288,11 +288,15 @@ impl SledStorage {
     }
 
     fn cache_device(&self, record: &DeviceRecord) {
+        self.cache_shared(Arc::new(record.clone()));
+    }
+
+    fn cache_shared(&self, record: Arc<DeviceRecord>) {
         self.shared
             .device_cache
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(record.device_id.clone(), Arc::new(record.clone()));
+            .insert(record.device_id.clone(), record);
     }
 
     fn write_device(&self, record: &DeviceRecord, flush: bool) -> Result<(), StorageError> {
@@ -606,11 +610,7 @@ impl Storage for SledStorage {
             .transpose()?;
         Ok(record.map(|record| {
             let record = Arc::new(record);
-            self.shared
-                .device_cache
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(record.device_id.clone(), record.clone());
+            self.cache_shared(record.clone());
             record
         }))
     }
