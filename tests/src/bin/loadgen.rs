@@ -221,26 +221,20 @@ async fn run() -> anyhow::Result<()> {
     // Real boot logs are 15-75 KiB (`../shared/testdata/eventlogs`), most of it Secure Boot
     // variables holding certificates: --boot-log-kib grows the db variable to reach that size.
     let mut profile = BootProfile::default_linux();
-    let natural = SoftTpm::new(&makers.trusted, "sizing", &profile)?
-        .boot_log
-        .len();
+    let log_len = |profile: &BootProfile| profile.encode_log(&profile.events()).len();
+    let natural = log_len(&profile);
     let wanted = opts.boot_log_kib * 1024;
     if wanted > natural {
         // The db variable is logged more than once: grow it once, see how much the log grew
         // per byte, and size it from that.
         let base = profile.db.len();
         profile.db.resize(base + 1024, 0x5a);
-        let grown = SoftTpm::new(&makers.trusted, "sizing", &profile)?
-            .boot_log
-            .len();
-        let per_byte = (grown.saturating_sub(natural) as f64 / 1024.0).max(1.0);
+        let per_byte = (log_len(&profile).saturating_sub(natural) as f64 / 1024.0).max(1.0);
         profile
             .db
             .resize(base + ((wanted - natural) as f64 / per_byte) as usize, 0x5a);
     }
-    let boot_log_bytes = SoftTpm::new(&makers.trusted, "sizing", &profile)?
-        .boot_log
-        .len();
+    let boot_log_bytes = log_len(&profile);
     let gate = Arc::new(Semaphore::new(32));
     let mut enrolls = Vec::new();
     for i in 0..opts.devices {
