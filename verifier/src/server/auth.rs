@@ -5,17 +5,20 @@
 
 use tonic::{Request, Status};
 use trustchain_ca::Role;
-use trustchain_ca::role::{PeerIdentity, peer_identity};
+use trustchain_ca::role::PeerIdentity;
+
+use super::connection::EdgeInfo;
 
 /// The caller's identity, or `unauthenticated` when the connection carried no client certificate.
 pub fn caller<T>(request: &Request<T>) -> Result<PeerIdentity, Status> {
-    let certs = request
-        .peer_certs()
+    // Read from the certificate once per connection (`EdgeInfo`); a request without that info
+    // did not come through the verifier's listener and gets nothing.
+    let certificate = EdgeInfo::of_request(request)
+        .and_then(EdgeInfo::identity)
         .ok_or_else(|| Status::unauthenticated("client certificate required"))?;
-    let leaf = certs
-        .first()
-        .ok_or_else(|| Status::unauthenticated("client certificate required"))?;
-    peer_identity(leaf).ok_or_else(|| Status::permission_denied("certificate carries no role"))
+    certificate
+        .cloned()
+        .ok_or_else(|| Status::permission_denied("certificate carries no role"))
 }
 
 /// The caller's identity, if it holds `role`; `permission_denied` otherwise.

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -19,6 +19,7 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::server::TlsStream;
 use tonic::transport::server::Connected;
+use trustchain_ca::role::{PeerIdentity, peer_identity};
 
 /// The address a limit counts against: the IPv4 address, or the /64 prefix of an IPv6 address
 /// (one host usually holds a whole /64, so counting single IPv6 addresses would limit nothing).
@@ -93,10 +94,63 @@ impl Drop for SourceSlot {
     }
 }
 
+/// What every request on a connection carries of it (its tonic connect info): the peer's
+/// address and the identity read once from its client certificate. Tonic's own connect info
+/// copies the whole certificate chain per connection (about 1 KiB, while rustls keeps its own
+/// copy), and a verifier holds thousands of agents' connections for days.
+#[derive(Debug, Clone)]
+pub(crate) struct EdgeInfo {
+    remote: Option<SocketAddr>,
+    certificate: ClientCertificate,
+}
+
+#[derive(Debug, Clone)]
+enum ClientCertificate {
+    Absent,
+    /// Chains to the deployment CA (rustls checked it) but names no role: no access.
+    WithoutRole,
+    Identity(Arc<PeerIdentity>),
+}
+
+impl EdgeInfo {
+    fn of(stream: &TlsStream<TcpStream>) -> Self {
+        let (tcp, tls) = stream.get_ref();
+        let certificate = match tls.peer_certificates().and_then(|chain| chain.first()) {
+            None => ClientCertificate::Absent,
+            Some(leaf) => peer_identity(leaf).map_or(ClientCertificate::WithoutRole, |id| {
+                ClientCertificate::Identity(Arc::new(id))
+            }),
+        };
+        Self {
+            remote: tcp.peer_addr().ok(),
+            certificate,
+        }
+    }
+
+    /// The connection's info as a request carries it.
+    pub(crate) fn of_request<T>(request: &tonic::Request<T>) -> Option<&Self> {
+        request.extensions().get::<Self>()
+    }
+
+    pub(crate) fn remote(&self) -> Option<SocketAddr> {
+        self.remote
+    }
+
+    /// `None`: no client certificate; `Some(None)`: one that names no role.
+    pub(crate) fn identity(&self) -> Option<Option<&PeerIdentity>> {
+        match &self.certificate {
+            ClientCertificate::Absent => None,
+            ClientCertificate::WithoutRole => Some(None),
+            ClientCertificate::Identity(identity) => Some(Some(identity)),
+        }
+    }
+}
+
 /// A TLS connection handed to the gRPC server.
 #[derive(Debug)]
 pub(crate) struct EdgeConnection {
     inner: TlsStream<TcpStream>,
+    info: EdgeInfo,
     /// For a peer without a client certificate: when its connection ends.
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The caps an unauthenticated connection counts against, released when it closes.
@@ -106,6 +160,7 @@ pub(crate) struct EdgeConnection {
 impl EdgeConnection {
     pub(crate) fn authenticated(inner: TlsStream<TcpStream>) -> Self {
         Self {
+            info: EdgeInfo::of(&inner),
             inner,
             deadline: None,
             _slots: None,
@@ -119,6 +174,7 @@ impl EdgeConnection {
         per_source: SourceSlot,
     ) -> Self {
         Self {
+            info: EdgeInfo::of(&inner),
             inner,
             deadline: Some(Box::pin(tokio::time::sleep(lifetime))),
             _slots: Some((global, per_source)),
@@ -191,10 +247,10 @@ impl AsyncWrite for EdgeConnection {
 }
 
 impl Connected for EdgeConnection {
-    type ConnectInfo = <TlsStream<TcpStream> as Connected>::ConnectInfo;
+    type ConnectInfo = EdgeInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.inner.connect_info()
+        self.info.clone()
     }
 }
 

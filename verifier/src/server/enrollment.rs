@@ -107,7 +107,8 @@ impl SourceRateLimit {
     pub fn admit(&self, request: Request<()>) -> Result<Request<()>, Status> {
         // Connections always come from TCP here; without an address there is nothing to count
         // against, so the call is refused rather than let through unlimited.
-        let Some(peer) = request.remote_addr() else {
+        let Some(peer) = super::connection::EdgeInfo::of_request(&request).and_then(|c| c.remote())
+        else {
             return Err(Status::resource_exhausted("try again later"));
         };
         if self.allow(peer.ip(), Instant::now()) {
