@@ -4,6 +4,7 @@
 //! KDFe, integrity HMAC, AES-128-CFB), so the verifier's enrollment runs unchanged.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use aes::Aes128;
 use aws_lc_rs::agreement::{self, PrivateKey, UnparsedPublicKey};
@@ -78,12 +79,14 @@ pub fn answer(
         .map(|bank| bank.pcrs.clone())
         .unwrap_or_default();
     let (quote, signature, values) = tpm.quote(nonce, &pcrs)?;
-    let ima: String = tpm
+    let mut ima = String::new();
+    for line in tpm
         .ima_log
         .iter()
         .skip(usize::try_from(challenge.ima_offset).unwrap_or(usize::MAX))
-        .cloned()
-        .collect();
+    {
+        ima.push_str(line);
+    }
     Ok(trustchain_proto::v1::Evidence {
         challenge_id: challenge.challenge_id,
         quote,
@@ -118,8 +121,29 @@ pub struct SoftTpm {
     ak_qn: Vec<u8>,
     pcrs: BTreeMap<u32, Vec<u8>>,
     pub boot_log: Vec<u8>,
-    pub ima_log: Vec<String>,
+    /// The ASCII measurement list, a line each; lines are shared (see [`MeasuredFile`]).
+    pub ima_log: Vec<Arc<str>>,
     clock: u64,
+}
+
+/// A file measurement computed once and taken by any number of simulated devices: a fleet runs
+/// the same software, so every device measures the same files (the load generator would
+/// otherwise spend a sixth of its CPU hashing and formatting identical entries per device).
+#[derive(Debug, Clone)]
+pub struct MeasuredFile {
+    /// SHA-256 of the template data: what the kernel extends into PCR 10's sha256 bank.
+    template_hash: Vec<u8>,
+    line: Arc<str>,
+}
+
+impl MeasuredFile {
+    pub fn new(path: &str, content: &[u8]) -> Self {
+        let entry = ImaEntry::for_file(path, content);
+        Self {
+            template_hash: entry.template_hash(Bank::Sha256),
+            line: entry.ascii_line().into(),
+        }
+    }
 }
 
 impl std::fmt::Debug for SoftTpm {
@@ -187,7 +211,13 @@ impl SoftTpm {
 
     fn measure(&mut self, entry: ImaEntry) {
         self.extend(10, &entry.template_hash(Bank::Sha256));
-        self.ima_log.push(entry.ascii_line());
+        self.ima_log.push(entry.ascii_line().into());
+    }
+
+    /// The kernel measured a file whose entry was computed once for the fleet.
+    pub fn measure_shared(&mut self, file: &MeasuredFile) {
+        self.extend(10, &file.template_hash);
+        self.ima_log.push(file.line.clone());
     }
 
     /// The kernel measured a file.
