@@ -147,6 +147,8 @@ async fn run() -> anyhow::Result<()> {
     let mut verifier = Command::new(&binary)
         .args(["serve", "--config"])
         .arg(dir.path().join("verifier.toml"))
+        // The load generator's own runtime may be sized with it; the verifier keeps its own.
+        .env_remove("TOKIO_WORKER_THREADS")
         .env(
             "RUST_LOG",
             std::env::var("LOADGEN_VERIFIER_LOG").unwrap_or_else(|_| "warn".into()),
