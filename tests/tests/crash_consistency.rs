@@ -3,7 +3,8 @@
 //! enrolling during the kills, plus devices from an untrusted TPM maker that must be refused),
 //! and restarted each time on the same state directory and port. Afterwards:
 //! - every enrollment a device saw accepted is in the database, and no refused device is;
-//! - no nonce was accepted twice, and every nonce behind a "trusted" verdict is durably spent;
+//! - no nonce was accepted twice, and every verdict rests on a durably spent nonce (each
+//!   device's durable count covers its verdicts; its last verdict's nonce is held);
 //! - in the audit log, each process starts (its `verifier_started` record) with no device
 //!   trusted, and every "-> trusted" change rests on a passing appraisal ("all rules passed");
 //!   replaying the log's state changes gives exactly the states in the database;
@@ -214,11 +215,29 @@ async fn sigkill_at_random_moments_loses_nothing_and_trusts_nothing_stale() {
         trusted_nonces.len(),
         "a nonce was accepted twice"
     );
-    for nonce in &trusted_nonces {
+    // Every verdict rests on a nonce spent durably before it left: after the SIGKILLs the
+    // database counts at least as many spent nonces for each device as it received verdicts
+    // (a verdict whose nonce was lost would leave the count short), and still holds the nonce
+    // of the device's last verdict.
+    for (rogue, _, log) in &logs {
+        if *rogue {
+            continue;
+        }
+        let device_id = log.device_id.as_deref().unwrap();
+        let spent = storage.nonces_spent_by(device_id).unwrap();
         assert!(
-            !storage.consume_nonce(nonce, "check").unwrap(),
-            "a nonce behind a trusted verdict was not durably spent"
+            spent >= log.verdicts.len() as u64,
+            "{}: {} verdicts but {spent} nonces durably spent",
+            log.label,
+            log.verdicts.len()
         );
+        if let Some(last) = log.verdicts.last() {
+            assert!(
+                !storage.consume_nonce(&last.nonce, device_id).unwrap(),
+                "{}: the nonce behind its last verdict was not durably spent",
+                log.label
+            );
+        }
     }
 
     // The audit log, replayed.

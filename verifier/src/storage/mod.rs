@@ -14,6 +14,7 @@ pub mod backup;
 pub mod commit;
 pub mod records;
 mod sled_store;
+mod spent_nonces;
 mod stored_bytes;
 
 pub use records::{DeviceRecord, DeviceState, EkKind, EventKind, EventRecord, Facts};
@@ -37,7 +38,10 @@ pub enum DocumentKind {
 /// v1: devices, hostnames, events, nonces, appraisals, checkpoints.
 /// v2: adds the trust-document trees (`trust_lists`, `manifests`, `policies`) and the device
 /// record's `recoverable` field (v1 databases are migrated on start).
-pub const SCHEMA_VERSION: u32 = 2;
+/// v3: spent nonces are kept per device (`spent_nonces`: a count and the last few); the
+/// `nonces` tree of v1 and v2 is kept and counted but no longer written. Nothing is rewritten
+/// on migration; the version keeps older builds, which would not read the new tree, out.
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Whether the store accepts writes, for operators (metrics) and the service.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -157,8 +161,13 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     ) -> Result<Vec<crate::audit::AuditLine>, StorageError>;
     /// Events with sequence >= `from`, at most `limit`.
     fn events(&self, from: u64, limit: usize) -> Result<Vec<(u64, EventRecord)>, StorageError>;
-    /// Marks a nonce used, durably. Returns false if it was used before: a nonce is accepted once.
+    /// Marks a nonce used by `device_id`, durably. Returns false if the device used it before:
+    /// a nonce is accepted once. (Each device's last few nonces are kept, with a count of all:
+    /// a nonce is also bound to the one challenge its stream holds in memory, see
+    /// `storage/spent_nonces.rs`.)
     fn consume_nonce(&self, nonce: &[u8], device_id: &str) -> Result<bool, StorageError>;
+    /// How many nonces `device_id` has spent, durably or not yet flushed.
+    fn nonces_spent_by(&self, device_id: &str) -> Result<u64, StorageError>;
     /// The device's last good appraisal state (opaque JSON owned by the attestation module).
     fn appraisal_state(&self, device_id: &str) -> Result<Option<Vec<u8>>, StorageError>;
     /// Replaces the device's appraisal state, durably.

@@ -1,7 +1,9 @@
 //! The sled implementation of [`Storage`]. Trees:
 //! `meta` (schema version), `devices` (id -> JSON), `hostnames` (hostname -> id),
 //! `events` (big-endian sequence -> a hash-chained audit record, see `crate::audit`),
-//! `nonces` (used nonces), `appraisals` (last good appraisal state per device),
+//! `spent_nonces` (per device: nonces spent and the last few, see `spent_nonces.rs`), `nonces`
+//! (one key per spent nonce, written by layouts v1 and v2; kept, counted, no longer written),
+//! `appraisals` (last good appraisal state per device),
 //! `trust_lists`, `manifests`, `policies` (every accepted version of each document).
 //!
 //! Layout of this module: this file holds the running store (reads, writes, the write-failure
@@ -22,6 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
+use super::spent_nonces::{MAX_NONCE, SpentNonces};
 use super::{
     DeviceRecord, DocumentKind, EventRecord, ExportEntry, Storage, StorageError, StorageHealth,
 };
@@ -43,6 +46,7 @@ struct Trees {
     hostnames: sled::Tree,
     events: sled::Tree,
     nonces: sled::Tree,
+    spent_nonces: sled::Tree,
     appraisals: sled::Tree,
     checkpoints: sled::Tree,
     trust_lists: sled::Tree,
@@ -51,12 +55,13 @@ struct Trees {
 }
 
 /// Tree names, in the order exports list them.
-const TREE_NAMES: [&str; 11] = [
+const TREE_NAMES: [&str; 12] = [
     "meta",
     "devices",
     "hostnames",
     "events",
     "nonces",
+    "spent_nonces",
     "appraisals",
     "checkpoints",
     "trust_lists",
@@ -93,6 +98,7 @@ impl Trees {
             hostnames: db.open_tree("hostnames")?,
             events: db.open_tree("events")?,
             nonces: db.open_tree("nonces")?,
+            spent_nonces: db.open_tree("spent_nonces")?,
             appraisals: db.open_tree("appraisals")?,
             checkpoints: db.open_tree("checkpoints")?,
             trust_lists: db.open_tree("trust_lists")?,
@@ -109,6 +115,7 @@ impl Trees {
             "hostnames" => &self.hostnames,
             "events" => &self.events,
             "nonces" => &self.nonces,
+            "spent_nonces" => &self.spent_nonces,
             "appraisals" => &self.appraisals,
             "checkpoints" => &self.checkpoints,
             "trust_lists" => &self.trust_lists,
@@ -117,6 +124,23 @@ impl Trees {
             "__sled__default" => &self.db,
             _ => return None,
         })
+    }
+
+    /// Nonces spent, ever: one key each in the earlier layouts' `nonces` tree, plus every
+    /// device's count. The seal holds the database to it (neither ever goes down).
+    fn nonces_spent(&self) -> Result<u64, String> {
+        let mut total = self.nonces.len() as u64;
+        for item in self.spent_nonces.iter() {
+            let (key, value) = item.map_err(|e| e.to_string())?;
+            let record = SpentNonces::decode(Some(&value)).map_err(|e| {
+                format!(
+                    "the spent nonces of {} are unreadable: {e}",
+                    String::from_utf8_lossy(&key)
+                )
+            })?;
+            total = total.saturating_add(record.count);
+        }
+        Ok(total)
     }
 
     /// The chain head as stored: last sequence and its hash.
@@ -243,7 +267,12 @@ impl SledStorage {
             shared: Arc::new(Shared {
                 path: path.to_path_buf(),
                 device_count: AtomicU64::new(trees.devices.len() as u64),
-                nonce_count: AtomicU64::new(trees.nonces.len() as u64),
+                nonce_count: AtomicU64::new(trees.nonces_spent().map_err(|detail| {
+                    StorageError::Damaged {
+                        path: path.to_path_buf(),
+                        detail,
+                    }
+                })?),
                 trees: RwLock::new(Some(Arc::new(trees))),
                 head: Mutex::new(head),
                 writes: RwLock::new(()),
@@ -286,6 +315,45 @@ impl SledStorage {
         call: impl FnOnce() -> Result<T, sled::Error>,
     ) -> Result<T, StorageError> {
         call().map_err(|e| self.shared.fail(operation, e.to_string()))
+    }
+
+    /// Spends `nonce` for `device_id` (not durable until the next flush): false if the device
+    /// spent it before. A record that cannot be read is an error, never a fresh start.
+    fn spend_nonce(
+        &self,
+        trees: &Trees,
+        nonce: &[u8],
+        device_id: &str,
+    ) -> Result<bool, StorageError> {
+        if nonce.is_empty() || nonce.len() > MAX_NONCE {
+            return Err(StorageError::Corrupt {
+                what: "nonce",
+                detail: format!("{} bytes long", nonce.len()),
+            });
+        }
+        // Only this device's stream spends its nonces, so the update almost never retries; the
+        // record it replaced says whether this nonce was fresh.
+        let previous = self.run("consume nonce", || {
+            trees
+                .spent_nonces
+                .fetch_and_update(device_id.as_bytes(), |stored| {
+                    match SpentNonces::decode(stored) {
+                        Ok(record) if !record.contains(nonce) => Some(record.spend(nonce).encode()),
+                        // Spent before, or unreadable: left as it is, and refused below.
+                        _ => stored.map(<[u8]>::to_vec),
+                    }
+                })
+        })?;
+        let record =
+            SpentNonces::decode(previous.as_deref()).map_err(|detail| StorageError::Corrupt {
+                what: "spent nonces",
+                detail,
+            })?;
+        let fresh = !record.contains(nonce);
+        if fresh {
+            self.shared.nonce_count.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(fresh)
     }
 
     fn cache_device(&self, record: &DeviceRecord) {
@@ -487,7 +555,7 @@ impl Shared {
         self.device_count
             .store(trees.devices.len() as u64, Ordering::SeqCst);
         self.nonce_count
-            .store(trees.nonces.len() as u64, Ordering::SeqCst);
+            .store(trees.nonces_spent()?, Ordering::SeqCst);
         *self.trees.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(trees));
         // What the failed write left is read again from disk.
         self.device_cache
@@ -734,16 +802,22 @@ impl Storage for SledStorage {
     fn consume_nonce(&self, nonce: &[u8], device_id: &str) -> Result<bool, StorageError> {
         let _writing = self.writes();
         let trees = self.trees()?;
-        let swapped = self.run("consume nonce", || {
-            trees
-                .nonces
-                .compare_and_swap(nonce, None as Option<&[u8]>, Some(device_id.as_bytes()))
-        })?;
+        let fresh = self.spend_nonce(&trees, nonce, device_id)?;
         self.flush(&trees)?;
-        if swapped.is_ok() {
-            self.shared.nonce_count.fetch_add(1, Ordering::SeqCst);
-        }
-        Ok(swapped.is_ok())
+        Ok(fresh)
+    }
+
+    fn nonces_spent_by(&self, device_id: &str) -> Result<u64, StorageError> {
+        let trees = self.trees()?;
+        let stored = self.run("read spent nonces", || {
+            trees.spent_nonces.get(device_id.as_bytes())
+        })?;
+        SpentNonces::decode(stored.as_deref())
+            .map(|record| record.count)
+            .map_err(|detail| StorageError::Corrupt {
+                what: "spent nonces",
+                detail,
+            })
     }
 
     fn appraisal_state(&self, device_id: &str) -> Result<Option<Vec<u8>>, StorageError> {
@@ -765,15 +839,7 @@ impl Storage for SledStorage {
     fn consume_nonce_deferred(&self, nonce: &[u8], device_id: &str) -> Result<bool, StorageError> {
         let _writing = self.writes();
         let trees = self.trees()?;
-        let swapped = self.run("consume nonce", || {
-            trees
-                .nonces
-                .compare_and_swap(nonce, None as Option<&[u8]>, Some(device_id.as_bytes()))
-        })?;
-        if swapped.is_ok() {
-            self.shared.nonce_count.fetch_add(1, Ordering::SeqCst);
-        }
-        Ok(swapped.is_ok())
+        self.spend_nonce(&trees, nonce, device_id)
     }
 
     fn put_appraisal_state_deferred(
@@ -1017,7 +1083,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(version.as_ref(), &SCHEMA_VERSION.to_be_bytes());
-        assert_eq!(SCHEMA_VERSION, 2);
+        assert_eq!(SCHEMA_VERSION, 3);
         let raw = db
             .open_tree("devices")
             .unwrap()
@@ -1055,6 +1121,69 @@ mod tests {
         assert!(matches!(err, StorageError::Damaged { .. }), "{err}");
         assert!(err.to_string().contains(&path.display().to_string()));
         assert_eq!(std::fs::read(&db_file).unwrap(), before);
+    }
+
+    /// A v2 database spent nonces one key each: they stay counted (the seal holds the database
+    /// to the total), new ones go per device, and a database rolled back to fewer spent nonces
+    /// than its seal counted is refused.
+    #[test]
+    fn a_v2_database_keeps_its_spent_nonces_counted_and_a_rollback_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state");
+        {
+            let db = sled::open(&path).unwrap();
+            db.open_tree("meta")
+                .unwrap()
+                .insert("schema_version", &2u32.to_be_bytes())
+                .unwrap();
+            let nonces = db.open_tree("nonces").unwrap();
+            for i in 0..3u8 {
+                nonces.insert([i; 32], "tc-old").unwrap();
+            }
+            db.flush().unwrap();
+        }
+        {
+            let store = SledStorage::open(&path).unwrap();
+            assert_eq!(store.shared.nonce_count.load(Ordering::SeqCst), 3);
+            assert!(store.consume_nonce(&[9; 32], "tc-old").unwrap());
+            assert!(!store.consume_nonce(&[9; 32], "tc-old").unwrap());
+            assert!(store.consume_nonce(&[9; 32], "tc-other").unwrap());
+            assert_eq!(store.nonces_spent_by("tc-old").unwrap(), 1);
+            assert_eq!(store.shared.nonce_count.load(Ordering::SeqCst), 5);
+            store.shared.write_seal();
+        }
+        let seal: Seal =
+            serde_json::from_slice(&std::fs::read(path.join(SEAL_FILE)).unwrap()).unwrap();
+        assert_eq!(seal.nonces, 5);
+        {
+            let db = sled::open(&path).unwrap();
+            let version = db.open_tree("meta").unwrap().get("schema_version").unwrap();
+            assert_eq!(version.unwrap().as_ref(), &3u32.to_be_bytes());
+            // Rolled back: one device's spent nonces forgotten.
+            db.open_tree("spent_nonces")
+                .unwrap()
+                .remove("tc-other")
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let err = SledStorage::open(&path).unwrap_err();
+        assert!(err.to_string().contains("nonces"), "{err}");
+    }
+
+    #[test]
+    fn a_damaged_spent_nonce_record_is_an_error_not_a_fresh_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStorage::open(&dir.path().join("state")).unwrap();
+        assert!(store.consume_nonce(&[1; 32], "a").unwrap());
+        store
+            .trees()
+            .unwrap()
+            .spent_nonces
+            .insert("a", &[0u8, 0, 0][..])
+            .unwrap();
+        assert!(store.consume_nonce_deferred(&[2; 32], "a").is_err());
+        assert!(store.consume_nonce(&[], "b").is_err());
+        assert!(store.consume_nonce(&[0; 65], "b").is_err());
     }
 
     #[test]

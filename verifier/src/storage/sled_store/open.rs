@@ -231,7 +231,7 @@ fn validate(trees: &Trees, head: (u64, [u8; 32]), seal: Option<&Seal>) -> Result
         if devices < seal.devices {
             return Err(rolled_back("devices", seal.devices, devices));
         }
-        let nonces = trees.nonces.len() as u64;
+        let nonces = trees.nonces_spent()?;
         if nonces < seal.nonces {
             return Err(rolled_back("used nonces", seal.nonces, nonces));
         }
@@ -245,9 +245,14 @@ fn prepare(path: &Path, trees: &Trees) -> Result<(u64, [u8; 32]), StorageError> 
     let meta_error = |e: sled::Error| damaged(path, format!("reading its layout version: {e}"));
     match trees.meta.get("schema_version").map_err(meta_error)? {
         None => {
-            let empty = [&trees.devices, &trees.events, &trees.nonces]
-                .iter()
-                .all(|t| t.is_empty());
+            let empty = [
+                &trees.devices,
+                &trees.events,
+                &trees.nonces,
+                &trees.spent_nonces,
+            ]
+            .iter()
+            .all(|t| t.is_empty());
             if !empty {
                 return Err(damaged(path, "it holds data but no layout version"));
             }
@@ -276,7 +281,11 @@ fn prepare(path: &Path, trees: &Trees) -> Result<(u64, [u8; 32]), StorageError> 
                         supported: SCHEMA_VERSION,
                     });
                 }
-                1 => migrate_v1_to_v2(path, trees)?,
+                1 => {
+                    migrate_v1_to_v2(path, trees)?;
+                    migrate_v2_to_v3(path, trees)?;
+                }
+                2 => migrate_v2_to_v3(path, trees)?,
                 SCHEMA_VERSION => {}
                 other => {
                     return Err(damaged(path, format!("unknown layout version {other}")));
@@ -326,6 +335,22 @@ fn migrate_v1_to_v2(path: &Path, trees: &Trees) -> Result<(), StorageError> {
         devices = rewritten,
         "state database migrated to layout v2"
     );
+    Ok(())
+}
+
+/// v2 -> v3: nothing to rewrite (the `nonces` tree stays, counted; `spent_nonces` starts
+/// empty); the version is written so that builds that do not read `spent_nonces` refuse it.
+fn migrate_v2_to_v3(path: &Path, trees: &Trees) -> Result<(), StorageError> {
+    let failed = |e: sled::Error| StorageError::Open {
+        path: path.to_path_buf(),
+        detail: format!("migrating from layout v2 to v3: {e}"),
+    };
+    trees
+        .meta
+        .insert("schema_version", &3u32.to_be_bytes())
+        .map_err(failed)?;
+    trees.db.flush().map_err(failed)?;
+    tracing::warn!(path = %path.display(), "state database migrated to layout v3");
     Ok(())
 }
 
@@ -418,7 +443,9 @@ pub(super) fn import(
             audit_sequence: head.0,
             audit_hash: hex::encode(head.1),
             devices: trees.devices.len() as u64,
-            nonces: trees.nonces.len() as u64,
+            nonces: trees
+                .nonces_spent()
+                .map_err(|detail| damaged(path, detail))?,
         },
     )
     .map_err(|e| refuse(format!("writing the seal: {e}")))?;
