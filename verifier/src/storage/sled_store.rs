@@ -72,12 +72,14 @@ const TREE_NAMES: [&str; 12] = [
 ];
 
 /// sled's page cache. The hot set is a few records per device (its record, appraisal state,
-/// latest kept result) plus the newest nonces; what misses is read back from the file through
+/// latest kept result, spent nonces); what misses is read back from the file through
 /// the kernel's page cache. Load generator, 3,000 appraisals/s: 237 us of verifier CPU per
 /// appraisal at 64 MiB, 252 and 337 us in two runs at 16 MiB; at 10,000 devices each 16 MiB is
-/// 1.6 KiB per device of resident memory. 24 MiB: 180 us at 5,000 appraisals/s (168-172 at
-/// 32 MiB, within the run-to-run spread) for 0.8 KiB per device less.
-const CACHE_BYTES: u64 = 24 * 1024 * 1024;
+/// 1.6 KiB per device of resident memory. Those 16 MiB runs paid for spent nonces stored one
+/// key each, every insert on a random page; with spent nonces per device (layout v3) the hot set
+/// is two small records per device, and 16 MiB measured 159 us per appraisal at 5,000/s against
+/// 154 us at 24 MiB (within the run-to-run spread).
+const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
 impl Trees {
     fn open(path: &Path) -> Result<Self, sled::Error> {
