@@ -93,6 +93,19 @@ fn proc_figures(pid: u32) -> (u64, f64) {
     (rss_kib, ticks as f64 / 100.0)
 }
 
+/// A point of the run: when, verdicts so far, the verifier's and the load generator's CPU
+/// seconds so far.
+fn mark(stats: &Stats, verifier: u32) -> (Instant, u64, f64, f64) {
+    let (_, cpu) = proc_figures(verifier);
+    let (_, own_cpu) = proc_figures(std::process::id());
+    (
+        Instant::now(),
+        stats.answers.load(Ordering::Relaxed),
+        cpu,
+        own_cpu,
+    )
+}
+
 async fn metric(port: u16, name: &str) -> f64 {
     let output = Command::new("curl")
         .args(["-s", &format!("http://127.0.0.1:{port}/metrics")])
@@ -454,14 +467,7 @@ async fn run() -> anyhow::Result<()> {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             tokio::time::sleep(interval).await;
-            let (_, cpu) = proc_figures(pid);
-            let (_, own_cpu) = proc_figures(std::process::id());
-            (
-                Instant::now(),
-                stats.answers.load(Ordering::Relaxed),
-                cpu,
-                own_cpu,
-            )
+            mark(&stats, pid)
         })
     };
     // The steady state ends at the deadline, before devices stop (each stops at its own pace).
@@ -469,14 +475,7 @@ async fn run() -> anyhow::Result<()> {
         let stats = stats.clone();
         tokio::spawn(async move {
             tokio::time::sleep_until(deadline.into()).await;
-            let (_, cpu) = proc_figures(pid);
-            let (_, own_cpu) = proc_figures(std::process::id());
-            (
-                Instant::now(),
-                stats.answers.load(Ordering::Relaxed),
-                cpu,
-                own_cpu,
-            )
+            mark(&stats, pid)
         })
     };
     // Resident memory once a second through the steady state (while every stream is open): one
