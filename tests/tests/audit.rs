@@ -192,6 +192,7 @@ async fn an_exported_audit_log_verifies_offline_and_tampering_is_pinpointed() {
         assert!(metrics.contains(line), "{line} in:\n{metrics}");
     }
     assert!(metrics.contains("trustchain_appraisal_duration_seconds_bucket{le=\"+Inf\"}"));
+    assert!(metrics.contains("trustchain_commit_wait_seconds_bucket{le=\"0.01\"}"));
     assert!(metrics.contains("trustchain_audit_records "));
 
     // Another key cannot vouch for it.

@@ -1,5 +1,6 @@
 //! Prometheus metrics on their own plain-HTTP listener (GET /metrics): devices per state,
-//! appraisals by outcome, appraisal latency, open streams, enrollment outcomes, audit-log size.
+//! appraisals by outcome, appraisal latency, the wait for durable writes before each verdict,
+//! open streams, enrollment outcomes, audit-log size.
 //! Read-only; it exposes counts, never device evidence.
 
 use std::fmt::Write as _;
@@ -15,17 +16,50 @@ use tokio::net::TcpListener;
 use crate::service::Service;
 use crate::storage::DeviceState;
 
-/// Upper bounds (seconds) of the appraisal-latency histogram buckets.
+/// Upper bounds (seconds) of the histograms' buckets.
 const BUCKETS: [f64; 10] = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0];
+
+/// A latency histogram (atomics only: no locks per observation).
+#[derive(Debug, Default)]
+struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    micros_sum: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, took: Duration) {
+        let seconds = took.as_secs_f64();
+        for (bucket, bound) in self.buckets.iter().zip(BUCKETS) {
+            if seconds <= bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.micros_sum
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (bucket, bound) in self.buckets.iter().zip(BUCKETS) {
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {}", load(bucket));
+        }
+        let count = load(&self.count);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum {}", load(&self.micros_sum) as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count {count}");
+    }
+}
 
 /// Counters updated on the hot path (atomics only: no locks per appraisal).
 #[derive(Debug, Default)]
 pub struct Metrics {
     appraisals_passed: AtomicU64,
     appraisals_failed: AtomicU64,
-    latency_buckets: [AtomicU64; BUCKETS.len()],
-    latency_count: AtomicU64,
-    latency_micros_sum: AtomicU64,
+    latency: Histogram,
+    commit_wait: Histogram,
     streams: AtomicU64,
     enrollments_accepted: AtomicU64,
     enrollments_refused: AtomicU64,
@@ -38,15 +72,13 @@ impl Metrics {
         } else {
             self.appraisals_failed.fetch_add(1, Ordering::Relaxed);
         }
-        let seconds = took.as_secs_f64();
-        for (bucket, bound) in self.latency_buckets.iter().zip(BUCKETS) {
-            if seconds <= bound {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.latency_count.fetch_add(1, Ordering::Relaxed);
-        self.latency_micros_sum
-            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        self.latency.observe(took);
+    }
+
+    /// How long a verdict waited for its writes (nonce, state, result) to become durable: the
+    /// group commit's gather and sled's flush, the largest part of a verdict's latency.
+    pub fn commit_wait(&self, took: Duration) {
+        self.commit_wait.observe(took);
     }
 
     pub fn stream_opened(&self) {
@@ -103,28 +135,16 @@ impl Metrics {
             "trustchain_appraisals_total{{outcome=\"fail\"}} {}",
             load(&self.appraisals_failed)
         );
-        let _ = writeln!(
-            out,
-            "# HELP trustchain_appraisal_duration_seconds Time to appraise one answer.\n# TYPE trustchain_appraisal_duration_seconds histogram"
+        self.latency.render(
+            &mut out,
+            "trustchain_appraisal_duration_seconds",
+            "Time to appraise one answer.",
         );
-        for (bucket, bound) in self.latency_buckets.iter().zip(BUCKETS) {
-            let _ = writeln!(
-                out,
-                "trustchain_appraisal_duration_seconds_bucket{{le=\"{bound}\"}} {}",
-                load(bucket)
-            );
-        }
-        let count = load(&self.latency_count);
-        let _ = writeln!(
-            out,
-            "trustchain_appraisal_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+        self.commit_wait.render(
+            &mut out,
+            "trustchain_commit_wait_seconds",
+            "Time a verdict waited for its writes to become durable (group commit and flush).",
         );
-        let _ = writeln!(
-            out,
-            "trustchain_appraisal_duration_seconds_sum {}",
-            load(&self.latency_micros_sum) as f64 / 1e6
-        );
-        let _ = writeln!(out, "trustchain_appraisal_duration_seconds_count {count}");
         let _ = writeln!(
             out,
             "# HELP trustchain_attestation_streams Open agent streams.\n# TYPE trustchain_attestation_streams gauge"

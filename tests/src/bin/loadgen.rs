@@ -526,6 +526,13 @@ async fn run() -> anyhow::Result<()> {
     .await;
     let latency_sum = metric(metrics_port, "trustchain_appraisal_duration_seconds_sum").await;
     let latency_count = metric(metrics_port, "trustchain_appraisal_duration_seconds_count").await;
+    let commit_sum = metric(metrics_port, "trustchain_commit_wait_seconds_sum").await;
+    let commit_count = metric(metrics_port, "trustchain_commit_wait_seconds_count").await;
+    let commit_within_10ms = metric(
+        metrics_port,
+        "trustchain_commit_wait_seconds_bucket{le=\"0.01\"}",
+    )
+    .await;
     let mut round_trips: Vec<u64> = stats
         .round_trips_micros
         .lock()
@@ -585,9 +592,19 @@ async fn run() -> anyhow::Result<()> {
         answers
     );
     println!(
-        "appraisal time in the verifier: mean {:.2} ms",
+        "appraisal time in the verifier: mean {:.2} ms; wait for the durable commit: mean {:.2} ms, {:.2} % over 10 ms (whole run)",
         if latency_count > 0.0 {
             latency_sum / latency_count * 1000.0
+        } else {
+            0.0
+        },
+        if commit_count > 0.0 {
+            commit_sum / commit_count * 1000.0
+        } else {
+            0.0
+        },
+        if commit_count > 0.0 {
+            (commit_count - commit_within_10ms) / commit_count * 100.0
         } else {
             0.0
         }

@@ -522,7 +522,10 @@ impl Round<'_> {
         // One durable commit for the nonce, the state, the result and any change of state
         // before the verdict leaves; concurrent appraisals share the flush (group commit,
         // `storage::commit`).
-        if let Err(error) = service.durable().await {
+        let commit_started = Instant::now();
+        let committed = service.durable().await;
+        service.metrics().commit_wait(commit_started.elapsed());
+        if let Err(error) = committed {
             tracing::error!(device = %device_id, %error, "cannot make the verdict durable; none issued");
             if let Some(change) = &change {
                 service.abandon(change);
