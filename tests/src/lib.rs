@@ -81,6 +81,7 @@ impl TestVerifier {
             maker_intermediates: vec![maker_intermediate],
             activation_timeout_seconds: 60,
             max_pending_enrollments: 1000,
+            storage_cache_mib: 16,
             trust_list_authority: None,
             attestation: Default::default(),
             webhooks: Vec::new(),

@@ -247,7 +247,10 @@ pub fn pem_certificates(path: &std::path::Path) -> Result<Vec<Vec<u8>>, StartErr
 impl Service {
     /// Opens the state database and the CA, and loads the TLS identity.
     pub fn start(config: &VerifierConfig) -> Result<Arc<Self>, StartError> {
-        let storage: Arc<dyn Storage> = Arc::new(SledStorage::open(&config.state_dir)?);
+        let storage: Arc<dyn Storage> = Arc::new(SledStorage::open_with_cache(
+            &config.state_dir,
+            config.storage_cache_bytes(),
+        )?);
         let ca = Arc::new(Authority::load(&config.ca_dir)?);
         let tls = ServerTls::new(
             &read(&config.tls_certificate)?,

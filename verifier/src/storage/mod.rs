@@ -18,7 +18,7 @@ mod spent_nonces;
 mod stored_bytes;
 
 pub use records::{DeviceRecord, DeviceState, EkKind, EventKind, EventRecord, Facts};
-pub use sled_store::{SEAL_FILE, Seal, SledStorage};
+pub use sled_store::{DEFAULT_CACHE_BYTES, SEAL_FILE, Seal, SledStorage};
 
 /// Stored documents: (key, value) in key order.
 pub type Documents = Vec<(Vec<u8>, Vec<u8>)>;

@@ -79,10 +79,14 @@ const TREE_NAMES: [&str; 12] = [
 /// key each, every insert on a random page; with spent nonces per device (layout v3) the hot set
 /// is two small records per device, and 16 MiB measured 159 us per appraisal at 5,000/s against
 /// 154 us at 24 MiB (within the run-to-run spread).
-const CACHE_BYTES: u64 = 16 * 1024 * 1024;
+pub const DEFAULT_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
 impl Trees {
     fn open(path: &Path) -> Result<Self, sled::Error> {
+        Self::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Self, sled::Error> {
         // Every write that must last is flushed explicitly (per call, or by the group commit
         // before a verdict), so sled's own timer flush only added work. HighThroughput: less
         // compaction per write (the load generator measured 10% less verifier CPU per
@@ -92,7 +96,7 @@ impl Trees {
             .path(path)
             .flush_every_ms(None)
             .mode(sled::Mode::HighThroughput)
-            .cache_capacity(CACHE_BYTES)
+            .cache_capacity(cache_bytes)
             .open()?;
         Ok(Self {
             meta: db.open_tree("meta")?,
@@ -174,6 +178,8 @@ struct Failure {
 #[derive(Debug)]
 struct Shared {
     path: PathBuf,
+    /// sled's page cache, in bytes (see [`DEFAULT_CACHE_BYTES`]).
+    cache_bytes: u64,
     /// The open database; `None` while closed after a write failure.
     trees: RwLock<Option<Arc<Trees>>>,
     /// The chain head: last sequence and its hash. Appends hold this lock, so the chain is linear.
@@ -264,10 +270,16 @@ impl SledStorage {
     /// check runs on a scratch copy first); a newer layout is refused, never read; an older one
     /// is migrated.
     pub fn open(path: &Path) -> Result<Self, StorageError> {
-        let (trees, head) = open::open_checked(path)?;
+        Self::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`SledStorage::open`] with sled's page cache of `cache_bytes`.
+    pub fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Self, StorageError> {
+        let (trees, head) = open::open_checked(path, cache_bytes)?;
         let storage = Self {
             shared: Arc::new(Shared {
                 path: path.to_path_buf(),
+                cache_bytes,
                 device_count: AtomicU64::new(trees.devices.len() as u64),
                 nonce_count: AtomicU64::new(trees.nonces_spent().map_err(|detail| {
                     StorageError::Damaged {
@@ -544,7 +556,8 @@ impl Shared {
 
     /// One reopen attempt: the database must open and take a flushed probe write.
     fn try_reopen(&self) -> Result<(), String> {
-        let trees = Trees::open(&self.path).map_err(|e| e.to_string())?;
+        let trees =
+            Trees::open_with_cache(&self.path, self.cache_bytes).map_err(|e| e.to_string())?;
         let probe = crate::service::now_unix_millis().to_be_bytes();
         trees
             .meta

@@ -42,7 +42,10 @@ fn damaged(path: &Path, detail: impl Into<String>) -> StorageError {
 }
 
 /// Opens the real database at `path` after checking a copy; returns it with its audit head.
-pub(super) fn open_checked(path: &Path) -> Result<(Trees, (u64, [u8; 32])), StorageError> {
+pub(super) fn open_checked(
+    path: &Path,
+    cache_bytes: u64,
+) -> Result<(Trees, (u64, [u8; 32])), StorageError> {
     let open_error = |detail: String| StorageError::Open {
         path: path.to_path_buf(),
         detail,
@@ -58,7 +61,7 @@ pub(super) fn open_checked(path: &Path) -> Result<(Trees, (u64, [u8; 32])), Stor
         }
         check_on_copy(path)?;
     }
-    let trees = Trees::open(path).map_err(|e| open_error(e.to_string()))?;
+    let trees = Trees::open_with_cache(path, cache_bytes).map_err(|e| open_error(e.to_string()))?;
     let head = prepare(path, &trees)?;
     Ok((trees, head))
 }
