@@ -264,6 +264,14 @@ fn decode<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// A device's spent-nonce record as stored (none: it spent none); unreadable is an error.
+fn decode_spent(stored: Option<&[u8]>) -> Result<SpentNonces, StorageError> {
+    SpentNonces::decode(stored).map_err(|detail| StorageError::Corrupt {
+        what: "spent nonces",
+        detail,
+    })
+}
+
 impl SledStorage {
     /// Opens (or creates) the database at `path`. A database sled cannot read cleanly, or that
     /// holds less than its seal says it held, is refused and left byte for byte as it was (the
@@ -345,25 +353,25 @@ impl SledStorage {
                 detail: format!("{} bytes long", nonce.len()),
             });
         }
-        // Only this device's stream spends its nonces, so the update almost never retries; the
-        // record it replaced says whether this nonce was fresh.
-        let previous = self.run("consume nonce", || {
+        // Only this device's stream spends its nonces, so the update almost never retries. The
+        // outcome of the last attempt, the one sled applied, is the answer.
+        let mut outcome = Ok(false);
+        self.run("consume nonce", || {
             trees
                 .spent_nonces
-                .fetch_and_update(device_id.as_bytes(), |stored| {
-                    match SpentNonces::decode(stored) {
-                        Ok(record) if !record.contains(nonce) => Some(record.spend(nonce).encode()),
-                        // Spent before, or unreadable: left as it is, and refused below.
-                        _ => stored.map(<[u8]>::to_vec),
+                .fetch_and_update(device_id.as_bytes(), |stored| match decode_spent(stored) {
+                    Ok(record) if !record.contains(nonce) => {
+                        outcome = Ok(true);
+                        Some(record.spend(nonce).encode())
+                    }
+                    // Spent before, or unreadable: left as it is, and refused below.
+                    other => {
+                        outcome = other.map(|_| false);
+                        stored.map(<[u8]>::to_vec)
                     }
                 })
         })?;
-        let record =
-            SpentNonces::decode(previous.as_deref()).map_err(|detail| StorageError::Corrupt {
-                what: "spent nonces",
-                detail,
-            })?;
-        let fresh = !record.contains(nonce);
+        let fresh = outcome?;
         if fresh {
             self.shared.nonce_count.fetch_add(1, Ordering::SeqCst);
         }
@@ -827,12 +835,7 @@ impl Storage for SledStorage {
         let stored = self.run("read spent nonces", || {
             trees.spent_nonces.get(device_id.as_bytes())
         })?;
-        SpentNonces::decode(stored.as_deref())
-            .map(|record| record.count)
-            .map_err(|detail| StorageError::Corrupt {
-                what: "spent nonces",
-                detail,
-            })
+        decode_spent(stored.as_deref()).map(|record| record.count)
     }
 
     fn appraisal_state(&self, device_id: &str) -> Result<Option<Vec<u8>>, StorageError> {
@@ -1057,6 +1060,18 @@ mod tests {
         assert!(err.to_string().contains("state"));
     }
 
+    /// A database as an earlier build left it: only the trees it writes here, meta saying
+    /// `version`.
+    fn raw_database(path: &Path, version: u32, fill: impl FnOnce(&sled::Db)) {
+        let db = sled::open(path).unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert("schema_version", &version.to_be_bytes())
+            .unwrap();
+        fill(&db);
+        db.flush().unwrap();
+    }
+
     /// A database as version 1 of the layout wrote it: meta says 1, no document trees, a device
     /// record without the `recoverable` field.
     #[test]
@@ -1065,12 +1080,7 @@ mod tests {
         let path = dir.path().join("state");
         let mut v1_device = serde_json::to_value(record("tc-old", "gw-old")).unwrap();
         v1_device.as_object_mut().unwrap().remove("recoverable");
-        {
-            let db = sled::open(&path).unwrap();
-            db.open_tree("meta")
-                .unwrap()
-                .insert("schema_version", &1u32.to_be_bytes())
-                .unwrap();
+        raw_database(&path, 1, |db| {
             db.open_tree("devices")
                 .unwrap()
                 .insert("tc-old", serde_json::to_vec(&v1_device).unwrap())
@@ -1079,9 +1089,8 @@ mod tests {
                 .unwrap()
                 .insert("gw-old", "tc-old")
                 .unwrap();
-            db.flush().unwrap();
             assert!(!db.tree_names().iter().any(|n| n.as_ref() == b"manifests"));
-        }
+        });
         {
             let store = SledStorage::open(&path).unwrap();
             assert_eq!(
@@ -1145,18 +1154,12 @@ mod tests {
     fn a_v2_database_keeps_its_spent_nonces_counted_and_a_rollback_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state");
-        {
-            let db = sled::open(&path).unwrap();
-            db.open_tree("meta")
-                .unwrap()
-                .insert("schema_version", &2u32.to_be_bytes())
-                .unwrap();
+        raw_database(&path, 2, |db| {
             let nonces = db.open_tree("nonces").unwrap();
             for i in 0..3u8 {
                 nonces.insert([i; 32], "tc-old").unwrap();
             }
-            db.flush().unwrap();
-        }
+        });
         {
             let store = SledStorage::open(&path).unwrap();
             assert_eq!(store.shared.nonce_count.load(Ordering::SeqCst), 3);
