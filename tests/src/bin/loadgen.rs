@@ -533,48 +533,37 @@ async fn run() -> anyhow::Result<()> {
         "trustchain_commit_wait_seconds_bucket{le=\"0.01\"}",
     )
     .await;
-    let mut round_trips: Vec<u64> = stats
+    // The steady round trips, and where their tail comes from: the p99 of each second (a
+    // periodic stall, e.g. a flush or a timer, shows as regular spikes; CPU contention as noise).
+    let steady: Vec<(Instant, u64)> = stats
         .round_trips_micros
         .lock()
         .await
         .iter()
         .filter(|(sent, _)| *sent >= steady_at && *sent < steady_end)
-        .map(|(_, micros)| *micros)
+        .copied()
         .collect();
+    let mut round_trips: Vec<u64> = steady.iter().map(|(_, micros)| *micros).collect();
     round_trips.sort_unstable();
-    // Where the tail comes from: the steady round trips' p99 second by second (a periodic
-    // stall, e.g. a flush or a timer, shows as regular spikes; CPU contention as noise).
     let per_second_p99: Vec<f64> = {
-        let steady = stats.round_trips_micros.lock().await;
-        let mut buckets: std::collections::BTreeMap<u64, Vec<u64>> = Default::default();
-        for (sent, micros) in steady
-            .iter()
-            .filter(|(sent, _)| *sent >= steady_at && *sent < steady_end)
-        {
-            buckets
+        let mut seconds: std::collections::BTreeMap<u64, Vec<u64>> = Default::default();
+        for (sent, micros) in &steady {
+            seconds
                 .entry(sent.duration_since(steady_at).as_secs())
                 .or_default()
                 .push(*micros);
         }
-        buckets
+        seconds
             .into_values()
             .map(|mut v| {
                 v.sort_unstable();
-                v.get(((v.len() as f64 - 1.0) * 0.99).round() as usize)
-                    .copied()
-                    .unwrap_or(0) as f64
-                    / 1000.0
+                percentile_ms(&v, 0.99)
             })
             .collect()
     };
     let mut first_round_trips = stats.first_round_trips_micros.lock().await.clone();
     first_round_trips.sort_unstable();
-    let pct = |v: &[u64], p: f64| {
-        v.get(((v.len() as f64 - 1.0) * p).round() as usize)
-            .copied()
-            .unwrap_or(0) as f64
-            / 1000.0
-    };
+    let pct = percentile_ms;
     let mut detections = detection_micros.lock().await.clone();
     detections.sort_unstable();
     println!(
@@ -593,21 +582,9 @@ async fn run() -> anyhow::Result<()> {
     );
     println!(
         "appraisal time in the verifier: mean {:.2} ms; wait for the durable commit: mean {:.2} ms, {:.2} % over 10 ms (whole run)",
-        if latency_count > 0.0 {
-            latency_sum / latency_count * 1000.0
-        } else {
-            0.0
-        },
-        if commit_count > 0.0 {
-            commit_sum / commit_count * 1000.0
-        } else {
-            0.0
-        },
-        if commit_count > 0.0 {
-            (commit_count - commit_within_10ms) / commit_count * 100.0
-        } else {
-            0.0
-        }
+        ratio(latency_sum, latency_count) * 1000.0,
+        ratio(commit_sum, commit_count) * 1000.0,
+        ratio(commit_count - commit_within_10ms, commit_count) * 100.0
     );
     let steady_count = steady_end_answers.saturating_sub(steady_answers);
     if steady_seconds < 1.0 {
@@ -685,6 +662,20 @@ async fn run() -> anyhow::Result<()> {
     let _ = verifier.kill();
     let _ = verifier.wait();
     Ok(())
+}
+
+/// The `p` percentile of sorted microseconds, in milliseconds (0 when there are none).
+fn percentile_ms(sorted_micros: &[u64], p: f64) -> f64 {
+    sorted_micros
+        .get(((sorted_micros.len() as f64 - 1.0) * p).round() as usize)
+        .copied()
+        .unwrap_or(0) as f64
+        / 1000.0
+}
+
+/// `part / whole`, or 0 when there is no whole.
+fn ratio(part: f64, whole: f64) -> f64 {
+    if whole > 0.0 { part / whole } else { 0.0 }
 }
 
 /// The `k`th file measured in round `round` (the same on every device).
