@@ -2,12 +2,13 @@
 //! (boot applications in PCR 4, firmware blobs in PCRs 0 and 2, Secure Boot variables in PCR 7)
 //! constrains that PCR, and every extended event of a constrained PCR must then be bound, whatever
 //! its type: by a manifest digest of its kind or for its PCR, or by a data check that pins what
-//! was extended to a short, visible value (a zero separator, an action string). Otherwise a shim
-//! or kernel logged under another type would skip the check written for its kind.
+//! was extended to a known, harmless value (a zero separator, one of the PFP's boot-progress
+//! action strings, the S-CRTM version). Otherwise a shim or kernel logged under another type
+//! would skip the check written for its kind.
 
 use crate::evidence::digest::HashAlgorithm;
 use crate::evidence::eventlog::{
-    EV_ACTION, EV_EFI_ACTION, EV_EFI_BOOT_SERVICES_APPLICATION, EV_EFI_BOOT_SERVICES_DRIVER,
+    EV_EFI_ACTION, EV_EFI_BOOT_SERVICES_APPLICATION, EV_EFI_BOOT_SERVICES_DRIVER,
     EV_EFI_PLATFORM_FIRMWARE_BLOB, EV_EFI_PLATFORM_FIRMWARE_BLOB2, EV_EFI_RUNTIME_SERVICES_DRIVER,
     EV_EFI_VARIABLE_AUTHORITY, EV_EFI_VARIABLE_DRIVER_CONFIG, EV_NO_ACTION, EV_S_CRTM_CONTENTS,
     EV_S_CRTM_VERSION, EV_SEPARATOR, Event,
@@ -15,9 +16,21 @@ use crate::evidence::eventlog::{
 
 use super::policy::BootRules;
 
-/// The largest event data a data check may bind an event by: an action string or a version, not
-/// an image (a PE's bytes hashed as "data" would otherwise pass for an action).
+/// The largest S-CRTM version a data check may bind: a version string, not an image (a PE's
+/// bytes hashed as "data" would otherwise pass for a version).
 pub const MAX_BOUND_DATA: usize = 256;
+
+/// EV_EFI_ACTION strings the PFP (§10.4.4) defines for boot progress, which say nothing about
+/// the platform's state. The others ("UEFI Debug Mode", "DMA Protection Disabled" in PCR 7,
+/// vendors' own) report something a policy must decide on: in a constrained PCR a manifest has
+/// to list them.
+pub const BOOT_PROGRESS_ACTIONS: [&[u8]; 5] = [
+    b"Calling EFI Application from Boot Option",
+    b"Returning from EFI Application from Boot Option",
+    b"Exit Boot Services Invocation",
+    b"Exit Boot Services Returned with Failure",
+    b"Exit Boot Services Returned with Success",
+];
 
 /// Whether the event is extended into a PCR (EV_NO_ACTION never is).
 pub fn is_extended(event: &Event) -> bool {
@@ -75,13 +88,14 @@ pub fn constrained_pcrs(rules: &BootRules, checks_variables: bool) -> Vec<u32> {
 }
 
 /// Whether a data check binds the event: its digest in `bank` is the hash of its data, and the
-/// data is a short value that carries no code (a zero separator; an action or version string,
-/// whose text the structural rules check is what the firmware hashed).
+/// data is a known value that carries no code (a zero separator, a boot-progress action, an
+/// S-CRTM version string).
 pub fn bound_by_data(event: &Event, bank: HashAlgorithm) -> bool {
     let data = event.data.as_slice();
     let kind_ok = match event.event_type {
         EV_SEPARATOR => data == [0, 0, 0, 0],
-        EV_EFI_ACTION | EV_ACTION | EV_S_CRTM_VERSION => data.len() <= MAX_BOUND_DATA,
+        EV_EFI_ACTION => BOOT_PROGRESS_ACTIONS.contains(&data),
+        EV_S_CRTM_VERSION => data.len() <= MAX_BOUND_DATA,
         _ => false,
     };
     kind_ok && event.digest(bank) == Some(bank.hash(data).as_slice())
@@ -123,8 +137,15 @@ mod tests {
         let text = b"Calling EFI Application from Boot Option";
         assert!(bound_by_data(&event(EV_EFI_ACTION, text, text), BANK));
         assert!(!bound_by_data(&event(EV_EFI_ACTION, text, b"shim"), BANK));
-        let image = vec![0x4d; MAX_BOUND_DATA + 1];
+        let image = vec![0x4d; 64];
         assert!(!bound_by_data(&event(EV_EFI_ACTION, &image, &image), BANK));
+        let debug = b"UEFI Debug Mode";
+        assert!(!bound_by_data(&event(EV_EFI_ACTION, debug, debug), BANK));
+        let version = vec![0x31; MAX_BOUND_DATA + 1];
+        assert!(!bound_by_data(
+            &event(EV_S_CRTM_VERSION, &version, &version),
+            BANK
+        ));
         assert!(bound_by_data(&event(EV_SEPARATOR, &[0; 4], &[0; 4]), BANK));
         assert!(!bound_by_data(
             &event(EV_SEPARATOR, &[1, 0, 0, 0], &[1, 0, 0, 0]),
