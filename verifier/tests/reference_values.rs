@@ -360,13 +360,16 @@ fn a_keylime_measured_boot_reference_state_converts_and_passes_its_log() {
         );
     }
 
-    let learned = keylime::draft(&identity(), None, Some(imported)).unwrap();
+    let mut learned = keylime::draft(&identity(), None, Some(imported)).unwrap();
     assert_eq!(learned.policy.boot.secure_boot, SecureBootRule::Required);
     assert!(learned.policy.boot.check_firmware_blobs);
     assert!(learned.policy.boot.kernel_cmdline.match_manifest);
-    let refs = references(&learned);
     let bytes = std::fs::read(shared("eventlogs/keylime__mb_log.bin")).unwrap();
     let log = eventlog::parse(&bytes).unwrap();
+    // Keylime reference states list no option ROMs, and checking firmware blobs checks every
+    // event of PCRs 0 and 2 (issue 20, item 4): the operator adds the machine's driver.
+    add_option_roms(&mut learned.manifest, &log);
+    let refs = references(&learned);
     let verdict = check(&log, &refs);
     assert!(verdict.passed(), "{}", verdict.summary());
 
@@ -406,6 +409,13 @@ fn the_cli_imports_keylime_documents_and_checks_with_them() {
         stdout.contains("note: pk: 1 signature(s) not converted"),
         "{stdout}"
     );
+    // As above: the operator adds the machine's option ROM to the imported manifest.
+    let log =
+        eventlog::parse(&std::fs::read(shared("eventlogs/keylime__mb_log.bin")).unwrap()).unwrap();
+    let mut imported: Manifest =
+        serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    add_option_roms(&mut imported, &log);
+    std::fs::write(&manifest, serde_json::to_vec_pretty(&imported).unwrap()).unwrap();
     let (code, stdout, stderr) = run(cli()
         .args(["policy", "check", "--json", "--policy"])
         .arg(&policy)
@@ -433,6 +443,30 @@ fn the_cli_imports_keylime_documents_and_checks_with_them() {
         .args(["--version", "1", "--out-manifest"])
         .arg(&manifest));
     assert_ne!(code, 0);
+}
+
+/// Adds the log's PCR 2 driver images (option ROMs) to the manifest, as an operator would after
+/// a Keylime import (Keylime reference states do not list them).
+fn add_option_roms(manifest: &mut Manifest, log: &EventLog) {
+    for event in log
+        .events
+        .iter()
+        .filter(|e| e.pcr == 2 && boot::is_driver(e))
+    {
+        manifest
+            .boot
+            .events
+            .push(trustchain_verifier::reference::documents::BootMeasurement {
+                pcr: 2,
+                kind: BootKind::BootApplication,
+                description: "option ROM".into(),
+                digests: [(
+                    "sha256".to_string(),
+                    hex::encode(event.digest(HashAlgorithm::Sha256).unwrap()),
+                )]
+                .into(),
+            });
+    }
 }
 
 fn learned_from(name: &str) -> (EventLog, Learned) {

@@ -8,9 +8,11 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use super::boot_events::check_boot_events;
+pub use super::boot_events::event_allowed;
 use super::verdict::{Failure, Rule, Verdict};
 use crate::evidence::digest::HashAlgorithm;
-use crate::evidence::eventlog::{self, EventLog, ReplayOptions};
+use crate::evidence::eventlog::{self, ReplayOptions};
 use crate::evidence::ima::{self, ImaState};
 use crate::evidence::quote::{
     PcrValues, QuoteError, QuoteExpectations, VerifyingKey, verify_quote,
@@ -122,6 +124,9 @@ pub struct Outcome {
     pub rechallenge: bool,
     /// A TPM reset with a fresh, valid boot log: a reboot, recorded as such.
     pub rebooted: bool,
+    /// The boot log of the current boot was judged again (new documents or policy, or a change
+    /// window closed): the basis it was judged under, recorded once the verdict passes.
+    pub rejudged: Option<String>,
 }
 
 fn quote_failure(error: &QuoteError) -> Failure {
@@ -142,10 +147,18 @@ fn quote_failure(error: &QuoteError) -> Failure {
 /// boot that began with a TPM reset the verifier saw (power loss makes the TPM report safe = NO
 /// until it next saves its clock; the reset itself explains it, and resetCount still orders the
 /// quotes). Returns the reset an unsafe clock is accepted for.
+///
+/// A rise in restartCount without a new resetCount is a TPM Restart or a TPM Resume (TPM 2.0
+/// Part 1 §12.2.3: both follow Shutdown(STATE); the counts cannot tell them apart). A Restart
+/// resets the PCRs, which software can then extend again to the values of the accepted log, so
+/// the quote no longer proves this boot's history: it fails `reset_handling` unless the
+/// device's policy accepts it (`boot.accept_tpm_restart`, for devices that sleep). The device
+/// regains trust at its next TPM Reset (a reboot, with a new boot log).
 fn check_clock(
     prior: Option<&ClockInfo>,
     now: &ClockInfo,
     accepted_unsafe: Option<u32>,
+    accept_restart: bool,
     verdict: &mut Verdict,
 ) -> Option<u32> {
     let reset = prior.is_some_and(|p| now.reset_count > p.reset_count);
@@ -158,6 +171,30 @@ fn check_clock(
                 Rule::ClockMonotonic,
                 "clockInfo.safe is not set (the TPM clock may have gone back)",
             ));
+        }
+    }
+    if let Some(prior) = prior
+        && now.reset_count == prior.reset_count
+        && now.restart_count > prior.restart_count
+    {
+        let counts = format!(
+            "restartCount {} -> {} with resetCount {}",
+            prior.restart_count, now.restart_count, now.reset_count
+        );
+        if accept_restart {
+            verdict.notes.push(format!(
+                "TPM Restart or Resume ({counts}) accepted by the policy (boot.accept_tpm_restart)"
+            ));
+        } else {
+            verdict.fail(
+                Failure::new(
+                    Rule::ResetHandling,
+                    "TPM Restart: PCRs may have been reset (restartCount rose without a TPM \
+                     Reset, so software may have extended them again to the accepted values)",
+                )
+                .subject("clockInfo")
+                .values(counts, "a TPM Reset (reboot) or unchanged counts"),
+            );
         }
     }
     if let Some(prior) = prior {
@@ -181,167 +218,6 @@ fn check_clock(
         }
     }
     unsafe_for
-}
-
-/// Whether an event type may be extended into a PCR (PFP Table 9 and §10.4). Default deny.
-pub fn event_allowed(pcr: u32, event_type: u32) -> bool {
-    use eventlog::*;
-    if event_type == EV_NO_ACTION {
-        return true;
-    }
-    let common = matches!(
-        event_type,
-        EV_SEPARATOR | EV_POST_CODE | EV_EFI_ACTION | EV_ACTION
-    );
-    common
-        || match pcr {
-            0 => matches!(
-                event_type,
-                EV_S_CRTM_VERSION
-                    | EV_S_CRTM_CONTENTS
-                    | EV_EFI_PLATFORM_FIRMWARE_BLOB
-                    | EV_EFI_PLATFORM_FIRMWARE_BLOB2
-                    | EV_EFI_HCRTM_EVENT
-                    | EV_EFI_SPDM_FIRMWARE_BLOB
-                    | EV_NONHOST_CODE
-                    | EV_NONHOST_INFO
-                    | EV_TABLE_OF_DEVICES
-            ),
-            1 => matches!(
-                event_type,
-                EV_EFI_VARIABLE_DRIVER_CONFIG
-                    | EV_EFI_VARIABLE_BOOT
-                    | EV_EFI_VARIABLE_BOOT2
-                    | EV_EFI_HANDOFF_TABLES
-                    | EV_EFI_HANDOFF_TABLES2
-                    | EV_PLATFORM_CONFIG_FLAGS
-                    | EV_TABLE_OF_DEVICES
-                    | EV_CPU_MICROCODE
-                    | EV_NONHOST_CONFIG
-                    | EV_NONHOST_INFO
-                    | EV_EFI_SPDM_FIRMWARE_CONFIG
-            ),
-            2 => matches!(
-                event_type,
-                EV_EFI_BOOT_SERVICES_DRIVER
-                    | EV_EFI_RUNTIME_SERVICES_DRIVER
-                    | EV_EFI_PLATFORM_FIRMWARE_BLOB
-                    | EV_EFI_PLATFORM_FIRMWARE_BLOB2
-                    | EV_EFI_SPDM_FIRMWARE_BLOB
-                    | EV_NONHOST_CODE
-                    | EV_NONHOST_INFO
-                    | EV_COMPACT_HASH
-            ),
-            3 => matches!(
-                event_type,
-                EV_EFI_VARIABLE_DRIVER_CONFIG
-                    | EV_EFI_SPDM_FIRMWARE_CONFIG
-                    | EV_NONHOST_CONFIG
-                    | EV_NONHOST_INFO
-            ),
-            4 => matches!(
-                event_type,
-                EV_EFI_BOOT_SERVICES_APPLICATION | EV_COMPACT_HASH | EV_IPL | EV_EVENT_TAG
-            ),
-            5 => matches!(
-                event_type,
-                EV_EFI_GPT_EVENT
-                    | EV_EFI_GPT_EVENT2
-                    | EV_EFI_VARIABLE_BOOT
-                    | EV_EFI_HANDOFF_TABLES
-                    | EV_EVENT_TAG
-            ),
-            6 => matches!(event_type, EV_COMPACT_HASH | EV_EVENT_TAG),
-            7 => matches!(
-                event_type,
-                EV_EFI_VARIABLE_DRIVER_CONFIG
-                    | EV_EFI_VARIABLE_AUTHORITY
-                    | EV_EFI_SPDM_FIRMWARE_CONFIG
-            ),
-            // Boot loaders and the OS (GRUB, shim's MOK, systemd-stub): IPL strings, tags, hashes.
-            8..=15 => matches!(
-                event_type,
-                EV_IPL | EV_EVENT_TAG | EV_COMPACT_HASH | EV_EFI_VARIABLE_AUTHORITY
-            ),
-            _ => false,
-        }
-}
-
-fn event_subject(event: &eventlog::Event) -> String {
-    format!(
-        "event {} (PCR {}, {})",
-        event.index,
-        event.pcr,
-        eventlog::event_type_name(event.event_type)
-    )
-}
-
-/// Structural rules on the boot log: allowed (PCR, type) pairs, separators, variables after the
-/// separator, and events whose digest must be the hash of their data.
-fn check_boot_events(log: &EventLog, verdict: &mut Verdict) {
-    use eventlog::*;
-    let mut separators: BTreeMap<u32, usize> = BTreeMap::new();
-    for event in log
-        .events
-        .iter()
-        .skip(if log.spec_id.is_some() { 1 } else { 0 })
-    {
-        if !event_allowed(event.pcr, event.event_type) {
-            verdict.fail(
-                Failure::new(Rule::BootEventRules, "event type not allowed in this PCR")
-                    .subject(event_subject(event)),
-            );
-            continue;
-        }
-        if event.event_type == EV_SEPARATOR && event.pcr <= 7 {
-            let count = separators.entry(event.pcr).or_default();
-            *count += 1;
-            if *count > 1 {
-                verdict.fail(
-                    Failure::new(Rule::BootEventRules, "duplicate separator")
-                        .subject(event_subject(event)),
-                );
-            }
-            let value = event.data.as_slice();
-            if value != [0, 0, 0, 0] && value != *b"WBCL" {
-                verdict.fail(
-                    Failure::new(
-                        Rule::BootEventRules,
-                        "separator signals a firmware error or is malformed",
-                    )
-                    .subject(event_subject(event))
-                    .values(hex::encode(value), "00000000"),
-                );
-            }
-        }
-        if event.event_type == EV_EFI_VARIABLE_DRIVER_CONFIG
-            && event.pcr == 7
-            && separators.get(&7).copied().unwrap_or(0) > 0
-        {
-            verdict.fail(
-                Failure::new(
-                    Rule::BootEventRules,
-                    "secure boot configuration variable measured after the separator",
-                )
-                .subject(event_subject(event)),
-            );
-        }
-        if let Some(check) = event.digest_check()
-            && !check.holds()
-        {
-            let banks: Vec<&str> = check.mismatched.iter().map(|b| b.name()).collect();
-            verdict.fail(
-                Failure::new(
-                    Rule::BootEventRules,
-                    format!(
-                        "digest is not the hash of the event data ({})",
-                        banks.join(", ")
-                    ),
-                )
-                .subject(event_subject(event)),
-            );
-        }
-    }
 }
 
 /// One failure per IMA entry whose logged template hash is not the hash of its data.
@@ -382,6 +258,7 @@ pub fn appraise(
         next,
         rechallenge: false,
         rebooted: false,
+        rejudged: None,
     };
 
     // The challenge: this one, in time, never answered before.
@@ -474,6 +351,10 @@ pub fn appraise(
         prior.clock.as_ref(),
         &attest.clock_info,
         prior.unsafe_clock_reset,
+        policy
+            .governance
+            .as_ref()
+            .is_some_and(|g| g.references.policy.boot.accept_tpm_restart),
         &mut verdict,
     );
     next.clock = Some(attest.clock_info);
@@ -497,6 +378,7 @@ pub fn appraise(
             next: prior.clone(),
             rechallenge: true,
             rebooted: false,
+            rejudged: None,
         };
     }
     if evidence.ima_offset != challenge.ima_offset {
@@ -513,8 +395,23 @@ pub fn appraise(
         return stop(verdict, next);
     }
 
+    // Evidence the challenge asked for is in the answer. The boot log is asked for again when the
+    // documents or policy it was judged under moved: an answer that leaves it out would keep the
+    // old judgement (and PCRs that match the old log) while the result names the new basis.
+    if challenge.want_boot_log && evidence.boot_log.is_none() {
+        verdict.fail(
+            Failure::new(
+                Rule::RequestedEvidence,
+                "the challenge asked for the boot log and the answer does not carry it",
+            )
+            .subject("boot log"),
+        );
+        return stop(verdict, next);
+    }
+
     // Boot: the log replays to the quoted PCRs, and its events obey the rules.
     let quoted = |pcr: u32| evidence.pcr_values.get(bank, pcr);
+    let mut rejudged = None;
     if let Some(bytes) = &evidence.boot_log {
         match eventlog::parse(bytes) {
             Err(error) => verdict.fail(Failure::new(
@@ -551,7 +448,24 @@ pub fn appraise(
                     crate::reference::boot::check(&log, bank, &governance.references, &mut verdict);
                     next.boot_judged_until = governance.valid_until;
                 }
-                next.boot_judged_under = policy.boot_basis();
+                let basis = policy.boot_basis();
+                // The same boot's log judged anew: under other documents or policy, or after a
+                // change window closed. Recorded once it passes; the verifier then stops asking.
+                if !fresh_boot
+                    && (prior.boot_judged_under != basis
+                        || next.boot_judged_until != prior.boot_judged_until)
+                {
+                    verdict.notes.push(format!(
+                        "boot log of the current boot re-judged under {basis} (judged before under {})",
+                        if prior.boot_judged_under.is_empty() {
+                            "no documents"
+                        } else {
+                            prior.boot_judged_under.as_str()
+                        }
+                    ));
+                    rejudged = Some(basis.clone());
+                }
+                next.boot_judged_under = basis;
                 next.boot_pcrs = boot_pcrs;
                 next.boot_reset_count = Some(attest.clock_info.reset_count);
             }
@@ -637,5 +551,59 @@ pub fn appraise(
         next,
         rechallenge: false,
         rebooted,
+        rejudged,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn clock(reset_count: u32, restart_count: u32, clock: u64) -> ClockInfo {
+        ClockInfo {
+            clock,
+            reset_count,
+            restart_count,
+            safe: true,
+        }
+    }
+
+    fn judge(prior: &ClockInfo, now: &ClockInfo, accept_restart: bool) -> Verdict {
+        let mut verdict = Verdict::new();
+        check_clock(Some(prior), now, None, accept_restart, &mut verdict);
+        verdict
+    }
+
+    #[test]
+    fn a_tpm_restart_within_a_boot_fails_reset_handling_by_default() {
+        let verdict = judge(&clock(3, 0, 1_000), &clock(3, 1, 2_000), false);
+        assert_eq!(verdict.failed_rules(), vec![Rule::ResetHandling]);
+        let failure = &verdict.failures()[0];
+        assert!(
+            failure
+                .detail
+                .starts_with("TPM Restart: PCRs may have been reset"),
+            "{failure}"
+        );
+        assert_eq!(failure.measured, "restartCount 0 -> 1 with resetCount 3");
+    }
+
+    #[test]
+    fn a_policy_for_sleeping_devices_accepts_a_resume_and_says_so() {
+        let verdict = judge(&clock(3, 0, 1_000), &clock(3, 2, 2_000), true);
+        assert!(verdict.passed(), "{}", verdict.summary());
+        assert!(verdict.notes[0].contains("accepted by the policy"));
+    }
+
+    #[test]
+    fn a_reset_or_unchanged_counts_are_no_restart() {
+        // A TPM Reset (reboot) zeroes restartCount: the reset rules judge it, not this one.
+        assert!(judge(&clock(3, 2, 1_000), &clock(4, 0, 10), false).passed());
+        assert!(judge(&clock(3, 2, 1_000), &clock(3, 2, 2_000), false).passed());
+        // Going back is still caught by the monotonic rule.
+        assert_eq!(
+            judge(&clock(3, 2, 1_000), &clock(3, 1, 2_000), true).failed_rules(),
+            vec![Rule::ClockMonotonic]
+        );
     }
 }

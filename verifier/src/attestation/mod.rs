@@ -3,10 +3,12 @@
 //! - `state`: the per-device trust state machine.
 //! - `verdict`: named rules, failures and verdicts.
 //! - `appraisal`: one answer against the enrolled AK and the last good state.
+//! - `boot_events`: the boot log's structural rules (allowed PCR/type pairs, separators).
 //! - `session`: the per-agent stream: challenges, timeouts, verdicts, state changes.
 
 pub mod appraisal;
 pub mod assembly;
+pub mod boot_events;
 pub mod session;
 pub mod state;
 pub mod verdict;

@@ -468,6 +468,19 @@ impl Round<'_> {
             if outcome.rebooted {
                 let _ = service.record_reboot(device_id, &verdict.notes.join("; "));
             }
+            if let Some(basis) = &outcome.rejudged {
+                // The re-judgement is on record; the saved state names its basis, so the
+                // verifier stops asking for the log.
+                let event = crate::storage::EventRecord {
+                    at_unix_millis: crate::service::now_unix_millis(),
+                    kind: crate::storage::EventKind::BootRejudged,
+                    device_id: device_id.to_string(),
+                    detail: format!("boot log re-judged under {basis}"),
+                };
+                if let Err(error) = service.storage().append_event(&event) {
+                    tracing::error!(device = %device_id, %error, "cannot record the boot log's re-judgement");
+                }
+            }
             service.note_passed(device_id, interval * missed_limit);
             // Written with the appraisal's other writes; watchers hear of it after the commit.
             service.transition_after_appraisal(

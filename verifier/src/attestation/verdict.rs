@@ -27,6 +27,9 @@ pub enum Rule {
     ClockMonotonic,
     /// After a TPM reset a new boot log is required, and the IMA log must start again.
     ResetHandling,
+    /// Evidence the challenge asked for (the boot log) is in the answer: an answer that leaves
+    /// out what was asked is refused, never judged on what it chose to send.
+    RequestedEvidence,
     /// The boot log parses and replays to the quoted PCRs.
     BootLogReplay,
     /// (PCR, event type) pairs are allowed; separators, variables and actions are well formed.
@@ -56,6 +59,7 @@ impl Rule {
             Rule::RequiredBank => "required_bank",
             Rule::ClockMonotonic => "clock_monotonic",
             Rule::ResetHandling => "reset_handling",
+            Rule::RequestedEvidence => "requested_evidence",
             Rule::BootLogReplay => "boot_log_replay",
             Rule::BootEventRules => "boot_event_rules",
             Rule::BootReferenceValues => "boot_reference_values",

@@ -14,13 +14,15 @@ use std::collections::{HashMap, HashSet};
 use crate::attestation::verdict::{Failure, Rule, Verdict};
 use crate::evidence::digest::HashAlgorithm;
 use crate::evidence::eventlog::{
-    EV_EFI_BOOT_SERVICES_APPLICATION, EV_EFI_BOOT_SERVICES_DRIVER, EV_EFI_PLATFORM_FIRMWARE_BLOB,
-    EV_EFI_PLATFORM_FIRMWARE_BLOB2, EV_EFI_RUNTIME_SERVICES_DRIVER, EV_EFI_VARIABLE_AUTHORITY,
-    EV_EFI_VARIABLE_DRIVER_CONFIG, EV_IPL, EV_NO_ACTION, EV_S_CRTM_CONTENTS, EV_SEPARATOR, Event,
-    EventLog, device_path, event_type_name, events,
+    EV_EFI_VARIABLE_DRIVER_CONFIG, EV_IPL, EV_SEPARATOR, Event, EventLog, device_path,
+    event_type_name, events,
 };
 
 use super::References;
+use super::coverage::{self, constrained_pcrs};
+pub use super::coverage::{
+    is_boot_application, is_driver, is_extended, is_firmware_blob, is_secure_boot_variable,
+};
 use super::documents::BootKind;
 use super::policy::SecureBootRule;
 
@@ -39,42 +41,6 @@ pub fn event_subject(event: &Event) -> String {
         event.pcr,
         event_type_name(event.event_type)
     )
-}
-
-/// Whether the event is extended into a PCR (EV_NO_ACTION never is).
-pub fn is_extended(event: &Event) -> bool {
-    event.event_type != EV_NO_ACTION
-}
-
-/// A UEFI application started from a boot option (PCR 4: shim, GRUB, a UKI, the kernel).
-pub fn is_boot_application(event: &Event) -> bool {
-    event.event_type == EV_EFI_BOOT_SERVICES_APPLICATION
-}
-
-/// A UEFI driver image (PCR 2: option ROMs; sometimes PCR 4).
-pub fn is_driver(event: &Event) -> bool {
-    matches!(
-        event.event_type,
-        EV_EFI_BOOT_SERVICES_DRIVER | EV_EFI_RUNTIME_SERVICES_DRIVER
-    )
-}
-
-/// A firmware volume or the S-CRTM itself (PCR 0, 2).
-pub fn is_firmware_blob(event: &Event) -> bool {
-    matches!(
-        event.event_type,
-        EV_EFI_PLATFORM_FIRMWARE_BLOB | EV_EFI_PLATFORM_FIRMWARE_BLOB2 | EV_S_CRTM_CONTENTS
-    )
-}
-
-/// A Secure Boot variable (SecureBoot, PK, KEK, db, dbx, ...) or the authority that verified an
-/// image: PCR 7 variable events.
-pub fn is_secure_boot_variable(event: &Event) -> bool {
-    event.pcr == 7
-        && matches!(
-            event.event_type,
-            EV_EFI_VARIABLE_DRIVER_CONFIG | EV_EFI_VARIABLE_AUTHORITY
-        )
 }
 
 /// What the log says about UEFI Secure Boot.
@@ -230,7 +196,7 @@ fn digest_covers(event: &Event, bank: HashAlgorithm, body: &[u8], terminator: &[
 struct Index<'r> {
     bank: HashAlgorithm,
     by_kind: HashMap<BootKind, HashSet<Vec<u8>>>,
-    /// Every kind, per PCR: only for PCRs the policy checks event by event.
+    /// Every kind, per PCR: only for PCRs whose every event is checked.
     by_pcr: HashMap<u32, HashSet<Vec<u8>>>,
     /// Which manifests (id, signer) list each kind in this bank, for the verdict's "expected".
     sources: HashMap<BootKind, Vec<(String, &'r str)>>,
@@ -363,17 +329,20 @@ pub fn check(log: &EventLog, bank: HashAlgorithm, refs: &References, verdict: &m
         return;
     }
 
-    let checked_pcrs = &rules.event_checked_pcrs;
-    let index = Index::build(refs, bank, checked_pcrs);
+    // Every extended event of a PCR the policy constrains is checked, whatever its type
+    // (`coverage`); the PCRs listed in `event_checked_pcrs` accept no data-bound event but the
+    // zero separator. PCR 7 is indexed in case the variable check turns out to be on.
+    let index = Index::build(refs, bank, &constrained_pcrs(rules, true));
     let check_variables = rules.check_secure_boot_variables
         && index.by_kind.contains_key(&BootKind::SecureBootVariable);
-    // A standard separator (four zero bytes) needs no manifest entry.
+    let constrained = constrained_pcrs(rules, check_variables);
     let zero_separator = bank.hash(&[0, 0, 0, 0]);
 
     for event in log.events.iter().filter(|e| is_extended(e)) {
-        let event_checked = checked_pcrs.contains(&event.pcr);
+        let event_checked = rules.event_checked_pcrs.contains(&event.pcr);
+        let covered = constrained.contains(&event.pcr);
         let kind = if rules.check_boot_applications && is_boot_application(event)
-            || event_checked && is_driver(event)
+            || covered && is_driver(event)
         {
             Some(BootKind::BootApplication)
         } else if rules.check_firmware_blobs && is_firmware_blob(event) {
@@ -383,7 +352,7 @@ pub fn check(log: &EventLog, bank: HashAlgorithm, refs: &References, verdict: &m
         } else {
             None
         };
-        if kind.is_none() && !event_checked {
+        if kind.is_none() && !covered {
             continue;
         }
         let Some(digest) = event.digest(bank) else {
@@ -407,26 +376,27 @@ pub fn check(log: &EventLog, bank: HashAlgorithm, refs: &References, verdict: &m
             // One failure per event: the kind's check is the more specific one.
             continue;
         }
-        if event.event_type == EV_SEPARATOR && digest == zero_separator.as_slice() {
-            continue;
-        }
-        if !index.has_pcr(event.pcr, digest) {
+        let bound_by_data = if event_checked {
+            event.event_type == EV_SEPARATOR
+                && digest == zero_separator.as_slice()
+                && coverage::bound_by_data(event, bank)
+        } else {
+            coverage::bound_by_data(event, bank)
+        };
+        if !bound_by_data && !index.has_pcr(event.pcr, digest) {
+            let why = if event_checked {
+                "is checked event by event and no admitted manifest lists this event"
+            } else {
+                "holds events the policy checks, and no reference value or data check binds this \
+                 event (a measurement logged under another type is not exempt)"
+            };
             verdict.fail(
-                Failure::new(
-                    RULE,
-                    detail(
-                        &format!(
-                            "PCR {} is checked event by event and no admitted manifest lists this event",
-                            event.pcr
-                        ),
-                        refs,
+                Failure::new(RULE, detail(&format!("PCR {} {why}", event.pcr), refs))
+                    .subject(event_subject(event))
+                    .values(
+                        hex::encode(digest),
+                        format!("a PCR {} measurement from an admitted manifest", event.pcr),
                     ),
-                )
-                .subject(event_subject(event))
-                .values(
-                    hex::encode(digest),
-                    format!("a PCR {} measurement from an admitted manifest", event.pcr),
-                ),
             );
         }
     }
@@ -566,7 +536,9 @@ fn check_kernel_cmdline(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::evidence::eventlog::{Digests, LogFormat};
+    use crate::evidence::eventlog::{
+        Digests, EV_EFI_BOOT_SERVICES_APPLICATION, EV_S_CRTM_CONTENTS, LogFormat,
+    };
     use crate::reference::documents::{BootMeasurement, MANIFEST_KIND, Manifest};
     use crate::reference::{AdmittedManifest, Policy};
 

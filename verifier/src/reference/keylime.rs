@@ -479,6 +479,7 @@ pub fn draft(
                 forbid: Vec::new(),
                 match_manifest: !manifest.boot.kernel_cmdlines.is_empty(),
             },
+            accept_tpm_restart: false,
         },
         ima: ImaRules {
             enforce_allowlist: enforce,
@@ -495,6 +496,14 @@ pub fn draft(
     policy
         .validate()
         .map_err(|e| format_error("(policy)", e.to_string()))?;
+    if has(BootKind::FirmwareBlob) {
+        notes.push(
+            "check_firmware_blobs: every event of PCRs 0 and 2 must match a manifest digest; \
+             Keylime reference states list no option ROM or driver digests (PCR 2 \
+             EV_EFI_BOOT_SERVICES_DRIVER): add them as boot_application measurements"
+                .to_string(),
+        );
+    }
     if !has(BootKind::BootApplication) {
         notes.push(
             "no boot application digests: check_boot_applications will fail every boot log \

@@ -240,6 +240,7 @@ pub fn learn(
                 forbid: Vec::new(),
                 match_manifest: !learned_cmdlines.is_empty(),
             },
+            accept_tpm_restart: false,
         },
         ima: ImaRules {
             enforce_allowlist: ima_log.is_some(),

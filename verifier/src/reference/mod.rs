@@ -8,6 +8,8 @@
 //! - `trust`: the active trust list, policies and manifests as one consistent snapshot, and what
 //!   it says about one device (admission, revocations, the references that apply).
 //! - `boot`: boot-log events against reference values (rule `boot_reference_values`).
+//! - `coverage`: which boot events those reference values must bind (every extended event of a
+//!   PCR the policy constrains, whatever its type).
 //! - `runtime`: IMA entries against the allowlist (rule `ima_allowlist`).
 //! - `learn`: a draft manifest and policy from a known-good device's logs.
 //! - `keylime`: imports of Keylime runtime policies and measured-boot reference states.
@@ -15,6 +17,7 @@
 //! The formats are documented in `docs/trust.md`.
 
 pub mod boot;
+pub mod coverage;
 pub mod documents;
 pub mod keylime;
 pub mod learn;

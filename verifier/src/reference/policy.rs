@@ -187,6 +187,10 @@ pub struct BootRules {
     pub event_checked_pcrs: Vec<u32>,
     #[serde(default)]
     pub kernel_cmdline: CmdlineRules,
+    /// Accept a TPM Restart or Resume (restartCount rising without a reset) within a boot, for
+    /// devices that sleep. Off: a Restart may have reset the PCRs, so it fails `reset_handling`.
+    #[serde(default)]
+    pub accept_tpm_restart: bool,
 }
 
 impl Default for BootRules {
@@ -199,6 +203,7 @@ impl Default for BootRules {
             check_secure_boot_variables: true,
             event_checked_pcrs: Vec::new(),
             kernel_cmdline: CmdlineRules::default(),
+            accept_tpm_restart: false,
         }
     }
 }

@@ -114,6 +114,9 @@ pub enum EventKind {
     OperatorAction,
     /// A TPM reset with a fresh, valid boot log.
     Rebooted,
+    /// The device's boot log was judged again under new trust documents or policy (the detail
+    /// names the basis): from then on the verifier stops asking for it.
+    BootRejudged,
     /// An appraisal failed; the detail names each failed rule.
     AppraisalFailed,
     /// A verifier process started serving on this database: records after it, up to the next,

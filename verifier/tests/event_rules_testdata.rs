@@ -1,0 +1,52 @@
+//! The boot log's (PCR, event type) table against every real event log in
+//! ../shared/testdata/eventlogs: real firmware must pass the table as the PFP writes it, so a
+//! tightened table that a real machine breaks shows up here, by log and event, rather than in
+//! the field.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::path::PathBuf;
+
+use trustchain_verifier::attestation::boot_events::event_allowed;
+use trustchain_verifier::evidence::eventlog::{event_type_name, parse};
+
+#[test]
+fn every_real_log_puts_its_events_where_the_firmware_profile_allows() {
+    let dir = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/testdata/eventlogs"
+    ));
+    assert!(dir.is_dir(), "testdata {} is missing", dir.display());
+    let mut checked = 0;
+    let mut refused = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("bin") {
+            continue;
+        }
+        let Ok(log) = parse(&std::fs::read(&path).unwrap()) else {
+            continue; // the malformed logs; eventlog_testdata.rs names them
+        };
+        checked += 1;
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        for event in log.events.iter().skip(usize::from(log.spec_id.is_some())) {
+            if !event_allowed(event.pcr, event.event_type) {
+                refused.push(format!(
+                    "{name}: event {} (PCR {}, {})",
+                    event.index,
+                    event.pcr,
+                    event_type_name(event.event_type)
+                ));
+            }
+        }
+    }
+    assert!(
+        checked >= 32,
+        "expected the whole testdata set, found {checked}"
+    );
+    assert!(refused.is_empty(), "{}", refused.join("\n"));
+}
