@@ -495,6 +495,57 @@ async fn a_binary_measured_before_its_revocation_fails_at_the_next_appraisal() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_binary_from_a_manifest_the_trust_list_then_revokes_fails_at_the_next_appraisal() {
+    let d = Deployment::start(&allowed("/usr/bin/bash", b"bash")).await;
+    // Acme's "tools" manifest lists program X's digest; the policy admits it.
+    let mut tools = manifest("tools", &[]);
+    tools.runtime.insert(
+        "/usr/local/bin/tool".into(),
+        vec![format!("sha256:{}", sha256_hex(b"tool v1"))],
+    );
+    d.import(
+        "manifest",
+        &signed::sign(&tools, MANIFEST_TYPE, &d.acme).unwrap(),
+    )
+    .await;
+    let with_tools = policy(2, &allowed("/usr/bin/bash", b"bash"))
+        + "\n[[components]]\nsupplier = \"Acme\"\nproduct = \"tools\"\n";
+    d.import("policy", &with_tools).await;
+    let mut device = d.device("gw-revoked-manifest").await;
+    let id = device.device_id();
+    device
+        .swtpm
+        .ima_measure("/usr/local/bin/tool", b"tool v1")
+        .unwrap();
+    d.wait(&id, DeviceState::Trusted).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let record = d.verifier.service.storage().device(&id).unwrap().unwrap();
+    assert_eq!(
+        record.state,
+        DeviceState::Trusted,
+        "{}",
+        d.verifier.failure_summary(&id)
+    );
+    // Trust list v2 revokes the manifest. Nothing new is measured.
+    let mut list = d.list.clone();
+    list.version = 2;
+    list.revoked.manifests.push(tools.id());
+    d.import(
+        "trust list",
+        &signed::sign(&list, TRUST_LIST_TYPE, &d.authority).unwrap(),
+    )
+    .await;
+    d.wait(&id, DeviceState::Untrusted).await;
+    let failures = d.last_failures(&id);
+    assert!(
+        failures
+            .iter()
+            .any(|f| f.rule.name() == "ima_allowlist" && f.subject.contains("/usr/local/bin/tool")),
+        "{failures:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_answer_that_leaves_out_the_start_of_a_rejudged_ima_list_is_refused() {
     let d = Deployment::start(&allowed("/usr/bin/bash", b"bash")).await;
     let mut device = HandDriven::enroll(&d, "soft-rejudge").await;
