@@ -599,6 +599,51 @@ async fn an_answer_that_leaves_out_the_start_of_a_rejudged_ima_list_is_refused()
     );
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn an_honest_device_resends_its_whole_list_once_and_the_rejudgement_is_recorded() {
+    let d = Deployment::start(&allowed("/usr/bin/bash", b"bash")).await;
+    let mut device = HandDriven::enroll(&d, "soft-rejudged").await;
+    device.tpm.measure_file("/usr/bin/bash", b"bash");
+    let (_, verdict) = device.honest_round().await;
+    assert!(
+        trusted(&verdict),
+        "{}",
+        d.verifier.failure_summary(&device.device_id)
+    );
+    d.import(
+        "policy",
+        &policy(
+            2,
+            &format!(
+                "{}{}",
+                allowed("/usr/bin/bash", b"bash"),
+                allowed("/usr/bin/ls", b"ls")
+            ),
+        ),
+    )
+    .await;
+    let (challenge, verdict) = device.honest_round().await;
+    assert_eq!(challenge.ima_offset, 0);
+    assert!(
+        trusted(&verdict),
+        "{}",
+        d.verifier.failure_summary(&device.device_id)
+    );
+    let claims = d.result_claims(&device.device_id).await;
+    assert!(
+        claims["trustchain.notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n.as_str().unwrap().contains("re-judged from the start")),
+        "{claims}"
+    );
+    // Judged once under the new allowlist: the list travels incrementally again.
+    let (challenge, verdict) = device.honest_round().await;
+    assert!(challenge.ima_offset > 0, "{challenge:?}");
+    assert!(trusted(&verdict));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Item 7: signed results claim only what the rules and the standing state back.
 // ---------------------------------------------------------------------------------------------

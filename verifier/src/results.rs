@@ -154,6 +154,7 @@ pub fn ear_claims(context: &ResultContext<'_>, verdict: &Verdict, issued_at: i64
         "trustchain.device-state": context.standing.name(),
         "trustchain.allowlist": context.allowlist,
         "trustchain.failed-rules": failed_rules,
+        "trustchain.notes": verdict.notes,
         "trustchain.policy-version": policy_id,
         "trustchain.trust-list-version": basis.trust_list_version.map_or_else(|| "none".to_string(), |v| v.to_string()),
         "trustchain.manifests": manifests,

@@ -36,7 +36,8 @@ pub fn omitted(challenge: &Challenge, evidence: &Evidence) -> Failure {
         )
 }
 
-/// The note a passing re-judgement leaves in the verdict (and so in the device's record).
+/// The note a re-judgement leaves in the verdict, and so in its signed result
+/// (`trustchain.notes`).
 pub fn note(prior: &AppraisalState, basis: &str, entries: u64) -> String {
     let before = if prior.ima_judged_under.is_empty() {
         "none recorded"
