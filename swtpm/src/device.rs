@@ -392,7 +392,7 @@ impl SwtpmDevice {
         self.ima_entries.clear();
         std::fs::write(self.ima_log_path(), b"")
             .map_err(|e| HarnessError::io("write", &self.ima_log_path(), e))?;
-        let pcrs = self.read_pcrs(Bank::Sha256, &[0, 1, 2, 3, 4, 5, 6, 7])?;
+        let pcrs = self.read_pcrs(Bank::Sha256, &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9])?;
         let aggregate = boot_aggregate(&pcrs.into_values().collect::<Vec<_>>());
         self.append_ima(vec![aggregate])
     }

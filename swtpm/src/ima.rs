@@ -55,11 +55,12 @@ impl ImaEntry {
     }
 }
 
-/// The boot aggregate entry: SHA-256 over the sha256 bank's PCRs 0-7 (as kernels before 5.8 compute
-/// it; newer kernels add PCRs 8 and 9 — the verifier only replays, it never recomputes this).
-pub fn boot_aggregate(pcrs_0_to_7: &[Vec<u8>]) -> ImaEntry {
+/// The boot aggregate entry, as Linux 5.8 and later compute it for a SHA-256 bank: SHA-256 over
+/// that bank's PCRs 0-9 in order (`ima_calc_boot_aggregate`; only a SHA-1 aggregate stops at
+/// PCR 7). The verifier recomputes it from the quoted PCRs.
+pub fn boot_aggregate(pcrs_0_to_9: &[Vec<u8>]) -> ImaEntry {
     let mut hasher = Sha256::new();
-    for value in pcrs_0_to_7 {
+    for value in pcrs_0_to_9 {
         hasher.update(value);
     }
     ImaEntry::with_digest("boot_aggregate", hasher.finalize().to_vec())

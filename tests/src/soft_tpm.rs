@@ -192,7 +192,7 @@ impl SoftTpm {
             ima_log: Vec::new(),
             clock: 1,
         };
-        let aggregate: Vec<Vec<u8>> = (0..8).map(|i| tpm.pcr(i)).collect();
+        let aggregate: Vec<Vec<u8>> = (0..10).map(|i| tpm.pcr(i)).collect();
         tpm.measure(trustchain_swtpm::ima::boot_aggregate(&aggregate));
         Ok(tpm)
     }

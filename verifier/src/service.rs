@@ -14,6 +14,7 @@ use crate::config::{AttestationConfig, VerifierConfig};
 use crate::enrollment::ek_chain::MakerAnchors;
 use crate::enrollment::enroller::{Enroller, EnrollerConfig};
 use crate::reference::trust::TrustStore;
+use crate::results::ResultContext;
 use crate::server::Limits;
 use crate::server::tls::{ServerTls, TlsError};
 use crate::storage::{
@@ -398,13 +399,12 @@ impl Service {
         Ok(out)
     }
 
-    /// Records the result of an appraisal (EAR claims) as the device's latest. `keep`: sign it
-    /// now and store it with the appraisal's writes (failures and changes of state); otherwise
-    /// it is signed when first asked for, and a restart forgets it (the device must pass a
-    /// fresh appraisal after one anyway).
-    pub fn record_result(&self, device_id: &str, nonce: &[u8], verdict: &Verdict, keep: bool) {
-        let claims =
-            crate::results::ear_claims(device_id, nonce, verdict, now_unix_millis() / 1000);
+    /// Records an appraisal's result (EAR claims) as the device's latest. `keep`: sign and store
+    /// it with the appraisal's writes (failures, changes of state); else it is signed when first
+    /// asked for, and a restart forgets it (the device must pass a fresh appraisal after one).
+    pub fn record_result(&self, result: &ResultContext<'_>, verdict: &Verdict, keep: bool) {
+        let (device_id, issued_at) = (result.device_id, now_unix_millis() / 1000);
+        let claims = crate::results::ear_claims(result, verdict, issued_at);
         let claims = match serde_json::to_vec(&claims) {
             Ok(claims) => claims,
             Err(error) => {

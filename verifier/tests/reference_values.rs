@@ -22,6 +22,7 @@ use trustchain_verifier::reference::documents::BootKind;
 use trustchain_verifier::reference::keylime;
 use trustchain_verifier::reference::learn::{self, LearnIdentity, Learned};
 use trustchain_verifier::reference::policy::SecureBootRule;
+use trustchain_verifier::reference::runtime::AggregateCheck;
 use trustchain_verifier::reference::{AdmittedManifest, Manifest, Policy, References};
 
 fn shared(path: &str) -> PathBuf {
@@ -268,7 +269,8 @@ fn sha256_ima_list() -> ima::ImaLog {
 
 fn ima_check(refs: &References, list: &ima::ImaLog) -> Verdict {
     let mut verdict = Verdict::new();
-    refs.allowlist.check(list, &mut verdict);
+    refs.allowlist
+        .check(list, AggregateCheck::NotChecked, &mut verdict);
     verdict
 }
 

@@ -18,6 +18,7 @@ use crate::evidence::quote::{
     PcrValues, QuoteError, QuoteExpectations, VerifyingKey, verify_quote,
 };
 use crate::evidence::tpm::{ClockInfo, PcrSelection};
+use crate::reference::runtime::AggregateCheck;
 use crate::reference::trust::{Governance, Snapshot};
 
 /// PCRs measured by firmware and boot loaders (appraised against the boot log).
@@ -70,6 +71,11 @@ pub struct AppraisalState {
     pub boot_judged_under: String,
     #[serde(default)]
     pub boot_judged_until: i64,
+    /// The allowlist (fingerprint, [`Policy::ima_basis`]) this boot's IMA entries were judged
+    /// under: when the device's allowlist changes, the verifier asks for the whole list again
+    /// and judges every entry anew (`ima_rejudgement`).
+    #[serde(default)]
+    pub ima_judged_under: String,
 }
 
 /// Appraisal settings: the device's policy and the trust documents in force, taken from one
@@ -110,6 +116,20 @@ impl Policy {
             _ => String::new(),
         }
     }
+
+    /// What the IMA judgement rests on: the fingerprint of the device's allowlist.
+    pub fn ima_basis(&self) -> String {
+        self.governance
+            .as_ref()
+            .map(|g| g.references.allowlist.fingerprint().to_string())
+            .unwrap_or_default()
+    }
+
+    /// Whether the IMA entries accepted so far in this boot were judged under another allowlist
+    /// than the device's current one: the whole list must then be asked for and judged again.
+    pub fn ima_rejudgement_due(&self, prior: &AppraisalState) -> bool {
+        prior.boot_reset_count.is_some() && prior.ima_judged_under != self.ima_basis()
+    }
 }
 
 /// The outcome of one appraisal.
@@ -127,6 +147,9 @@ pub struct Outcome {
     /// The boot log of the current boot was judged again (new documents or policy, or a change
     /// window closed): the basis it was judged under, recorded once the verdict passes.
     pub rejudged: Option<String>,
+    /// The fingerprint of the enforced allowlist every IMA entry of this boot has now been
+    /// judged under; `None` when no allowlist was applied (no policy, allowlist off, no IMA).
+    pub allowlist_applied: Option<String>,
 }
 
 fn quote_failure(error: &QuoteError) -> Failure {
@@ -259,6 +282,7 @@ pub fn appraise(
         rechallenge: false,
         rebooted: false,
         rejudged: None,
+        allowlist_applied: None,
     };
 
     // The challenge: this one, in time, never answered before.
@@ -379,7 +403,14 @@ pub fn appraise(
             rechallenge: true,
             rebooted: false,
             rejudged: None,
+            allowlist_applied: None,
         };
+    }
+    let ima_rejudge =
+        !fresh_boot && required.contains(&IMA_PCR) && policy.ima_rejudgement_due(prior);
+    if ima_rejudge && evidence.ima_offset != 0 {
+        verdict.fail(super::runtime_judgement::omitted(challenge, evidence));
+        return stop(verdict, next);
     }
     if evidence.ima_offset != challenge.ima_offset {
         verdict.fail(
@@ -490,14 +521,18 @@ pub fn appraise(
     }
 
     // IMA: template hashes recomputed, PCR 10 replayed from the last good state.
+    let mut allowlist_applied = None;
     if required.contains(&IMA_PCR) {
-        let from = if fresh_boot {
+        let from = if fresh_boot || ima_rejudge {
             ImaState::default()
         } else {
             prior.ima.clone()
         };
         let rule = if reset {
             Rule::ResetHandling
+        } else if ima_rejudge {
+            // Asked for the whole list, answered with less (or with other entries).
+            Rule::ImaRejudgement
         } else {
             Rule::ImaReplay
         };
@@ -526,8 +561,24 @@ pub fn appraise(
                     Some(replayed) => {
                         fail_template_mismatches(&log, &replayed.mismatches, &mut verdict);
                         if let Some(governance) = &policy.governance {
-                            governance.references.allowlist.check(&log, &mut verdict);
+                            let allowlist = &governance.references.allowlist;
+                            allowlist.check(
+                                &log,
+                                AggregateCheck::Quoted(&evidence.pcr_values),
+                                &mut verdict,
+                            );
+                            if allowlist.enforced() {
+                                allowlist_applied = Some(allowlist.fingerprint().to_string());
+                            }
                         }
+                        if ima_rejudge {
+                            verdict.notes.push(super::runtime_judgement::note(
+                                prior,
+                                &policy.ima_basis(),
+                                replayed.state.entries,
+                            ));
+                        }
+                        next.ima_judged_under = policy.ima_basis();
                         for index in &replayed.violations {
                             verdict.notes.push(format!(
                                 "IMA violation at entry {index} (flagged, not matched)"
@@ -552,6 +603,7 @@ pub fn appraise(
         rechallenge: false,
         rebooted,
         rejudged,
+        allowlist_applied,
     }
 }
 

@@ -4,11 +4,13 @@
 //! - `verdict`: named rules, failures and verdicts.
 //! - `appraisal`: one answer against the enrolled AK and the last good state.
 //! - `boot_events`: the boot log's structural rules (allowed PCR/type pairs, separators).
+//! - `runtime_judgement`: IMA entries judged again when the device's allowlist changes.
 //! - `session`: the per-agent stream: challenges, timeouts, verdicts, state changes.
 
 pub mod appraisal;
 pub mod assembly;
 pub mod boot_events;
+pub mod runtime_judgement;
 pub mod session;
 pub mod state;
 pub mod verdict;

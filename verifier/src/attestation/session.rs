@@ -12,12 +12,13 @@ use trustchain_proto::v1::{self, agent_message, verifier_message};
 
 use super::appraisal::{self, AppraisalState, Challenge, Evidence, Policy};
 use super::assembly::Assembly;
-use super::state::Input;
+use super::state::{self, Input, Recovery};
 use crate::enrollment::keys::ak_qualified_name;
 use crate::evidence::digest::HashAlgorithm;
 use crate::evidence::quote::{PcrValues, VerifyingKey};
 use crate::evidence::tpm::{PcrSelection, Public, SignatureScheme};
 use crate::reference::policy::{EvidenceRequired, FailureAction};
+use crate::results::ResultContext;
 use crate::service::Service;
 use crate::storage::{DeviceRecord, DeviceState};
 
@@ -75,6 +76,26 @@ fn policy_for(service: &Service, device: &DeviceRecord) -> Policy {
         governance,
         snapshot: Some(snapshot),
         ..Policy::default()
+    }
+}
+
+/// The device's standing state once this appraisal's verdict is recorded, as the state machine
+/// will take it (the transition below applies the same step to the same record; an operator's
+/// action in between is a change of its own, with its own record).
+fn standing_after(device: &DeviceRecord, passed: bool, quarantine: bool) -> DeviceState {
+    let recovery = Recovery {
+        may_recover: device.recoverable,
+    };
+    let input = if passed {
+        Input::AppraisalPassed
+    } else {
+        Input::AppraisalFailed
+    };
+    let standing = state::step(device.state, input, recovery);
+    if quarantine {
+        state::step(standing, Input::Quarantine, recovery)
+    } else {
+        standing
     }
 }
 
@@ -284,12 +305,18 @@ impl Round<'_> {
         if rng.fill(&mut nonce).is_err() {
             return Step::Stop;
         }
+        let selection = selection(&policy);
+        // IMA entries judged under another allowlist are asked for again, all of them.
+        let ima_rejudge =
+            selection.banks.iter().any(|(alg, pcrs)| {
+                *alg == policy.required_bank && pcrs.contains(&appraisal::IMA_PCR)
+            }) && policy.ima_rejudgement_due(&prior);
         let challenge = Challenge {
             id: *next_id,
             nonce,
-            selection: selection(&policy),
+            selection,
             want_boot_log: *want_full || prior.boot_reset_count.is_none() || boot_rejudge,
-            ima_offset: if *want_full && *rechallenges > 0 {
+            ima_offset: if (*want_full && *rechallenges > 0) || ima_rejudge {
                 0
             } else {
                 prior.ima.entries
@@ -448,9 +475,20 @@ impl Round<'_> {
             .appraisal(verdict.passed(), appraisal_started.elapsed());
         // Recorded before the state changes, so the change carries the result it rests on; a
         // failure or a change of state is signed and kept at once.
-        service.record_result(
+        let quarantine = !verdict.passed()
+            && policy
+                .governance
+                .as_ref()
+                .is_some_and(|g| g.tier.on_failure == FailureAction::Quarantine);
+        let result = ResultContext {
             device_id,
-            &challenge.nonce,
+            nonce: &challenge.nonce,
+            standing: standing_after(&device, verdict.passed(), quarantine),
+            valid_for_seconds: (interval * missed_limit).as_secs().max(1),
+            allowlist: outcome.allowlist_applied.as_deref(),
+        };
+        service.record_result(
+            &result,
             &verdict,
             !verdict.passed() || device.state != DeviceState::Trusted,
         );
@@ -492,10 +530,6 @@ impl Round<'_> {
         } else {
             tracing::warn!(device = %device_id, verdict = %verdict.summary(), "appraisal failed");
             service.record_failure(device_id, &verdict);
-            let quarantine = policy
-                .governance
-                .as_ref()
-                .is_some_and(|g| g.tier.on_failure == FailureAction::Quarantine);
             if quarantine {
                 // Rare, and two changes in a row: each durable and published in order.
                 let _ = service.transition_recoverable(

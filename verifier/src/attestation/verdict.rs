@@ -40,6 +40,9 @@ pub enum Rule {
     ImaReplay,
     /// Measured files are on the allowlist.
     ImaAllowlist,
+    /// After the device's allowlist changed, the answer carries the whole IMA list of the boot
+    /// (from entry 0, as the challenge asked), so every entry is judged again.
+    ImaRejudgement,
     /// The trust list still admits the device, its maker and every manifest used.
     TrustList,
     /// The verifier could not complete the appraisal (fails closed).
@@ -65,6 +68,7 @@ impl Rule {
             Rule::BootReferenceValues => "boot_reference_values",
             Rule::ImaReplay => "ima_replay",
             Rule::ImaAllowlist => "ima_allowlist",
+            Rule::ImaRejudgement => "ima_rejudgement",
             Rule::TrustList => "trust_list",
             Rule::AppraisalCompleted => "appraisal_completed",
         }

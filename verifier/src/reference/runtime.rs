@@ -9,15 +9,48 @@ use std::collections::HashMap;
 
 use regex::RegexSet;
 
+use sha2::{Digest as _, Sha256};
+
 use crate::attestation::verdict::{Failure, Rule, Verdict};
 use crate::evidence::digest::HashAlgorithm;
 use crate::evidence::ima::{ImaEntry, ImaLog};
+use crate::evidence::quote::PcrValues;
 
 use super::policy::parse_file_digest;
 use super::{AdmittedManifest, Policy};
 
-/// The IMA entry for the boot aggregate: checked by replay against PCRs 0-9, not by path.
+/// The name of the IMA entry for the boot aggregate. Only the first entry of a boot's list
+/// (index 0) is the kernel's, and it is exempt from the allowlist only when its digest is the
+/// aggregate of the quoted boot PCRs ([`boot_aggregate`]); any other entry of that name is a
+/// file like any other.
 pub const BOOT_AGGREGATE: &str = "boot_aggregate";
+
+/// What the first entry's boot aggregate is checked against.
+#[derive(Debug, Clone, Copy)]
+pub enum AggregateCheck<'a> {
+    /// The quoted PCR values (an appraisal): the aggregate must be theirs.
+    Quoted(&'a PcrValues),
+    /// No quote (an offline check of logs): the first entry's digest cannot be checked; it is
+    /// exempt, and the verdict notes that it was not checked.
+    NotChecked,
+}
+
+/// The boot aggregate the kernel computes when IMA starts (`ima_calc_boot_aggregate`): the
+/// digest, in the bank of the entry's algorithm, over that bank's PCRs 0-7, and PCRs 8-9 too for
+/// every bank but SHA-1 (Linux 5.8 and later; the SHA-1 aggregate stays over 0-7). `None` when
+/// the algorithm is unknown or a PCR of that bank was not quoted.
+pub fn boot_aggregate(algorithm: HashAlgorithm, pcrs: &PcrValues) -> Option<Vec<u8>> {
+    let last = if algorithm == HashAlgorithm::Sha1 {
+        7
+    } else {
+        9
+    };
+    let mut concatenated = Vec::with_capacity(algorithm.size() * (last + 1));
+    for pcr in 0..=last {
+        concatenated.extend_from_slice(pcrs.get(algorithm, u32::try_from(pcr).ok()?)?);
+    }
+    Some(algorithm.hash(&concatenated))
+}
 
 /// How many allowed digests a failure lists before "and N more".
 const SHOWN_DIGESTS: usize = 4;
@@ -78,16 +111,23 @@ pub struct Allowlist {
     /// Set when the policy's excludes did not compile: nothing is excluded, and verdicts say so.
     excludes_error: Option<String>,
     files: HashMap<String, Allowed>,
+    /// SHA-256 over everything that decides a verdict (enforcement, excludes, every path and
+    /// digest), hex: what a device's IMA entries were judged under (`AppraisalState`), so a
+    /// changed allowlist re-judges them.
+    fingerprint: String,
 }
 
 impl Default for Allowlist {
     fn default() -> Self {
-        Self {
+        let mut list = Self {
             enforce: true,
             excludes: None,
             excludes_error: None,
             files: HashMap::new(),
-        }
+            fingerprint: String::new(),
+        };
+        list.fingerprint = list.compute_fingerprint(&[]);
+        list
     }
 }
 
@@ -120,12 +160,59 @@ impl Allowlist {
                 }
             }
         }
-        Self {
+        let mut list = Self {
             enforce: policy.ima.enforce_allowlist,
             excludes,
             excludes_error,
             files,
+            fingerprint: String::new(),
+        };
+        list.fingerprint = list.compute_fingerprint(&policy.ima.excludes);
+        list
+    }
+
+    /// A canonical encoding of the list (paths and digests sorted, every field length-prefixed)
+    /// hashed once per build.
+    fn compute_fingerprint(&self, excludes: &[String]) -> String {
+        fn field(hasher: &mut Sha256, bytes: &[u8]) {
+            hasher.update((bytes.len() as u64).to_be_bytes());
+            hasher.update(bytes);
         }
+        let mut hasher = Sha256::new();
+        hasher.update(b"trustchain allowlist v1\0");
+        hasher.update([u8::from(self.enforce)]);
+        hasher.update((excludes.len() as u64).to_be_bytes());
+        for exclude in excludes {
+            field(&mut hasher, exclude.as_bytes());
+        }
+        let mut paths: Vec<&String> = self.files.keys().collect();
+        paths.sort();
+        hasher.update((paths.len() as u64).to_be_bytes());
+        for path in paths {
+            field(&mut hasher, path.as_bytes());
+            let mut digests: Vec<(&str, &[u8])> = self
+                .files
+                .get(path)
+                .map(|allowed| {
+                    allowed
+                        .iter()
+                        .map(|(alg, digest)| (alg.name(), &**digest))
+                        .collect()
+                })
+                .unwrap_or_default();
+            digests.sort();
+            hasher.update((digests.len() as u64).to_be_bytes());
+            for (alg, digest) in digests {
+                field(&mut hasher, alg.as_bytes());
+                field(&mut hasher, digest);
+            }
+        }
+        hex::encode(hasher.finalize())
+    }
+
+    /// What a judgement under this list rests on (see the field).
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
     }
 
     /// Whether the policy enforces the allowlist at all.
@@ -157,8 +244,10 @@ impl Allowlist {
         })
     }
 
-    /// Adds one failure per entry not on the allowlist (and not excluded).
-    pub fn check(&self, log: &ImaLog, verdict: &mut Verdict) {
+    /// Adds one failure per entry not on the allowlist (and not excluded). The first entry of
+    /// the boot's list, named `boot_aggregate`, passes when its digest is the aggregate of the
+    /// boot PCRs in `aggregate`.
+    pub fn check(&self, log: &ImaLog, aggregate: AggregateCheck<'_>, verdict: &mut Verdict) {
         if !self.enforce {
             return;
         }
@@ -168,10 +257,13 @@ impl Allowlist {
             ));
         }
         for entry in &log.entries {
-            if entry.is_violation() || entry.path == BOOT_AGGREGATE || self.excluded(&entry.path) {
+            if entry.is_violation() || self.excluded(&entry.path) || self.allows(entry) {
                 continue;
             }
-            if self.allows(entry) {
+            if entry.index == 0 && entry.path == BOOT_AGGREGATE {
+                if let Some(failure) = aggregate_failure(entry, aggregate, verdict) {
+                    verdict.fail(failure);
+                }
                 continue;
             }
             verdict.fail(self.failure(entry));
@@ -211,6 +303,65 @@ impl Allowlist {
     }
 }
 
+/// The first entry's boot aggregate against the boot PCRs: `None` when it holds (or, offline,
+/// cannot be checked: noted).
+fn aggregate_failure(
+    entry: &ImaEntry,
+    aggregate: AggregateCheck<'_>,
+    verdict: &mut Verdict,
+) -> Option<Failure> {
+    let subject = format!("IMA entry 0 ({BOOT_AGGREGATE})");
+    let measured = format!(
+        "{}:{}",
+        entry.digest_algorithm.to_ascii_lowercase(),
+        hex::encode(&entry.file_digest)
+    );
+    let pcrs = match aggregate {
+        AggregateCheck::Quoted(pcrs) => pcrs,
+        AggregateCheck::NotChecked => {
+            verdict.notes.push(
+                "the boot aggregate (IMA entry 0) was not checked: no quoted PCRs 0-9 here".into(),
+            );
+            return None;
+        }
+    };
+    let Some(algorithm) = known(&entry.digest_algorithm) else {
+        return Some(
+            Failure::new(
+                Rule::ImaAllowlist,
+                "the boot aggregate's algorithm is unknown: it cannot be checked",
+            )
+            .subject(subject)
+            .values(measured, "a digest of the quoted PCRs 0-9"),
+        );
+    };
+    match boot_aggregate(algorithm, pcrs) {
+        Some(expected) if *expected == *entry.file_digest => None,
+        Some(expected) => Some(
+            Failure::new(
+                Rule::ImaAllowlist,
+                "the boot aggregate is not the digest of the quoted boot PCRs",
+            )
+            .subject(subject)
+            .values(
+                measured,
+                format!("{}:{}", algorithm.name(), hex::encode(expected)),
+            ),
+        ),
+        None => Some(
+            Failure::new(
+                Rule::ImaAllowlist,
+                format!(
+                    "the boot aggregate is in the {} bank, whose PCRs 0-9 were not quoted: it cannot be checked",
+                    algorithm.name()
+                ),
+            )
+            .subject(subject)
+            .values(measured, "a digest of the quoted PCRs 0-9"),
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,14 +388,14 @@ mod tests {
             "[ima.allowlist]\n\"/data\" = [\"sha256:96d7fae8adb7286a419a88f78c13d35fb782d63df654b7db56f154765698b754\"]\n",
         );
         let mut verdict = Verdict::new();
-        Allowlist::build(&good, &[]).check(&log(), &mut verdict);
+        Allowlist::build(&good, &[]).check(&log(), AggregateCheck::NotChecked, &mut verdict);
         assert!(verdict.passed(), "{}", verdict.summary());
 
         let other = policy(
             "[ima.allowlist]\n\"/data\" = [\"sha1:0000000000000000000000000000000000000000\"]\n",
         );
         let mut verdict = Verdict::new();
-        Allowlist::build(&other, &[]).check(&log(), &mut verdict);
+        Allowlist::build(&other, &[]).check(&log(), AggregateCheck::NotChecked, &mut verdict);
         assert_eq!(verdict.failures().len(), 1);
         let failure = &verdict.failures()[0];
         assert_eq!(failure.subject, "IMA entry 1 (/data)");
@@ -255,7 +406,7 @@ mod tests {
         );
 
         let mut verdict = Verdict::new();
-        Allowlist::build(&policy(""), &[]).check(&log(), &mut verdict);
+        Allowlist::build(&policy(""), &[]).check(&log(), AggregateCheck::NotChecked, &mut verdict);
         assert_eq!(
             verdict.failures()[0].expected,
             "a file on the allowlist (no digest is listed for this path)"
@@ -263,12 +414,12 @@ mod tests {
 
         let excluded = policy("[ima]\nexcludes = [\"^/data$\"]\n");
         let mut verdict = Verdict::new();
-        Allowlist::build(&excluded, &[]).check(&log(), &mut verdict);
+        Allowlist::build(&excluded, &[]).check(&log(), AggregateCheck::NotChecked, &mut verdict);
         assert!(verdict.passed());
 
         let off = policy("[ima]\nenforce_allowlist = false\n");
         let mut verdict = Verdict::new();
-        Allowlist::build(&off, &[]).check(&log(), &mut verdict);
+        Allowlist::build(&off, &[]).check(&log(), AggregateCheck::NotChecked, &mut verdict);
         assert!(verdict.passed());
     }
 
@@ -282,12 +433,148 @@ mod tests {
         let list = Allowlist::build(&p, &[]);
         assert!(!list.excluded("("));
         let mut verdict = Verdict::new();
-        list.check(&log(), &mut verdict);
+        list.check(&log(), AggregateCheck::NotChecked, &mut verdict);
         assert!(!verdict.passed());
         assert!(verdict.notes[0].contains("no path was excluded"));
 
         let mut verdict = Verdict::new();
-        Allowlist::default().check(&log(), &mut verdict);
+        Allowlist::default().check(&log(), AggregateCheck::NotChecked, &mut verdict);
         assert!(!verdict.passed());
+    }
+
+    fn pcrs(bank: HashAlgorithm) -> PcrValues {
+        let mut pcrs = PcrValues::default();
+        for pcr in 0..=9u32 {
+            pcrs.insert(bank, pcr, vec![u8::try_from(pcr).unwrap(); bank.size()]);
+        }
+        pcrs
+    }
+
+    fn aggregate_list(entries: &[(&str, Vec<u8>)]) -> ImaLog {
+        let mut text = String::new();
+        for (path, digest) in entries {
+            text += &format!(
+                "10 {} ima-ng sha256:{} {path}\n",
+                "11".repeat(20),
+                hex::encode(digest)
+            );
+        }
+        parse_ascii(text.as_bytes(), 0).unwrap()
+    }
+
+    #[test]
+    fn the_boot_aggregate_is_the_kernels_digest_of_pcrs_0_to_9() {
+        let pcrs = pcrs(HashAlgorithm::Sha256);
+        let mut concatenated = Vec::new();
+        for pcr in 0..=9u8 {
+            concatenated.extend_from_slice(&[pcr; 32]);
+        }
+        assert_eq!(
+            boot_aggregate(HashAlgorithm::Sha256, &pcrs).unwrap(),
+            HashAlgorithm::Sha256.hash(&concatenated)
+        );
+        // The SHA-1 aggregate stays over PCRs 0-7; an unquoted bank gives none.
+        let sha1 = self::pcrs(HashAlgorithm::Sha1);
+        let mut concatenated = Vec::new();
+        for pcr in 0..=7u8 {
+            concatenated.extend_from_slice(&[pcr; 20]);
+        }
+        assert_eq!(
+            boot_aggregate(HashAlgorithm::Sha1, &sha1).unwrap(),
+            HashAlgorithm::Sha1.hash(&concatenated)
+        );
+        assert!(boot_aggregate(HashAlgorithm::Sha384, &pcrs).is_none());
+    }
+
+    #[test]
+    fn only_a_first_entry_matching_the_quoted_pcrs_is_exempt_as_boot_aggregate() {
+        let quoted = pcrs(HashAlgorithm::Sha256);
+        let good = boot_aggregate(HashAlgorithm::Sha256, &quoted).unwrap();
+        let enforced = Allowlist::build(&policy(""), &[]);
+
+        let mut verdict = Verdict::new();
+        enforced.check(
+            &aggregate_list(&[(BOOT_AGGREGATE, good.clone())]),
+            AggregateCheck::Quoted(&quoted),
+            &mut verdict,
+        );
+        assert!(verdict.passed(), "{}", verdict.summary());
+
+        // A first entry whose digest is not the aggregate of the quoted PCRs.
+        let mut verdict = Verdict::new();
+        enforced.check(
+            &aggregate_list(&[(BOOT_AGGREGATE, vec![7; 32])]),
+            AggregateCheck::Quoted(&quoted),
+            &mut verdict,
+        );
+        assert_eq!(verdict.failures().len(), 1, "{}", verdict.summary());
+        let failure = &verdict.failures()[0];
+        assert_eq!(failure.rule, Rule::ImaAllowlist);
+        assert_eq!(failure.subject, "IMA entry 0 (boot_aggregate)");
+        assert_eq!(failure.expected, format!("sha256:{}", hex::encode(&good)));
+
+        // A later entry of that name is a file like any other, whatever its digest.
+        for digest in [good.clone(), vec![9; 32]] {
+            let mut verdict = Verdict::new();
+            enforced.check(
+                &aggregate_list(&[(BOOT_AGGREGATE, good.clone()), (BOOT_AGGREGATE, digest)]),
+                AggregateCheck::Quoted(&quoted),
+                &mut verdict,
+            );
+            assert_eq!(verdict.failures().len(), 1, "{}", verdict.summary());
+            assert_eq!(
+                verdict.failures()[0].subject,
+                "IMA entry 1 (boot_aggregate)"
+            );
+            assert_eq!(verdict.failures()[0].detail, "path not on the allowlist");
+        }
+
+        // The aggregate's bank not quoted: it cannot be checked, and is not exempt.
+        let mut verdict = Verdict::new();
+        enforced.check(
+            &aggregate_list(&[(BOOT_AGGREGATE, good.clone())]),
+            AggregateCheck::Quoted(&PcrValues::default()),
+            &mut verdict,
+        );
+        assert!(!verdict.passed());
+
+        // Offline (no quote): exempt, and noted.
+        let mut verdict = Verdict::new();
+        enforced.check(
+            &aggregate_list(&[(BOOT_AGGREGATE, vec![7; 32])]),
+            AggregateCheck::NotChecked,
+            &mut verdict,
+        );
+        assert!(verdict.passed());
+        assert!(
+            verdict.notes[0].contains("not checked"),
+            "{:?}",
+            verdict.notes
+        );
+    }
+
+    #[test]
+    fn the_fingerprint_follows_every_part_of_the_list() {
+        let base = "[ima]\nenforce_allowlist = true\n[ima.allowlist]\n\"/bin/x\" = [\"sha256:0101010101010101010101010101010101010101010101010101010101010101\"]\n";
+        let one = Allowlist::build(&policy(base), &[]);
+        assert_eq!(
+            one.fingerprint(),
+            Allowlist::build(&policy(base), &[]).fingerprint()
+        );
+        assert_eq!(one.fingerprint().len(), 64);
+        let without = Allowlist::build(&policy("[ima]\nenforce_allowlist = true\n"), &[]);
+        assert_ne!(one.fingerprint(), without.fingerprint());
+        let off = Allowlist::build(&policy(&base.replace("true", "false")), &[]);
+        assert_ne!(one.fingerprint(), off.fingerprint());
+        let other_digest = Allowlist::build(&policy(&base.replace("0101", "0202")), &[]);
+        assert_ne!(one.fingerprint(), other_digest.fingerprint());
+        let excluded = Allowlist::build(
+            &policy(&base.replace(
+                "enforce_allowlist = true",
+                "enforce_allowlist = true\nexcludes = [\"^/tmp\"]",
+            )),
+            &[],
+        );
+        assert_ne!(one.fingerprint(), excluded.fingerprint());
     }
 }

@@ -13,6 +13,7 @@ use trustchain_verifier::evidence::eventlog::{self, ReplayOptions};
 use trustchain_verifier::evidence::ima;
 use trustchain_verifier::reference::documents::MANIFEST_KIND;
 use trustchain_verifier::reference::learn::{self, LearnIdentity, Learned};
+use trustchain_verifier::reference::runtime::AggregateCheck;
 use trustchain_verifier::reference::{
     AdmittedManifest, Manifest, Policy, References, boot, keylime, signed,
 };
@@ -268,7 +269,8 @@ fn run_check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let mut verdict = Verdict::new();
     boot::check(&log, bank, &refs, &mut verdict);
     if let Some(list) = &ima_log {
-        refs.allowlist.check(list, &mut verdict);
+        refs.allowlist
+            .check(list, AggregateCheck::NotChecked, &mut verdict);
     }
 
     if args.json {
