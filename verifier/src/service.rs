@@ -530,32 +530,24 @@ impl Service {
         }
     }
 
-    /// The audit log from `from` on, with the periodic checkpoints in place and a last one over
-    /// the final record.
+    /// The audit log from `from` to the head, with the periodic checkpoints in place, ending with
+    /// a final checkpoint signed now over exactly that range (`audit::seal_export`).
     pub fn export_audit(&self, from: u64) -> Result<Vec<AuditLine>, ActionError> {
         self.checkpoint()?;
         let (head, _) = self.storage.audit_head();
+        let mut records = self.storage.audit_records(from.max(1), usize::MAX)?;
+        records.retain(|l| matches!(l, AuditLine::Record { sequence, .. } if *sequence <= head));
         let checkpoints = self.storage.checkpoints(from.max(1))?;
-        let mut lines = Vec::new();
-        for line in self.storage.audit_records(from.max(1), usize::MAX)? {
-            let AuditLine::Record { sequence, .. } = &line else {
-                continue;
-            };
-            let sequence = *sequence;
-            if sequence > head {
-                break;
-            }
-            lines.push(line);
-            if let Some((_, hash, signature)) = checkpoints.iter().find(|(s, _, _)| *s == sequence)
-            {
-                lines.push(AuditLine::Checkpoint {
-                    sequence,
-                    hash: hash.clone(),
-                    signature: signature.clone(),
-                });
-            }
-        }
-        Ok(lines)
+        let sealed = crate::audit::seal_export(
+            records,
+            &checkpoints,
+            &self.signing_key,
+            now_unix_millis() / 1000,
+        );
+        sealed.map_err(|detail| {
+            let operation = "seal audit export";
+            ActionError::Storage(StorageError::Backend { operation, detail })
+        })
     }
 
     /// Counts one answer from a device.

@@ -236,6 +236,7 @@ impl Admin for AdminApi {
                 let sequence = match &line {
                     crate::audit::AuditLine::Record { sequence, .. }
                     | crate::audit::AuditLine::Checkpoint { sequence, .. } => *sequence,
+                    crate::audit::AuditLine::ExportEnd { last_sequence, .. } => *last_sequence,
                 };
                 let record = serde_json::to_vec(&line).unwrap_or_default();
                 if tx
