@@ -839,7 +839,7 @@ impl Service {
                             .storage
                             .put_device_with_event_deferred(&device, &event)?,
                     };
-                    tracing::info!(device = %device_id, from = previous.name(), to = next.name(), %reason, "state changed");
+                    tracing::info!(device = %device_id, from = previous.name(), to = next.name(), reason = %crate::untrusted_text::Escaped(reason), "state changed");
                     // Held under the transitions lock: changes are registered in audit order.
                     self.unpublished
                         .lock()
