@@ -897,8 +897,8 @@ impl Service {
         self.transition(device_id, input, &format!("{action} by {operator}"))
     }
 
-    /// Rebuilds the CRL from the devices that are decommissioned or quarantined, and gives it to
-    /// the TLS layer: their client certificates stop working at the next handshake.
+    /// Rebuilds the CRL from the devices that are decommissioned or quarantined and the revoked
+    /// operators, and gives it to the TLS layer: those certificates fail their next handshake.
     pub fn refresh_crl(&self) -> Result<(), StartError> {
         use trustchain_ca::revocation::{Reason, RevokedEntry};
         let entries: Vec<RevokedEntry> = self
@@ -917,6 +917,7 @@ impl Service {
                     reason,
                 })
             })
+            .chain(self.ca.revoked_operators()?)
             .collect();
         let crl = self.ca.crl(&entries, now_unix_millis().max(1) as u64)?;
         self.tls.set_crls(vec![crl])?;
