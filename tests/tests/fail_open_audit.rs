@@ -207,7 +207,7 @@ impl TrustAuthority {
         Self {
             key,
             maker_cas,
-            keys: keys,
+            keys,
         }
     }
 
@@ -320,7 +320,7 @@ async fn a_newest_trust_list_that_no_longer_verifies_stops_the_verifier_instead_
             )
         })
         .await;
-    let error = format!("{:#}", refused.err().expect("the verifier must not start"));
+    let error = format!("{:#}", refused.expect_err("the verifier must not start"));
     assert!(
         error.contains("trust list v2")
             && error.contains("does not verify with the configured authority")
@@ -357,7 +357,7 @@ async fn a_newest_policy_that_no_longer_parses_stops_the_verifier_instead_of_usi
             )
         })
         .await;
-    let error = format!("{:#}", refused.err().expect("the verifier must not start"));
+    let error = format!("{:#}", refused.expect_err("the verifier must not start"));
     assert!(
         error.contains("policy gateways v2") && error.contains("no longer parses"),
         "{error}"
