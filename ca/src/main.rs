@@ -4,6 +4,7 @@
 //! trustchain-ca init --dir DIR [--organization NAME]
 //! trustchain-ca issue-verifier --dir DIR --out PREFIX [--dns NAME]... [--ip ADDR]...
 //! trustchain-ca issue-operator --dir DIR --out PREFIX --name NAME
+//! trustchain-ca revoke-operator --dir DIR --cert OPERATOR.pem
 //! ```
 //! Issued keys are written with mode 0600 next to their certificates (`PREFIX.pem`,
 //! `PREFIX.key.pem`); the CA chain is `DIR/issuing.pem` + `DIR/root.pem`.
@@ -61,6 +62,19 @@ enum Command {
         #[arg(long)]
         name: String,
     },
+    /// Revoke an operator's certificate (one this CA issued): it goes on the CRL the verifier
+    /// serves with, and the verifier refuses it on every admin call from then on, open
+    /// connections included. Recorded in DIR/revoked-operators.json.
+    RevokeOperator {
+        #[arg(long)]
+        dir: PathBuf,
+        /// The operator's certificate (PEM or DER), as `issue-operator` wrote it.
+        #[arg(long, required_unless_present = "serial", conflicts_with = "serial")]
+        cert: Option<PathBuf>,
+        /// Or its serial number (hex, as `issue-operator` printed it), when the file is lost.
+        #[arg(long)]
+        serial: Option<String>,
+    },
     /// Make the trust-list authority's signing key (`trustchain trust-list sign --key`): writes
     /// DIR/trust-list-authority.pk8 (0600) and .pub, the file the verifier's
     /// `trust_list_authority` setting names.
@@ -101,6 +115,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::IssueOperator { dir, out, name } => {
             let ca = Authority::load(&dir).context("loading the CA")?;
             write_issued(&out, &ca.issue_operator(&name)?)?;
+        }
+        Command::RevokeOperator { dir, cert, serial } => {
+            use trustchain_ca::revocation::Reason;
+            let ca = Authority::load(&dir).context("loading the CA")?;
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            let (serial, added) = match (cert, serial) {
+                (Some(path), _) => {
+                    let bytes = std::fs::read(&path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    ca.revoke_operator_certificate(&bytes, Reason::KeyCompromise, now)?
+                }
+                (None, Some(serial)) => {
+                    let added = ca.revoke_operator_serial(&serial, Reason::KeyCompromise, now)?;
+                    (serial, added)
+                }
+                (None, None) => anyhow::bail!("--cert or --serial is required"),
+            };
+            if added {
+                println!("operator certificate {serial} revoked");
+            } else {
+                println!("operator certificate {serial} was already revoked");
+            }
         }
         Command::TrustListKey { dir } => {
             let files = trustchain_ca::signing_key::create(&dir, "trust-list-authority")?;

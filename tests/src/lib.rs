@@ -132,7 +132,17 @@ impl TestVerifier {
 
     /// Stops this verifier and starts a new one on the same state, CA and port, as after a crash
     /// or an upgrade. Agents must be stopped first: their streams hold the old process's state.
-    pub async fn restart(mut self) -> anyhow::Result<Self> {
+    pub async fn restart(self) -> anyhow::Result<Self> {
+        self.restart_after(|_| Ok(())).await
+    }
+
+    /// Like [`TestVerifier::restart`], running `offline` on the stopped verifier's configuration
+    /// (its state database released) before the new one starts: what an attacker or a fault does
+    /// to the files of a stopped verifier.
+    pub async fn restart_after(
+        mut self,
+        offline: impl FnOnce(&VerifierConfig) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Self> {
         self.stop().await;
         let TestVerifier {
             dir,
@@ -153,6 +163,7 @@ impl TestVerifier {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         drop(service);
+        offline(&config)?;
         config.listen = address;
         let (service, address, shutdown, task) = Self::launch(&config).await?;
         Ok(Self {

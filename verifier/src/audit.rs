@@ -3,6 +3,13 @@
 //! anyone holding the verifier's public key can check an export offline and find the first record
 //! that was altered, removed or reordered.
 //!
+//! Periodic checkpoints (every minute) sign the chain's head as it was then. An export ends with
+//! one more line, its final checkpoint ([`AuditLine::ExportEnd`]), signed for that export over its
+//! range: the first and last sequence, the hash before the first record (the anchor: zero when
+//! the export starts at the chain's start), the head hash, the time and a final mark. Without it
+//! an export cut after an earlier periodic checkpoint, or with its first records cut, would still
+//! verify; with it, an export proves exactly the range it states, or nothing.
+//!
 //! `hash(n) = SHA-256("trustchain-audit-v1" || hash(n-1) || n as u64 BE || record bytes)`, with
 //! `hash(0)` = 32 zero bytes. The record bytes are the event's JSON exactly as stored.
 
@@ -15,6 +22,9 @@ use sha2::{Digest, Sha256};
 
 const DOMAIN: &[u8] = b"trustchain-audit-v1";
 const CHECKPOINT_DOMAIN: &[u8] = b"trustchain-audit-checkpoint-v1";
+const EXPORT_DOMAIN: &[u8] = b"trustchain-audit-export-v1";
+/// The final mark in an export's signed range: this checkpoint ends the export.
+const FINAL_MARK: &[u8] = b"final";
 
 /// The chain hash of record `sequence`.
 pub fn chain_hash(previous: &[u8; 32], sequence: u64, record: &[u8]) -> [u8; 32] {
@@ -34,6 +44,31 @@ pub fn checkpoint_message(sequence: u64, hash: &[u8; 32]) -> Vec<u8> {
     message
 }
 
+/// What an export's final checkpoint signs: the range it covers and when it was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExportRange {
+    pub first_sequence: u64,
+    pub last_sequence: u64,
+    /// The chain hash before the first record (zero when the first record is record 1).
+    pub anchor: [u8; 32],
+    /// The chain hash of the last record.
+    pub head: [u8; 32],
+    pub exported_at_unix: i64,
+}
+
+/// What an export's final checkpoint signs (the final mark included, so no periodic checkpoint
+/// can stand in for it).
+pub fn export_message(range: &ExportRange) -> Vec<u8> {
+    let mut message = EXPORT_DOMAIN.to_vec();
+    message.extend_from_slice(&range.first_sequence.to_be_bytes());
+    message.extend_from_slice(&range.last_sequence.to_be_bytes());
+    message.extend_from_slice(&range.anchor);
+    message.extend_from_slice(&range.head);
+    message.extend_from_slice(&range.exported_at_unix.to_be_bytes());
+    message.extend_from_slice(FINAL_MARK);
+    message
+}
+
 /// One line of an export (JSON Lines).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -47,6 +82,18 @@ pub enum AuditLine {
     Checkpoint {
         sequence: u64,
         hash: String,
+        signature: String,
+    },
+    /// The last line of an export: a checkpoint made for it, over its whole range.
+    ExportEnd {
+        first_sequence: u64,
+        last_sequence: u64,
+        anchor: String,
+        head: String,
+        exported_at_unix: i64,
+        /// Always true: the mark that this checkpoint ends an export.
+        #[serde(rename = "final")]
+        final_mark: bool,
         signature: String,
     },
 }
@@ -148,6 +195,20 @@ impl SigningKey {
             .map_err(|_| KeyError::Crypto("signing"))
     }
 
+    /// An export's final checkpoint over `range`.
+    pub fn export_end(&self, range: &ExportRange) -> Result<AuditLine, KeyError> {
+        let signature = self.sign(&export_message(range))?;
+        Ok(AuditLine::ExportEnd {
+            first_sequence: range.first_sequence,
+            last_sequence: range.last_sequence,
+            anchor: hex::encode(range.anchor),
+            head: hex::encode(range.head),
+            exported_at_unix: range.exported_at_unix,
+            final_mark: true,
+            signature: hex::encode(signature),
+        })
+    }
+
     pub fn checkpoint(&self, sequence: u64, hash: &[u8; 32]) -> Result<AuditLine, KeyError> {
         let signature = self.sign(&checkpoint_message(sequence, hash))?;
         Ok(AuditLine::Checkpoint {
@@ -158,13 +219,26 @@ impl SigningKey {
     }
 }
 
-/// What a verified export contained.
+/// What a verified export proves: records `first_sequence..=last_sequence`, contiguous, chained
+/// from `anchor` to `head`, signed as one export at `exported_at_unix`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedExport {
     pub records: u64,
     pub first_sequence: u64,
     pub last_sequence: u64,
+    /// Periodic checkpoints found inside the export (each verified).
     pub checkpoints: u64,
+    /// The hash before the first record, hex (all zeros: the export starts at the chain's start).
+    pub anchor: String,
+    pub head: String,
+    pub exported_at_unix: i64,
+}
+
+impl VerifiedExport {
+    /// Whether the export starts at the chain's first record (otherwise it proves only its range).
+    pub fn from_chain_start(&self) -> bool {
+        self.first_sequence == 1 && self.anchor == hex::encode([0u8; 32])
+    }
 }
 
 /// Why an export does not verify: the line and sequence where the chain first breaks.
@@ -176,7 +250,80 @@ pub struct AuditError {
     pub problem: String,
 }
 
-/// Checks an export with only the verifier's public key (hex SEC1 point).
+fn hash_from_hex(text: &str) -> Option<[u8; 32]> {
+    hex::decode(text).ok().and_then(|b| b.try_into().ok())
+}
+
+/// The export of `records` (in sequence order, from storage) with the periodic `checkpoints`
+/// (sequence, hash hex, signature hex) in place, ending with a final checkpoint signed now for
+/// exactly this range. The chain is checked before it is signed: the verifier never vouches for
+/// a range with a gap or a record that does not hash to its chain hash.
+pub fn seal_export(
+    records: Vec<AuditLine>,
+    checkpoints: &[(u64, String, String)],
+    key: &SigningKey,
+    exported_at_unix: i64,
+) -> Result<Vec<AuditLine>, String> {
+    let mut lines = Vec::with_capacity(records.len().saturating_add(checkpoints.len() + 1));
+    let mut range: Option<ExportRange> = None;
+    for line in records {
+        let AuditLine::Record {
+            sequence,
+            prev_hash,
+            hash,
+            record,
+        } = &line
+        else {
+            continue;
+        };
+        let sequence = *sequence;
+        let prev = hash_from_hex(prev_hash)
+            .ok_or_else(|| format!("stored record {sequence}: prev_hash is not a hash"))?;
+        let computed = chain_hash(&prev, sequence, record.as_bytes());
+        if hex::encode(computed) != *hash {
+            return Err(format!(
+                "stored record {sequence} does not hash to its chain hash"
+            ));
+        }
+        match &mut range {
+            None => {
+                range = Some(ExportRange {
+                    first_sequence: sequence,
+                    last_sequence: sequence,
+                    anchor: prev,
+                    head: computed,
+                    exported_at_unix,
+                });
+            }
+            Some(range) => {
+                if range.last_sequence.checked_add(1) != Some(sequence) || range.head != prev {
+                    return Err(format!(
+                        "stored record {sequence} does not follow record {}",
+                        range.last_sequence
+                    ));
+                }
+                range.last_sequence = sequence;
+                range.head = computed;
+            }
+        }
+        lines.push(line);
+        if let Some((_, hash, signature)) = checkpoints.iter().find(|(s, _, _)| *s == sequence) {
+            lines.push(AuditLine::Checkpoint {
+                sequence,
+                hash: hash.clone(),
+                signature: signature.clone(),
+            });
+        }
+    }
+    if let Some(range) = range {
+        lines.push(key.export_end(&range).map_err(|e| e.to_string())?);
+    }
+    Ok(lines)
+}
+
+/// Checks an export with only the verifier's public key (hex SEC1 point): every record chains to
+/// the one before, every periodic checkpoint verifies, and the export ends with its final
+/// checkpoint, whose signed range is exactly the records it holds.
 pub fn verify_export(text: &str, public_key_hex: &str) -> Result<VerifiedExport, AuditError> {
     let fail = |line: usize, sequence: u64, problem: &str| AuditError {
         line,
@@ -186,14 +333,12 @@ pub fn verify_export(text: &str, public_key_hex: &str) -> Result<VerifiedExport,
     let public_key =
         hex::decode(public_key_hex.trim()).map_err(|_| fail(0, 0, "the public key is not hex"))?;
     let key = UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, public_key);
+    // (first sequence, the hash before it), then (last sequence, its hash).
+    let mut first: Option<(u64, [u8; 32])> = None;
     let mut previous: Option<(u64, [u8; 32])> = None;
-    let mut summary = VerifiedExport {
-        records: 0,
-        first_sequence: 0,
-        last_sequence: 0,
-        checkpoints: 0,
-    };
-    let mut verified_to_checkpoint = false;
+    let mut records = 0u64;
+    let mut checkpoints = 0u64;
+    let mut sealed: Option<(usize, VerifiedExport)> = None;
     for (index, raw) in text.lines().enumerate() {
         let line = index + 1;
         if raw.trim().is_empty() {
@@ -201,6 +346,15 @@ pub fn verify_export(text: &str, public_key_hex: &str) -> Result<VerifiedExport,
         }
         let parsed: AuditLine = serde_json::from_str(raw)
             .map_err(|e| fail(line, 0, &format!("not an audit line: {e}")))?;
+        if let Some((end_line, _)) = &sealed {
+            return Err(fail(
+                line,
+                previous.map(|(s, _)| s).unwrap_or(0),
+                &format!(
+                    "a line follows the export's final checkpoint (line {end_line}): it is not covered"
+                ),
+            ));
+        }
         match parsed {
             AuditLine::Record {
                 sequence,
@@ -208,12 +362,13 @@ pub fn verify_export(text: &str, public_key_hex: &str) -> Result<VerifiedExport,
                 hash,
                 record,
             } => {
-                let prev: [u8; 32] = hex::decode(&prev_hash)
-                    .ok()
-                    .and_then(|b| b.try_into().ok())
+                let prev = hash_from_hex(&prev_hash)
                     .ok_or_else(|| fail(line, sequence, "prev_hash is not 32 bytes of hex"))?;
                 match previous {
                     None => {
+                        if sequence == 0 {
+                            return Err(fail(line, sequence, "record 0 does not exist"));
+                        }
                         if sequence == 1 && prev != [0u8; 32] {
                             return Err(fail(
                                 line,
@@ -221,16 +376,16 @@ pub fn verify_export(text: &str, public_key_hex: &str) -> Result<VerifiedExport,
                                 "the first record must chain from zero",
                             ));
                         }
-                        summary.first_sequence = sequence;
+                        first = Some((sequence, prev));
                     }
                     Some((last, last_hash)) => {
-                        if sequence != last + 1 {
+                        if last.checked_add(1) != Some(sequence) {
                             return Err(fail(
                                 line,
                                 sequence,
                                 &format!(
                                     "expected record {} here: a record was removed or reordered",
-                                    last + 1
+                                    last.saturating_add(1)
                                 ),
                             ));
                         }
@@ -252,9 +407,7 @@ pub fn verify_export(text: &str, public_key_hex: &str) -> Result<VerifiedExport,
                     ));
                 }
                 previous = Some((sequence, computed));
-                summary.records += 1;
-                summary.last_sequence = sequence;
-                verified_to_checkpoint = false;
+                records += 1;
             }
             AuditLine::Checkpoint {
                 sequence,
@@ -281,57 +434,244 @@ pub fn verify_export(text: &str, public_key_hex: &str) -> Result<VerifiedExport,
                             "checkpoint signature does not verify with the verifier's key",
                         )
                     })?;
-                summary.checkpoints += 1;
-                verified_to_checkpoint = true;
+                checkpoints += 1;
+            }
+            AuditLine::ExportEnd {
+                first_sequence,
+                last_sequence,
+                anchor,
+                head,
+                exported_at_unix,
+                final_mark,
+                signature,
+            } => {
+                let (Some((first, anchor_seen)), Some((last, head_seen))) = (first, previous)
+                else {
+                    return Err(fail(line, 0, "final checkpoint before any record"));
+                };
+                if !final_mark {
+                    return Err(fail(
+                        line,
+                        last,
+                        "the final checkpoint lacks its final mark",
+                    ));
+                }
+                if first_sequence != first || hash_from_hex(&anchor) != Some(anchor_seen) {
+                    return Err(fail(
+                        line,
+                        first,
+                        &format!(
+                            "the export states it starts at record {first_sequence} but its \
+                             records start at {first}: records were cut from its start"
+                        ),
+                    ));
+                }
+                if last_sequence != last || hash_from_hex(&head) != Some(head_seen) {
+                    return Err(fail(
+                        line,
+                        last,
+                        &format!(
+                            "the export states it ends at record {last_sequence} but its records \
+                             end at {last}: records were removed or added"
+                        ),
+                    ));
+                }
+                let range = ExportRange {
+                    first_sequence,
+                    last_sequence,
+                    anchor: anchor_seen,
+                    head: head_seen,
+                    exported_at_unix,
+                };
+                let signature = hex::decode(signature)
+                    .map_err(|_| fail(line, last, "final checkpoint signature is not hex"))?;
+                key.verify(&export_message(&range), &signature)
+                    .map_err(|_| {
+                        fail(
+                            line,
+                            last,
+                            "final checkpoint signature does not verify with the verifier's key",
+                        )
+                    })?;
+                sealed = Some((
+                    line,
+                    VerifiedExport {
+                        records,
+                        first_sequence,
+                        last_sequence,
+                        checkpoints,
+                        anchor: hex::encode(anchor_seen),
+                        head: hex::encode(head_seen),
+                        exported_at_unix,
+                    },
+                ));
             }
         }
     }
-    if summary.records == 0 {
+    if records == 0 {
         return Err(fail(0, 0, "no records"));
     }
-    if !verified_to_checkpoint {
-        return Err(fail(
+    match sealed {
+        Some((_, summary)) => Ok(summary),
+        None => Err(fail(
             0,
-            summary.last_sequence,
-            "the export does not end with a signed checkpoint: records after the last one are unproven",
-        ));
+            previous.map(|(s, _)| s).unwrap_or(0),
+            "the export does not end with its final checkpoint (final mark missing): it may \
+             have been cut, and records after its last periodic checkpoint are unproven",
+        )),
     }
-    Ok(summary)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn export(key: &SigningKey, records: &[&str]) -> Vec<String> {
+    /// Records 1..=n of a chain, as storage holds them.
+    fn chain(records: &[&str]) -> Vec<AuditLine> {
         let mut previous = [0u8; 32];
         let mut lines = Vec::new();
         for (i, record) in records.iter().enumerate() {
             let sequence = i as u64 + 1;
             let hash = chain_hash(&previous, sequence, record.as_bytes());
-            lines.push(
-                serde_json::to_string(&AuditLine::Record {
-                    sequence,
-                    prev_hash: hex::encode(previous),
-                    hash: hex::encode(hash),
-                    record: (*record).to_string(),
-                })
-                .unwrap(),
-            );
+            lines.push(AuditLine::Record {
+                sequence,
+                prev_hash: hex::encode(previous),
+                hash: hex::encode(hash),
+                record: (*record).to_string(),
+            });
             previous = hash;
         }
-        lines.push(
-            serde_json::to_string(&key.checkpoint(records.len() as u64, &previous).unwrap())
-                .unwrap(),
-        );
         lines
+    }
+
+    /// Periodic checkpoints at `at`, signed by `key`.
+    fn periodic(key: &SigningKey, chain: &[AuditLine], at: &[u64]) -> Vec<(u64, String, String)> {
+        chain
+            .iter()
+            .filter_map(|line| match line {
+                AuditLine::Record { sequence, hash, .. } if at.contains(sequence) => {
+                    let bytes = hash_from_hex(hash).unwrap();
+                    let signature = key.sign(&checkpoint_message(*sequence, &bytes)).unwrap();
+                    Some((*sequence, hash.clone(), hex::encode(signature)))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn to_text(lines: &[AuditLine]) -> Vec<String> {
+        lines
+            .iter()
+            .map(|l| serde_json::to_string(l).unwrap())
+            .collect()
+    }
+
+    fn export(key: &SigningKey, records: &[&str]) -> Vec<String> {
+        let chain = chain(records);
+        let checkpoints = periodic(key, &chain, &[records.len() as u64]);
+        to_text(&seal_export(chain, &checkpoints, key, 1_700_000_000).unwrap())
+    }
+
+    const RECORDS: [&str; 4] = ["{\"a\":1}", "{\"b\":2}", "{\"c\":3}", "{\"d\":4}"];
+
+    #[test]
+    fn an_export_cut_after_an_earlier_checkpoint_is_refused() {
+        let key = SigningKey::generate().unwrap();
+        let public = key.public_hex();
+        let chain = chain(&RECORDS);
+        let checkpoints = periodic(&key, &chain, &[2, 4]);
+        let lines = to_text(&seal_export(chain, &checkpoints, &key, 1_700_000_000).unwrap());
+        // r1 r2 cp2 r3 r4 cp4 end
+        assert_eq!(lines.len(), 7);
+        let ok = verify_export(&lines.join("\n"), &public).unwrap();
+        assert_eq!((ok.first_sequence, ok.last_sequence), (1, 4));
+        assert_eq!((ok.records, ok.checkpoints), (4, 2));
+        assert!(ok.from_chain_start());
+        assert_eq!(ok.exported_at_unix, 1_700_000_000);
+
+        // Cut after the periodic checkpoint over record 2: it verifies as a chain, but the
+        // export's own final checkpoint is gone.
+        let cut = lines[..3].join("\n");
+        let error = verify_export(&cut, &public).unwrap_err();
+        assert!(error.problem.contains("final mark missing"), "{error}");
+
+        // Cut, keeping the final checkpoint: it states record 4 as the end.
+        let mut kept_end = lines[..3].to_vec();
+        kept_end.push(lines[6].clone());
+        let error = verify_export(&kept_end.join("\n"), &public).unwrap_err();
+        assert!(error.problem.contains("ends at record 4"), "{error}");
+    }
+
+    #[test]
+    fn an_export_whose_first_records_were_cut_is_refused_and_a_partial_one_proves_its_range() {
+        let key = SigningKey::generate().unwrap();
+        let public = key.public_hex();
+        let lines = export(&key, &RECORDS);
+        let error = verify_export(&lines[1..].join("\n"), &public).unwrap_err();
+        assert!(error.problem.contains("starts at record 1"), "{error}");
+
+        // An export from record 3 on proves 3..4 and says it does not start at the chain's start.
+        let from_three: Vec<AuditLine> = chain(&RECORDS).into_iter().skip(2).collect();
+        let lines = to_text(&seal_export(from_three, &[], &key, 1_700_000_000).unwrap());
+        let ok = verify_export(&lines.join("\n"), &public).unwrap();
+        assert_eq!((ok.first_sequence, ok.last_sequence, ok.records), (3, 4, 2));
+        assert!(!ok.from_chain_start());
+        // ...and only as a whole: cutting record 3 from it is refused.
+        assert!(verify_export(&lines[1..].join("\n"), &public).is_err());
+    }
+
+    #[test]
+    fn a_final_checkpoint_without_its_mark_or_followed_by_lines_is_refused() {
+        let key = SigningKey::generate().unwrap();
+        let public = key.public_hex();
+        let lines = export(&key, &RECORDS);
+        let end = lines.len() - 1;
+        let mut unmarked = lines.clone();
+        unmarked[end] = unmarked[end].replace("\"final\":true", "\"final\":false");
+        assert_ne!(unmarked[end], lines[end]);
+        let error = verify_export(&unmarked.join("\n"), &public).unwrap_err();
+        assert!(error.problem.contains("final mark"), "{error}");
+
+        // A periodic checkpoint's signature cannot pass for a final one.
+        let mut swapped = lines.clone();
+        let AuditLine::Checkpoint { signature, .. } =
+            serde_json::from_str::<AuditLine>(&lines[end - 1]).unwrap()
+        else {
+            panic!("a checkpoint before the end");
+        };
+        let Ok(AuditLine::ExportEnd {
+            signature: final_signature,
+            ..
+        }) = serde_json::from_str::<AuditLine>(&lines[end])
+        else {
+            panic!("the final checkpoint");
+        };
+        swapped[end] = swapped[end].replace(&final_signature, &signature);
+        assert!(verify_export(&swapped.join("\n"), &public).is_err());
+
+        let mut followed = lines.clone();
+        followed.push(lines[0].clone());
+        let error = verify_export(&followed.join("\n"), &public).unwrap_err();
+        assert!(
+            error.problem.contains("follows the export's final"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn the_verifier_does_not_seal_a_stored_chain_with_a_gap() {
+        let key = SigningKey::generate().unwrap();
+        let mut chain = chain(&RECORDS);
+        chain.remove(1);
+        assert!(seal_export(chain, &[], &key, 0).is_err());
+        assert!(seal_export(Vec::new(), &[], &key, 0).unwrap().is_empty());
     }
 
     #[test]
     fn untouched_verifies_and_each_tampering_is_named() {
         let key = SigningKey::generate().unwrap();
         let public = key.public_hex();
-        let lines = export(&key, &["{\"a\":1}", "{\"b\":2}", "{\"c\":3}", "{\"d\":4}"]);
+        let lines = export(&key, &RECORDS);
         let ok = verify_export(&lines.join("\n"), &public).unwrap();
         assert_eq!((ok.records, ok.checkpoints), (4, 1));
 

@@ -13,6 +13,7 @@
 //! - [`reference`]: the signed trust list, reference manifests, policies, and the rules that
 //!   judge boot logs and IMA lists against them.
 //! - [`audit`]: the hash-chained history, signed checkpoints and offline verification.
+//! - [`untrusted_text`]: escaping of device-chosen text for reasons, reports and logs.
 //! - [`enrollment`], [`attestation`]: the two flows; [`server`]: the gRPC edge; [`storage`]: state.
 //!
 //! The verifier never links libtss2 and never shells out to parse evidence.
@@ -28,4 +29,5 @@ pub mod results;
 pub mod server;
 pub mod service;
 pub mod storage;
+pub mod untrusted_text;
 pub mod webhooks;

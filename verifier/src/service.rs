@@ -530,32 +530,24 @@ impl Service {
         }
     }
 
-    /// The audit log from `from` on, with the periodic checkpoints in place and a last one over
-    /// the final record.
+    /// The audit log from `from` to the head, with the periodic checkpoints in place, ending with
+    /// a final checkpoint signed now over exactly that range (`audit::seal_export`).
     pub fn export_audit(&self, from: u64) -> Result<Vec<AuditLine>, ActionError> {
         self.checkpoint()?;
         let (head, _) = self.storage.audit_head();
+        let mut records = self.storage.audit_records(from.max(1), usize::MAX)?;
+        records.retain(|l| matches!(l, AuditLine::Record { sequence, .. } if *sequence <= head));
         let checkpoints = self.storage.checkpoints(from.max(1))?;
-        let mut lines = Vec::new();
-        for line in self.storage.audit_records(from.max(1), usize::MAX)? {
-            let AuditLine::Record { sequence, .. } = &line else {
-                continue;
-            };
-            let sequence = *sequence;
-            if sequence > head {
-                break;
-            }
-            lines.push(line);
-            if let Some((_, hash, signature)) = checkpoints.iter().find(|(s, _, _)| *s == sequence)
-            {
-                lines.push(AuditLine::Checkpoint {
-                    sequence,
-                    hash: hash.clone(),
-                    signature: signature.clone(),
-                });
-            }
-        }
-        Ok(lines)
+        let sealed = crate::audit::seal_export(
+            records,
+            &checkpoints,
+            &self.signing_key,
+            now_unix_millis() / 1000,
+        );
+        sealed.map_err(|detail| {
+            let operation = "seal audit export";
+            ActionError::Storage(StorageError::Backend { operation, detail })
+        })
     }
 
     /// Counts one answer from a device.
@@ -847,7 +839,7 @@ impl Service {
                             .storage
                             .put_device_with_event_deferred(&device, &event)?,
                     };
-                    tracing::info!(device = %device_id, from = previous.name(), to = next.name(), %reason, "state changed");
+                    tracing::info!(device = %device_id, from = previous.name(), to = next.name(), reason = %crate::untrusted_text::Escaped(reason), "state changed");
                     // Held under the transitions lock: changes are registered in audit order.
                     self.unpublished
                         .lock()
@@ -905,8 +897,8 @@ impl Service {
         self.transition(device_id, input, &format!("{action} by {operator}"))
     }
 
-    /// Rebuilds the CRL from the devices that are decommissioned or quarantined, and gives it to
-    /// the TLS layer: their client certificates stop working at the next handshake.
+    /// Rebuilds the CRL from the devices that are decommissioned or quarantined and the revoked
+    /// operators, and gives it to the TLS layer: those certificates fail their next handshake.
     pub fn refresh_crl(&self) -> Result<(), StartError> {
         use trustchain_ca::revocation::{Reason, RevokedEntry};
         let entries: Vec<RevokedEntry> = self
@@ -925,6 +917,7 @@ impl Service {
                     reason,
                 })
             })
+            .chain(self.ca.revoked_operators()?)
             .collect();
         let crl = self.ca.crl(&entries, now_unix_millis().max(1) as u64)?;
         self.tls.set_crls(vec![crl])?;

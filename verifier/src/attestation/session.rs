@@ -361,7 +361,7 @@ impl Round<'_> {
                     Ok(Some(evidence)) => evidence,
                     Ok(None) => continue,
                     Err(error) => {
-                        tracing::warn!(device = %device_id, %error, "evidence parts refused; closing the stream");
+                        tracing::warn!(device = %device_id, error = %crate::untrusted_text::Escaped(&error), "evidence parts refused; closing the stream");
                         let _ = outbound
                             .send(Box::new(Err(Status::invalid_argument(
                                 "malformed evidence",

@@ -1,6 +1,13 @@
 //! What an appraisal concludes: the rules that failed, each with the event or file that failed it.
+//!
+//! A failure's subject, values and detail often quote the device (a kernel command line, an IMA
+//! path, event data, a fact): they are escaped here, where every failure is made, and again when
+//! one is shown (escaping is idempotent), so no control character, ANSI escape, bidi override or
+//! forged line reaches a reason, a report or a log raw ([`crate::untrusted_text`]).
 
 use serde::{Deserialize, Serialize};
+
+use crate::untrusted_text::escape;
 
 /// Every appraisal rule, named. A verdict lists each one that failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -103,36 +110,45 @@ impl Failure {
             subject: String::new(),
             measured: String::new(),
             expected: String::new(),
-            detail: detail.into(),
+            detail: escaped(detail.into()),
         }
     }
 
     pub fn subject(mut self, subject: impl Into<String>) -> Self {
-        self.subject = subject.into();
+        self.subject = escaped(subject.into());
         self
     }
 
     pub fn values(mut self, measured: impl Into<String>, expected: impl Into<String>) -> Self {
-        self.measured = measured.into();
-        self.expected = expected.into();
+        self.measured = escaped(measured.into());
+        self.expected = escaped(expected.into());
         self
     }
 }
 
+fn escaped(text: String) -> String {
+    match escape(&text) {
+        std::borrow::Cow::Borrowed(_) => text,
+        std::borrow::Cow::Owned(safe) => safe,
+    }
+}
+
 impl std::fmt::Display for Failure {
+    /// Escapes again: a failure read back from storage or a report was not necessarily made here.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", self.rule)?;
         if !self.subject.is_empty() {
-            write!(f, " [{}]", self.subject)?;
+            write!(f, " [{}]", escape(&self.subject))?;
         }
         if !self.detail.is_empty() {
-            write!(f, ": {}", self.detail)?;
+            write!(f, ": {}", escape(&self.detail))?;
         }
         if !self.measured.is_empty() || !self.expected.is_empty() {
             write!(
                 f,
                 " (measured {}, expected {})",
-                self.measured, self.expected
+                escape(&self.measured),
+                escape(&self.expected)
             )?;
         }
         Ok(())
@@ -207,5 +223,45 @@ impl Verdict {
 impl Default for Verdict {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_text_in_a_failure_is_escaped_where_the_failure_is_made() {
+        let cmdline = "root=/dev/sda1\nINFO appraisal passed device=tc-1\x1b[0m";
+        let failure = Failure::new(
+            Rule::BootReferenceValues,
+            format!("kernel command line {cmdline}"),
+        )
+        .subject("event 12 (EV_IPL)\r\u{202e}")
+        .values(cmdline, "an approved command line");
+        assert_eq!(
+            failure.detail,
+            "kernel command line root=/dev/sda1\\nINFO appraisal passed device=tc-1\\u{1b}[0m"
+        );
+        assert_eq!(failure.subject, "event 12 (EV_IPL)\\r\\u{202e}");
+        assert!(!failure.measured.contains('\n') && !failure.measured.contains('\x1b'));
+        let mut verdict = Verdict::new();
+        verdict.fail(failure);
+        let summary = verdict.summary();
+        assert!(
+            !summary.chars().any(|c| c.is_control()) && !summary.contains('\u{202e}'),
+            "{summary}"
+        );
+        assert!(summary.starts_with("boot_reference_values [event 12 (EV_IPL)\\r"));
+    }
+
+    #[test]
+    fn a_failure_read_back_raw_is_escaped_when_shown() {
+        let stored = r#"{"rule":"ima_allowlist","subject":"/tmp/x\n\u001b[1mfile","detail":"not on the allowlist"}"#;
+        let failure: Failure = serde_json::from_str(stored).unwrap();
+        assert_eq!(
+            failure.to_string(),
+            "ima_allowlist [/tmp/x\\n\\u{1b}[1mfile]: not on the allowlist"
+        );
     }
 }

@@ -213,7 +213,7 @@ impl Enroller {
             }
             _ => EventKind::EnrollmentRefused,
         };
-        tracing::warn!(device = %device_id.escape_debug(), reason = %error, "enrollment refused");
+        tracing::warn!(device = %crate::untrusted_text::Escaped(device_id), reason = %crate::untrusted_text::Escaped(&error), "enrollment refused");
         // A request whose EK does not even chain to a trusted maker comes from nobody: recording
         // it would let any client that reaches the port write to the audit log. It is logged
         // (at the rate the edge's per-source limit allows) and refused. Refusals that concern a

@@ -5,6 +5,8 @@
 //! - `signed`: JWS (ES256) signing and checking of documents.
 //! - `documents`: the trust list and reference manifest formats.
 //! - `policy`: the policy format (TOML), tiers, change windows.
+//! - `stored`: reading stored trust lists and policies back, failing closed (never an older
+//!   version in place of one that no longer verifies or parses); trust-list content checks.
 //! - `trust`: the active trust list, policies and manifests as one consistent snapshot, and what
 //!   it says about one device (admission, revocations, the references that apply).
 //! - `boot`: boot-log events against reference values (rule `boot_reference_values`).
@@ -24,6 +26,7 @@ pub mod learn;
 pub mod policy;
 pub mod runtime;
 pub mod signed;
+pub mod stored;
 pub mod trust;
 
 use serde::{Deserialize, Serialize};

@@ -186,22 +186,8 @@ impl Snapshot {
             fingerprint.update(b"|");
         }
         snapshot.fingerprint = hex::encode(fingerprint.finalize());
-        // The newest trust list that verifies with the configured authority.
-        if let Some(authority) = authority {
-            let lists = storage.documents(DocumentKind::TrustList)?;
-            for (_, jws) in lists.iter().rev() {
-                let text = String::from_utf8_lossy(jws);
-                match signed::verify::<TrustList>(&text, TRUST_LIST_TYPE, authority) {
-                    Ok(list) => {
-                        snapshot.trust_list = Some(list);
-                        break;
-                    }
-                    Err(error) => {
-                        tracing::error!(%error, "a stored trust list does not verify with the configured authority; skipped");
-                    }
-                }
-            }
-        }
+        // The newest stored trust list, or no snapshot at all: never an older one.
+        snapshot.trust_list = super::stored::newest_trust_list(storage, authority)?;
         if let Some(list) = &snapshot.trust_list {
             let mut active = MakerAnchors::default();
             let mut all = MakerAnchors::default();
@@ -224,24 +210,8 @@ impl Snapshot {
             }
             snapshot.makers = Some((active, all));
         }
-        // Policies: the latest version of each name.
-        let mut policies: Vec<Policy> = Vec::new();
-        for (_, text) in storage
-            .documents(DocumentKind::Policy)?
-            .into_iter()
-            .take(MAX_DOCUMENTS)
-        {
-            match Policy::from_toml(&String::from_utf8_lossy(&text)) {
-                Ok(policy) => match policies.iter_mut().find(|p| p.name == policy.name) {
-                    Some(existing) if existing.version < policy.version => *existing = policy,
-                    Some(_) => {}
-                    None => policies.push(policy),
-                },
-                Err(error) => tracing::error!(%error, "a stored policy no longer parses; skipped"),
-            }
-        }
-        policies.sort_by(|a, b| a.name.cmp(&b.name));
-        snapshot.policies = policies;
+        // Policies: the latest version of each name; every stored one must still parse.
+        snapshot.policies = super::stored::latest_policies(storage, MAX_DOCUMENTS)?;
         // Manifests, each with its standing under the trust list.
         for (_, jws) in storage
             .documents(DocumentKind::Manifest)?
@@ -563,6 +533,7 @@ impl TrustStore {
                 expected: TRUST_LIST_KIND.into(),
             });
         }
+        let list = super::stored::checked_trust_list(list).map_err(ImportError::Invalid)?;
         for ca in &list.maker_cas {
             let der = pem_to_der(&ca.certificate_pem)
                 .map_err(|e| ImportError::Invalid(format!("maker CA {}: {e}", ca.name)))?;

@@ -47,7 +47,7 @@ fn summary(service: &Service, device: &DeviceRecord) -> v1::DeviceSummary {
 }
 
 fn internal(error: impl std::fmt::Display) -> Status {
-    tracing::error!(%error, "admin call failed");
+    tracing::error!(error = %crate::untrusted_text::Escaped(&error), "admin call failed");
     Status::internal("internal error")
 }
 
@@ -94,7 +94,7 @@ impl AdminApi {
         }) {
             tracing::error!(%error, "cannot record an import");
         }
-        tracing::info!(%detail, "trust document import");
+        tracing::info!(detail = %crate::untrusted_text::Escaped(&detail), "trust document import");
         match result {
             Ok(imported) => Ok(Response::new(v1::ImportResult {
                 version: imported.version,
@@ -236,6 +236,7 @@ impl Admin for AdminApi {
                 let sequence = match &line {
                     crate::audit::AuditLine::Record { sequence, .. }
                     | crate::audit::AuditLine::Checkpoint { sequence, .. } => *sequence,
+                    crate::audit::AuditLine::ExportEnd { last_sequence, .. } => *last_sequence,
                 };
                 let record = serde_json::to_vec(&line).unwrap_or_default();
                 if tx

@@ -136,7 +136,7 @@ fn to_status(error: &EnrollError) -> Status {
     match error {
         EnrollError::Busy => Status::resource_exhausted("try again later"),
         e if e.is_internal() => {
-            tracing::error!(error = %e, "enrollment failed inside the verifier");
+            tracing::error!(error = %crate::untrusted_text::Escaped(&e), "enrollment failed inside the verifier");
             Status::internal("internal error")
         }
         EnrollError::TooLarge(_) => Status::invalid_argument("request too large"),

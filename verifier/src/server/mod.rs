@@ -5,6 +5,7 @@
 //! - `enrollment`: the Enrollment service (no client certificate needed), with its per-source
 //!   rate limit.
 //! - `admin`: the Admin service (operator certificates only).
+//! - `operators`: the Admin gate: an operator certificate, not revoked (checked on every call).
 //! - `attestation`: the Attestation stream (agent certificates only).
 //! - `connection`: the accepted connection as the gRPC server sees it (a lifetime for peers
 //!   without a client certificate).
@@ -31,6 +32,7 @@ mod attestation;
 pub mod auth;
 mod connection;
 mod enrollment;
+mod operators;
 pub mod tls;
 
 use std::future::Future;
@@ -148,7 +150,10 @@ pub async fn serve(
     let admin = InterceptedService::new(
         AdminServer::new(admin::AdminApi::new(service.clone()))
             .max_decoding_message_size(limits.max_admin_message),
-        |request| require_before_decoding(request, Role::Operator),
+        {
+            let service = service.clone();
+            move |request| operators::admit(request, &service)
+        },
     );
     let attestation = InterceptedService::new(
         AttestationServer::new(attestation::AttestationApi::new(service.clone()))

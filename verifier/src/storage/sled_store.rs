@@ -909,7 +909,7 @@ impl Storage for SledStorage {
                 AuditLine::Record {
                     sequence, record, ..
                 } => Some(decode("event", record.as_bytes()).map(|e| (sequence, e))),
-                AuditLine::Checkpoint { .. } => None,
+                AuditLine::Checkpoint { .. } | AuditLine::ExportEnd { .. } => None,
             })
             .collect()
     }

@@ -13,8 +13,10 @@ use crate::operator::OperatorArgs;
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Check an export with only the verifier's public key: every record chains to the one before,
-    /// and the signed checkpoint covers the last. Names the first record altered, removed or
-    /// reordered.
+    /// every periodic checkpoint verifies, and the export ends with its final checkpoint, signed
+    /// for it over exactly the range it holds. Prints the range it proves; names the first record
+    /// altered, removed or reordered; refuses an export that was cut (final mark missing, or
+    /// records that do not run from the stated first sequence to the stated last).
     Verify {
         /// The verifier's public key: a file holding it (as `<signing_key>.pub`) or the hex itself.
         #[arg(long)]
@@ -22,7 +24,8 @@ pub enum Command {
         /// The export (JSON Lines, from `trustchain audit export`).
         export: PathBuf,
     },
-    /// Export the history (JSON Lines on stdout), ending with a checkpoint the verifier signs now.
+    /// Export the history (JSON Lines on stdout), ending with a final checkpoint the verifier signs
+    /// now over the exported range (first and last sequence, anchor, head, time).
     Export {
         #[command(flatten)]
         operator: OperatorArgs,
@@ -44,12 +47,24 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             match verify_export(&text, key.trim()) {
                 Ok(summary) => {
                     println!(
-                        "OK: records {}..{} ({} records) chain and are covered by {} signed checkpoint(s)",
+                        "OK: proves records {}..{} ({} records, contiguous), chained from anchor {} \
+                         to head {}, sealed by the export's final checkpoint at {} (Unix time); \
+                         {} signed checkpoint(s) inside it verify",
                         summary.first_sequence,
                         summary.last_sequence,
                         summary.records,
+                        summary.anchor,
+                        summary.head,
+                        summary.exported_at_unix,
                         summary.checkpoints
                     );
+                    if !summary.from_chain_start() {
+                        println!(
+                            "NOTE: the export starts at record {}: records before it are not \
+                             covered, and the anchor is the proof's only link to them",
+                            summary.first_sequence
+                        );
+                    }
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(error) => {
