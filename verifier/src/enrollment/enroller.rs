@@ -80,6 +80,15 @@ pub enum EnrollError {
         existing: String,
         claimant: String,
     },
+    #[error(
+        "EK certificate {serial_hex} of {issuer} is held by device {existing}; device {claimant} presents it"
+    )]
+    EkCertificateHeld {
+        issuer: String,
+        serial_hex: String,
+        existing: String,
+        claimant: String,
+    },
     #[error("too many enrollments in progress")]
     Busy,
     #[error("unknown, already used or abandoned enrollment attempt")]
@@ -153,7 +162,9 @@ fn now_unix_millis() -> i64 {
         .unwrap_or(0)
 }
 
-/// The device id: derived from the EK public key, so an agent cannot choose it.
+/// The device id: derived from the EK public key, so an agent cannot choose it. Give it the
+/// canonical encoding ([`keys::EkMaterial::canonical`]): the same key in another encoding would
+/// hash to another id.
 pub fn device_id_for(ek_public: &[u8]) -> String {
     let digest = Sha256::digest(ek_public);
     format!("tc-{}", hex::encode(digest.get(..16).unwrap_or_default()))
@@ -208,9 +219,9 @@ impl Enroller {
     /// Refuses and records: every refusal is an event, identity conflicts are alerts.
     fn refuse(&self, device_id: &str, error: EnrollError) -> EnrollError {
         let kind = match error {
-            EnrollError::IdentityConflict { .. } | EnrollError::Decommissioned { .. } => {
-                EventKind::Alert
-            }
+            EnrollError::IdentityConflict { .. }
+            | EnrollError::Decommissioned { .. }
+            | EnrollError::EkCertificateHeld { .. } => EventKind::Alert,
             _ => EventKind::EnrollmentRefused,
         };
         tracing::warn!(device = %device_id.escape_debug(), reason = %error, "enrollment refused");
@@ -240,8 +251,18 @@ impl Enroller {
         if request.ak_public.len() > MAX_PUBLIC_SIZE {
             return Err(EnrollError::TooLarge("ak_public"));
         }
+        // Every identity comes from the EK's one canonical encoding, whatever form it arrived in:
+        // the device id, the trust list's EK hash and the stored record.
+        let ek = match keys::ek_key_material(&request.ek_public) {
+            Ok(ek) => ek,
+            Err(error) => {
+                let device_id = device_id_for(&request.ek_public);
+                return Err(self.refuse(&device_id, EnrollError::EkPublic(error)));
+            }
+        };
+        request.ek_public = ek.canonical.clone();
         let device_id = device_id_for(&request.ek_public);
-        let result = self.check_identity(&device_id, &mut request);
+        let result = self.check_identity(&device_id, &ek, &mut request);
         let (validated, ak) = match result {
             Ok(ok) => ok,
             Err(error) => return Err(self.refuse(&device_id, error)),
@@ -289,9 +310,9 @@ impl Enroller {
     fn check_identity(
         &self,
         device_id: &str,
+        ek: &keys::EkMaterial,
         request: &mut EnrollmentRequest,
     ) -> Result<(ek_chain::ValidatedEk, keys::AkInfo), EnrollError> {
-        let ek = keys::ek_key_material(&request.ek_public).map_err(EnrollError::EkPublic)?;
         // The active trust list's maker CAs, once there is one; the configured ones before.
         let snapshot = self.trust.current();
         let revoked_cas: Vec<String> = snapshot
@@ -416,6 +437,23 @@ impl Enroller {
                 &device_id,
                 EnrollError::Decommissioned {
                     device_id: device_id.clone(),
+                },
+            ));
+        }
+        // One EK certificate, one device: another record holding it (decommissioned or not) means
+        // the same TPM under another id, or a certificate copied onto another key.
+        if let Some(holder) = self.storage.other_device_with_ek_certificate(
+            &pending.ek_issuer,
+            &pending.ek_serial_hex,
+            &device_id,
+        )? {
+            return Err(self.refuse(
+                &device_id,
+                EnrollError::EkCertificateHeld {
+                    issuer: pending.ek_issuer.clone(),
+                    serial_hex: pending.ek_serial_hex.clone(),
+                    existing: holder.device_id,
+                    claimant: device_id.clone(),
                 },
             ));
         }

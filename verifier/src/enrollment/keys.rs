@@ -1,9 +1,9 @@
 //! EK and AK checks on the TPM's own TPMT_PUBLIC structures.
 
+use super::ek_template::{TemplateError, canonical_ek};
 use crate::evidence::digest::HashAlgorithm;
 use crate::evidence::tpm::{
-    ENDORSEMENT_HIERARCHY, EccCurve, KeyParameters, ObjectAttributes, Public, PublicKey,
-    hierarchy_qualified_name,
+    ENDORSEMENT_HIERARCHY, EccCurve, ObjectAttributes, Public, PublicKey, hierarchy_qualified_name,
 };
 use crate::storage::EkKind;
 
@@ -13,6 +13,9 @@ pub struct EkMaterial {
     pub kind: EkKind,
     /// RSA modulus (no leading zeros) or uncompressed EC point.
     pub material: Vec<u8>,
+    /// The EK's one canonical encoding (bare TPMT_PUBLIC of the default template): every
+    /// identity derived from the EK is derived from these bytes.
+    pub canonical: Vec<u8>,
 }
 
 /// A checked attestation key.
@@ -37,58 +40,18 @@ pub enum KeyError {
     ForbiddenAttribute(&'static str),
 }
 
-/// AES-128-CFB, the symmetric definition of the TCG default EK templates.
-const AES_128_CFB: Option<(u16, u16, u16)> = Some((0x0006, 128, 0x0043));
-
-/// Checks that the EK is one of the TCG default low-range templates (RSA-2048 L-1 or ECC P-256
-/// L-2: a restricted decryption key with SHA-256 and AES-128-CFB), which is what software
-/// MakeCredential supports, and returns its key material.
+/// Checks that the EK is exactly one of the TCG default low-range templates (RSA-2048 L-1 or
+/// ECC P-256 L-2; see [`super::ek_template`]), which is what software MakeCredential supports,
+/// and returns its key material and canonical encoding.
 pub fn ek_key_material(ek_public: &[u8]) -> Result<EkMaterial, KeyError> {
-    let ek = Public::parse(ek_public).map_err(|e| KeyError::Malformed(e.to_string()))?;
-    if ek.name_alg != HashAlgorithm::Sha256 {
-        return Err(KeyError::Unsupported(format!("EK nameAlg {}", ek.name_alg)));
-    }
-    for flag in [
-        ObjectAttributes::FIXED_TPM,
-        ObjectAttributes::FIXED_PARENT,
-        ObjectAttributes::RESTRICTED,
-        ObjectAttributes::DECRYPT,
-    ] {
-        if !ek.attributes.has(flag) {
-            return Err(KeyError::MissingAttribute(ObjectAttributes::flag_name(
-                flag,
-            )));
-        }
-    }
-    if ek.attributes.has(ObjectAttributes::SIGN_ENCRYPT) {
-        return Err(KeyError::ForbiddenAttribute("sign"));
-    }
-    let kind = match (&ek.parameters, &ek.key) {
-        (
-            KeyParameters::Rsa {
-                symmetric,
-                key_bits: 2048,
-                ..
-            },
-            PublicKey::Rsa { .. },
-        ) if *symmetric == AES_128_CFB => EkKind::Rsa2048,
-        (
-            KeyParameters::Ecc {
-                symmetric,
-                curve: EccCurve::NistP256,
-                ..
-            },
-            PublicKey::Ecc { .. },
-        ) if *symmetric == AES_128_CFB => EkKind::EccP256,
-        _ => {
-            return Err(KeyError::Unsupported(
-                "EK is not an RSA-2048 or P-256 key with AES-128-CFB".into(),
-            ));
-        }
-    };
+    let ek = canonical_ek(ek_public).map_err(|e| match e {
+        TemplateError::Malformed(detail) => KeyError::Malformed(detail),
+        other => KeyError::Unsupported(other.to_string()),
+    })?;
     Ok(EkMaterial {
-        kind,
-        material: ek.key_material(),
+        kind: ek.kind,
+        material: ek.public.key_material(),
+        canonical: ek.bytes,
     })
 }
 

@@ -1,6 +1,7 @@
 //! Enrollment: trust creation for one device (flow 1 in DESIGN.md).
 //!
 //! - `ek_chain`: EK certificate chain validation against the trusted TPM makers.
+//! - `ek_template`: the EK's canonical encoding and the pinned TCG default EK template.
 //! - `keys`: EK and AK checks on the TPM's own TPMT_PUBLIC structures.
 //! - `credential`: TPM2_MakeCredential in software, for RSA and ECC EKs.
 //! - `enroller`: the decision: begin (identity checks, credential) and complete (activation
@@ -8,5 +9,6 @@
 
 pub mod credential;
 pub mod ek_chain;
+pub mod ek_template;
 pub mod enroller;
 pub mod keys;
