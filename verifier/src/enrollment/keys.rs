@@ -3,7 +3,8 @@
 use super::ek_template::{TemplateError, canonical_ek};
 use crate::evidence::digest::HashAlgorithm;
 use crate::evidence::tpm::{
-    ENDORSEMENT_HIERARCHY, EccCurve, ObjectAttributes, Public, PublicKey, hierarchy_qualified_name,
+    ENDORSEMENT_HIERARCHY, EccCurve, KeyParameters, ObjectAttributes, Public, PublicKey,
+    hierarchy_qualified_name,
 };
 use crate::storage::EkKind;
 
@@ -78,6 +79,7 @@ pub fn attestation_key(ak_public: &[u8]) -> Result<AkInfo, KeyError> {
     if ak.name_alg == HashAlgorithm::Sha1 {
         return Err(KeyError::Unsupported("AK nameAlg sha1".into()));
     }
+    check_ak_scheme(&ak)?;
     match &ak.key {
         PublicKey::Rsa { modulus, .. } if modulus.len() >= 256 => {}
         PublicKey::Ecc {
@@ -97,6 +99,30 @@ pub fn attestation_key(ak_public: &[u8]) -> Result<AkInfo, KeyError> {
         name: ak.name(),
         spki_der,
     })
+}
+
+/// TPM_ALG_SHA1.
+const ALG_SHA1: u16 = 0x0004;
+
+/// The AK's own signing scheme, when it fixes one, must be RSASSA, RSAPSS or ECDSA with a hash
+/// other than SHA-1 (a restricted key signs only with its own scheme, so a SHA-1 scheme would
+/// pin every quote to SHA-1). A key with no scheme (TPM_ALG_NULL) is signed with SHA-256,
+/// which the verifier pins (`attestation::session::verifying_key`).
+fn check_ak_scheme(ak: &Public) -> Result<(), KeyError> {
+    let scheme = match &ak.parameters {
+        KeyParameters::Rsa { scheme, .. } | KeyParameters::Ecc { scheme, .. } => *scheme,
+    };
+    match scheme {
+        None => Ok(()),
+        Some((_, Some(ALG_SHA1))) => Err(KeyError::Unsupported(
+            "AK signing scheme with SHA-1 (quotes would be signed over SHA-1)".into(),
+        )),
+        Some((0x0014 | 0x0016, Some(_))) if matches!(ak.key, PublicKey::Rsa { .. }) => Ok(()),
+        Some((0x0018, Some(_))) if matches!(ak.key, PublicKey::Ecc { .. }) => Ok(()),
+        Some((other, _)) => Err(KeyError::Unsupported(format!(
+            "AK signing scheme 0x{other:04x} (RSASSA, RSAPSS or ECDSA only)"
+        ))),
+    }
 }
 
 /// The Qualified Name an AK created under the EK carries in its quotes' qualifiedSigner:
@@ -149,5 +175,53 @@ mod tests {
         );
         // A signing key is no EK.
         assert!(ek_key_material(&ak).is_err());
+    }
+
+    /// The GCE AK with its scheme field (bytes 16..20 of an RSA TPMT_PUBLIC with an empty
+    /// authPolicy: type, nameAlg, attributes, policy size, symmetric NULL) replaced.
+    fn with_scheme(scheme: u16, hash: u16) -> Vec<u8> {
+        let ak = gce_ak();
+        assert_eq!(
+            &ak[8..12],
+            &[0, 0, 0, 0x10],
+            "empty authPolicy, symmetric NULL"
+        );
+        let mut out = ak[..12].to_vec();
+        out.extend_from_slice(&scheme.to_be_bytes());
+        out.extend_from_slice(&hash.to_be_bytes());
+        // Skip the original scheme (NULL: 2 bytes, or a scheme with its hash: 4).
+        let original = u16::from_be_bytes([ak[12], ak[13]]);
+        let rest = if original == 0x0010 { 14 } else { 16 };
+        out.extend_from_slice(&ak[rest..]);
+        out
+    }
+
+    #[test]
+    fn an_ak_with_a_sha1_signing_scheme_is_refused() {
+        for scheme in [0x0014u16, 0x0016] {
+            let sha1 = with_scheme(scheme, 0x0004);
+            assert!(
+                matches!(attestation_key(&sha1), Err(KeyError::Unsupported(ref why)) if why.contains("SHA-1")),
+                "scheme 0x{scheme:04x} with SHA-1"
+            );
+            assert!(attestation_key(&with_scheme(scheme, 0x000b)).is_ok());
+        }
+        // ECDSA on an RSA key, or a decryption scheme, is no AK scheme either.
+        assert!(attestation_key(&with_scheme(0x0018, 0x000b)).is_err());
+        assert!(attestation_key(&with_scheme(0x0017, 0x000b)).is_err());
+    }
+
+    #[test]
+    fn quote_verification_never_accepts_sha1() {
+        use crate::evidence::quote::{QuoteError, VerifyingKey};
+        use crate::evidence::tpm::SignatureScheme;
+        let ak = Public::parse(&gce_ak()).unwrap();
+        for scheme in [SignatureScheme::RsaSsa, SignatureScheme::RsaPss] {
+            assert_eq!(
+                VerifyingKey::new(ak.clone(), scheme, HashAlgorithm::Sha1).err(),
+                Some(QuoteError::Sha1Signature)
+            );
+        }
+        assert!(VerifyingKey::new(ak, SignatureScheme::RsaSsa, HashAlgorithm::Sha256).is_ok());
     }
 }
