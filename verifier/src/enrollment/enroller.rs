@@ -89,6 +89,15 @@ pub enum EnrollError {
         existing: String,
         claimant: String,
     },
+    #[error(
+        "device {device_id} re-enrolls claiming {field} {claimed:?}, but its record says {recorded:?}"
+    )]
+    ClaimChanged {
+        device_id: String,
+        field: &'static str,
+        recorded: String,
+        claimed: String,
+    },
     #[error("too many enrollments in progress")]
     Busy,
     #[error("unknown, already used or abandoned enrollment attempt")]
@@ -170,6 +179,21 @@ pub fn device_id_for(ek_public: &[u8]) -> String {
     format!("tc-{}", hex::encode(digest.get(..16).unwrap_or_default()))
 }
 
+/// The first claim a re-enrolling device may not change: (field, recorded, claimed).
+fn changed_claim(recorded: &Facts, claimed: &Facts) -> Option<(&'static str, String, String)> {
+    [
+        (
+            "device_class",
+            &recorded.device_class,
+            &claimed.device_class,
+        ),
+        ("model", &recorded.model, &claimed.model),
+    ]
+    .into_iter()
+    .find(|(_, recorded, claimed)| recorded != claimed)
+    .map(|(field, recorded, claimed)| (field, recorded.clone(), claimed.clone()))
+}
+
 fn clean_fact(value: &str) -> String {
     value
         .chars()
@@ -221,7 +245,8 @@ impl Enroller {
         let kind = match error {
             EnrollError::IdentityConflict { .. }
             | EnrollError::Decommissioned { .. }
-            | EnrollError::EkCertificateHeld { .. } => EventKind::Alert,
+            | EnrollError::EkCertificateHeld { .. }
+            | EnrollError::ClaimChanged { .. } => EventKind::Alert,
             _ => EventKind::EnrollmentRefused,
         };
         tracing::warn!(device = %device_id.escape_debug(), reason = %error, "enrollment refused");
@@ -437,6 +462,23 @@ impl Enroller {
                 &device_id,
                 EnrollError::Decommissioned {
                     device_id: device_id.clone(),
+                },
+            ));
+        }
+        // The class and model a device claims are reported facts (its policy comes from the
+        // trust list), but a device that starts claiming another class or model is either
+        // misconfigured or trying its luck: refused and alerted, the record kept as it was.
+        if let Some(existing) = &existing
+            && let Some((field, recorded, claimed)) =
+                changed_claim(&existing.facts, &pending.request.facts)
+        {
+            return Err(self.refuse(
+                &device_id,
+                EnrollError::ClaimChanged {
+                    device_id: device_id.clone(),
+                    field,
+                    recorded,
+                    claimed,
                 },
             ));
         }

@@ -4,6 +4,7 @@
 //! # Layout
 //! - `signed`: JWS (ES256) signing and checking of documents.
 //! - `documents`: the trust list and reference manifest formats.
+//! - `assignment`: which devices a trust-list entry names (by EK), and the class it assigns.
 //! - `policy`: the policy format (TOML), tiers, change windows.
 //! - `trust`: the active trust list, policies and manifests as one consistent snapshot, and what
 //!   it says about one device (admission, revocations, the references that apply).
@@ -14,6 +15,7 @@
 //!
 //! The formats are documented in `docs/trust.md`.
 
+pub mod assignment;
 pub mod boot;
 pub mod documents;
 pub mod keylime;
