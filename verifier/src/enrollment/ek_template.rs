@@ -69,7 +69,7 @@ fn push_tpm2b(out: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 /// The default template with `key` as its unique field: the canonical TPMT_PUBLIC.
-fn template_with(key: &PublicKey) -> Result<(EkKind, Vec<u8>), TemplateError> {
+pub fn template_with(key: &PublicKey) -> Result<(EkKind, Vec<u8>), TemplateError> {
     let mut out = Vec::with_capacity(350);
     let kind = match key {
         PublicKey::Rsa { modulus, .. } if modulus.len() == RSA_2048_BYTES => EkKind::Rsa2048,

@@ -4,6 +4,8 @@
 //! - `ek_template`: the EK's canonical encoding and the pinned TCG default EK template.
 //! - `keys`: EK and AK checks on the TPM's own TPMT_PUBLIC structures.
 //! - `credential`: TPM2_MakeCredential in software, for RSA and ECC EKs.
+//! - `standing`: the checks that need the device's TPM proved first (decommissioned, trust list,
+//!   changed claims, hostname and EK certificate held by another record).
 //! - `enroller`: the decision: begin (identity checks, credential) and complete (activation
 //!   answer, certificates, durable record).
 
@@ -12,3 +14,4 @@ pub mod ek_chain;
 pub mod ek_template;
 pub mod enroller;
 pub mod keys;
+mod standing;
