@@ -378,3 +378,40 @@ async fn a_strict_device_re_enrolling_with_a_lax_class_claim_is_refused_and_stay
         .unwrap_err();
     assert!(refused.message().contains("names no EK"), "{refused:?}");
 }
+
+/// Item 1, the trust-list variant: a TPM revoked by its EK hash re-enrolls with its EK
+/// size-prefixed (another hash of the bytes as sent). Before the fix it was a new device the
+/// revocation did not name.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoked_tpm_resending_its_ek_size_prefixed_is_still_revoked() {
+    let makers = TestMakers::generate().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let (verifier, authority) = verifier_with_authority(&makers, keys.path()).await;
+    let dev = device(&makers.trusted, "gw-revoked");
+    let honest = request(&dev, facts("gw-revoked"));
+    let mut list = trust_list(&makers.trusted, 1, Vec::new());
+    list.revoked.devices = vec![DeviceMatch {
+        ek_public_sha256: Some(hex::encode(Sha256::digest(&honest.ek_public))),
+        ..DeviceMatch::default()
+    }];
+    import_trust_list(&verifier, &list, &authority)
+        .await
+        .unwrap();
+
+    let mut attack = honest.clone();
+    let mut prefixed = (honest.ek_public.len() as u16).to_be_bytes().to_vec();
+    prefixed.extend_from_slice(&honest.ek_public);
+    attack.ek_public = prefixed;
+    let status = enroll_by_hand(&verifier, &dev, attack).await.unwrap_err();
+    assert_refused(&status);
+    assert!(verifier.service.storage().devices().unwrap().is_empty());
+    let events = verifier.service.storage().events(0, 1000).unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|(_, e)| e.kind == EventKind::EnrollmentRefused
+                && e.detail.contains("revoked by trust list v1")
+                && e.device_id == device_id_for(&honest.ek_public)),
+        "{events:#?}"
+    );
+}
