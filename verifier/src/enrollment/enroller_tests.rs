@@ -217,3 +217,47 @@ fn a_decommissioned_tpm_is_refused_and_alerted_only_once_it_proves_its_tpm() {
     assert_eq!(after.len(), before + 1);
     assert_eq!(after.last().unwrap().kind, EventKind::Alert);
 }
+
+#[test]
+fn an_ek_certificate_another_record_holds_is_refused_and_alerted() {
+    let (s, _root) = setup(10);
+    // A record left by an enrollment under another encoding of the same EK (before ids were
+    // derived from the canonical form): another id, the same EK certificate.
+    let challenge = s.enroller.begin(s.request.clone()).unwrap();
+    let validated = s
+        .enroller
+        .pending()
+        .get(&challenge.attempt_id)
+        .map(|p| (p.ek_issuer.clone(), p.ek_serial_hex.clone()));
+    let (issuer, serial_hex) = validated.unwrap();
+    let legacy = DeviceRecord {
+        device_id: "tc-00000000000000000000000000000000".into(),
+        ek_kind: EkKind::EccP256,
+        ek_public: Vec::new(),
+        ek_certificate: s.request.ek_certificate.clone(),
+        ek_certificate_serial_hex: serial_hex,
+        ek_certificate_issuer: issuer,
+        ak_public: Vec::new(),
+        ak_name: Vec::new(),
+        ak_certificate: Vec::new(),
+        client_certificate_serial_hex: String::new(),
+        facts: Facts::default(),
+        enrolled_at_unix: 0,
+        ak_rotations: 0,
+        state: DeviceState::Decommissioned,
+        state_reason: String::new(),
+        state_changed_at_unix: 0,
+        recoverable: false,
+    };
+    s.storage.put_device(&legacy).unwrap();
+    let secret = secret_of(&s.enroller, &challenge.attempt_id);
+    assert!(matches!(
+        s.enroller.complete(&challenge.attempt_id, &secret, b""),
+        Err(EnrollError::EkCertificateHeld { .. })
+    ));
+    let events = events(&s.storage);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].kind, EventKind::Alert);
+    assert!(events[0].detail.contains(&legacy.device_id), "{events:?}");
+    assert!(s.storage.device(&challenge.device_id).unwrap().is_none());
+}
