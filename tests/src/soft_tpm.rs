@@ -16,6 +16,7 @@ use sha2::Sha256;
 use trustchain_swtpm::boot::{Bank, BootEvent};
 use trustchain_swtpm::{BootProfile, ImaEntry, TpmMaker};
 use trustchain_verifier::enrollment::credential::{kdf_a, kdf_e};
+use trustchain_verifier::enrollment::ek_template::{EK_ATTRIBUTES, EK_AUTH_POLICY};
 use trustchain_verifier::evidence::tpm::{ENDORSEMENT_HIERARCHY, Public, hierarchy_qualified_name};
 
 fn tpm2b(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -24,12 +25,18 @@ fn tpm2b(out: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 /// TPMT_PUBLIC of an ECC P-256 key.
-fn ecc_public(attributes: u32, symmetric: bool, scheme_ecdsa: bool, point: &[u8]) -> Vec<u8> {
+fn ecc_public(
+    attributes: u32,
+    auth_policy: &[u8],
+    symmetric: bool,
+    scheme_ecdsa: bool,
+    point: &[u8],
+) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(&0x0023u16.to_be_bytes()); // TPM_ALG_ECC
     out.extend_from_slice(&0x000bu16.to_be_bytes()); // nameAlg SHA-256
     out.extend_from_slice(&attributes.to_be_bytes());
-    tpm2b(&mut out, &[]); // authPolicy
+    tpm2b(&mut out, auth_policy);
     if symmetric {
         out.extend_from_slice(&[0x00, 0x06, 0x00, 0x80, 0x00, 0x43]); // AES-128-CFB
     } else {
@@ -161,8 +168,8 @@ impl SoftTpm {
             .map_err(|_| anyhow::anyhow!("EK public"))?
             .as_ref()
             .to_vec();
-        // fixedTPM | fixedParent | sensitiveDataOrigin | adminWithPolicy | restricted | decrypt
-        let ek_public = ecc_public(0x0003_00b2, true, false, &ek_point);
+        // The TCG default EK template L-2, as a real TPM's EK is (the verifier pins all of it).
+        let ek_public = ecc_public(EK_ATTRIBUTES, &EK_AUTH_POLICY, true, false, &ek_point);
         let spki = Public::parse(&ek_public)?
             .spki_der()
             .ok_or_else(|| anyhow::anyhow!("EK SPKI"))?;
@@ -172,7 +179,7 @@ impl SoftTpm {
         let ak = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref())
             .map_err(|_| anyhow::anyhow!("AK"))?;
         // fixedTPM | fixedParent | sensitiveDataOrigin | userWithAuth | restricted | sign
-        let ak_public = ecc_public(0x0005_0072, false, true, ak.public_key().as_ref());
+        let ak_public = ecc_public(0x0005_0072, &[], false, true, ak.public_key().as_ref());
         let ek_qn = Public::parse(&ek_public)?
             .qualified_name(&hierarchy_qualified_name(ENDORSEMENT_HIERARCHY));
         let ak_qn = Public::parse(&ak_public)?.qualified_name(&ek_qn);

@@ -123,11 +123,25 @@ impl Deployment {
                     certificate_pem: pem.clone(),
                 })
                 .collect(),
-            devices: Vec::new(),
+            // The test maker's TPMs are gateways: the class comes from the trust list by EK
+            // certificate issuer, never from the agent's claim (issue 20, item 3).
+            devices: vec![DeviceMatch {
+                ek_issuer: Some(self.maker_issuer()),
+                device_class: Some("gateway".into()),
+                ..DeviceMatch::default()
+            }],
             manifest_signers: signers,
             revoked,
         };
         signed::sign(&list, TRUST_LIST_TYPE, &self.authority).unwrap()
+    }
+
+    /// The issuer of the test maker's EK certificates, as the verifier names it.
+    fn maker_issuer(&self) -> String {
+        use x509_parser::prelude::FromDer;
+        let der = self.makers.trusted.intermediate_der();
+        let (_, certificate) = x509_parser::certificate::X509Certificate::from_der(der).unwrap();
+        certificate.subject().to_string()
     }
 
     async fn admin(&self) -> AdminClient<tonic::transport::Channel> {
@@ -808,7 +822,9 @@ async fn enrollment_admits_only_devices_the_trust_list_admits() {
         .unwrap()
         .payload_unchecked()
         .unwrap();
+    // A model narrows an entry that names the EK (here by its issuer); alone it is refused.
     list.devices = vec![DeviceMatch {
+        ek_issuer: Some(d.maker_issuer()),
         model: Some("another model".into()),
         ..DeviceMatch::default()
     }];
@@ -832,6 +848,7 @@ async fn enrollment_admits_only_devices_the_trust_list_admits() {
     );
     list.version = 2;
     list.devices = vec![DeviceMatch {
+        ek_issuer: Some(d.maker_issuer()),
         model: Some("swtpm test device".into()),
         ..DeviceMatch::default()
     }];

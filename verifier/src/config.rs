@@ -81,8 +81,9 @@ pub struct AttestationConfig {
     /// Missed intervals after which a device is TIMED OUT.
     #[serde(default = "default_missed")]
     pub timeout_after_missed_intervals: u32,
-    /// Interval per device class (the tier the device reports at enrollment, e.g. "plc" = 1),
-    /// in seconds; 1 to 3600. Classes not listed use `default_interval_seconds`.
+    /// Interval per device class (the class the trust list assigns by EK, e.g. "plc" = 1, never
+    /// the class the agent claims), in seconds; 1 to 3600. Classes not listed, and devices with
+    /// no assigned class, use `default_interval_seconds`.
     #[serde(default)]
     pub interval_seconds_by_class: std::collections::BTreeMap<String, u64>,
 }

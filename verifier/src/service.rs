@@ -343,17 +343,15 @@ impl Service {
         &self.attestation
     }
 
-    /// The challenge interval for a device, from its class (tier).
-    /// The challenge interval: the governing policy's tier, else the configuration's class table.
+    /// The challenge interval: the governing policy's tier, else the configuration's table by
+    /// the class the trust list assigns (never the class the agent claims).
     pub fn interval_for(&self, device: &DeviceRecord) -> Duration {
-        match self
-            .trust
-            .current()
-            .policy_for(device)
-            .map(|p| p.tier.resolve())
-        {
+        let snapshot = self.trust.current();
+        match snapshot.policy_for(device).map(|p| p.tier.resolve()) {
             Some(tier) => Duration::from_secs(tier.interval_seconds),
-            None => self.attestation.interval_for(&device.facts.device_class),
+            None => self
+                .attestation
+                .interval_for(snapshot.assigned_class(device).unwrap_or_default()),
         }
     }
 

@@ -92,50 +92,31 @@ fn gce_cases() -> Vec<Case> {
         .collect()
 }
 
-fn windows_case() -> Case {
+/// The Windows GCP shielded VM's AK, from go-attestation's dump.
+fn windows_ak() -> Vec<u8> {
     let dump = json("quotes/windows-gcp/windows_gcp_shielded_vm.json");
-    let expected = json("quotes/expected.json");
-    let b64 = |v: &serde_json::Value| {
-        base64::engine::general_purpose::STANDARD
-            .decode(v.as_str().unwrap())
-            .unwrap()
-    };
-    let mut pcrs = PcrValues::default();
-    for pcr in dump["Log"]["PCRs"].as_array().unwrap() {
-        // DigestAlg 3 is Go's crypto.SHA1.
-        assert_eq!(pcr["DigestAlg"], 3);
-        pcrs.insert(
-            HashAlgorithm::Sha1,
-            pcr["Index"].as_u64().unwrap() as u32,
-            b64(&pcr["Digest"]),
-        );
-    }
-    // A child key whose parent's Qualified Name the dump does not carry: take the published one.
-    let signer = hex::decode(
-        expected["go-attestation/windows_gcp_shielded_vm.json"]["qualifiedSigner"]
-            .as_str()
-            .unwrap(),
-    )
-    .unwrap();
-    Case {
-        name: "windows-gcp".into(),
-        attest: b64(&dump["Quote"]["Quote"]),
-        signature: b64(&dump["Quote"]["Signature"]),
-        key: VerifyingKey::from_public_bytes(
-            &b64(&dump["AK"]["Public"]),
-            SignatureScheme::RsaSsa,
-            HashAlgorithm::Sha1,
-        )
+    base64::engine::general_purpose::STANDARD
+        .decode(dump["AK"]["Public"].as_str().unwrap())
         .unwrap()
-        .with_signer(signer),
-        pcrs,
-    }
+}
+
+/// The Windows GCP shielded VM's real quote is signed RSASSA over SHA-1: no verifying key can
+/// be pinned to SHA-1 (issue 20, item 11), so it never verifies.
+#[test]
+fn a_real_sha1_signed_windows_quote_is_refused() {
+    assert_eq!(
+        VerifyingKey::from_public_bytes(
+            &windows_ak(),
+            SignatureScheme::RsaSsa,
+            HashAlgorithm::Sha1
+        )
+        .err(),
+        Some(QuoteError::Sha1Signature)
+    );
 }
 
 fn all_cases() -> Vec<Case> {
-    let mut cases = gce_cases();
-    cases.push(windows_case());
-    cases
+    gce_cases()
 }
 
 fn verify(
@@ -163,11 +144,7 @@ fn every_real_quote_verifies_and_matches_expected_fields() {
     for case in all_cases() {
         let attest = verify(&case, &case.attest, &case.signature, &[], &case.pcrs)
             .unwrap_or_else(|e| panic!("{}: {e}", case.name));
-        let key = if case.name == "windows-gcp" {
-            "go-attestation/windows_gcp_shielded_vm.json".to_string()
-        } else {
-            format!("go-tpm-tools/gce-cos-85-no-nonce.decoded/{}", case.name)
-        };
+        let key = format!("go-tpm-tools/gce-cos-85-no-nonce.decoded/{}", case.name);
         let want = &expected[&key];
         assert_eq!(
             hex::encode(&attest.qualified_signer),
@@ -287,10 +264,9 @@ fn a_wrong_magic_or_type_is_refused() {
 #[test]
 fn a_different_ak_fails_the_signature_and_the_signer() {
     let gce = gce_cases();
-    let windows = windows_case();
     let case = &gce[1];
     let other = VerifyingKey::new(
-        windows.key.public().clone(),
+        Public::parse(&windows_ak()).unwrap(),
         SignatureScheme::RsaSsa,
         HashAlgorithm::Sha256,
     )
@@ -325,8 +301,18 @@ fn a_different_ak_fails_the_signature_and_the_signer() {
 #[test]
 fn the_pinned_scheme_is_enforced() {
     let case = &gce_cases()[1];
+    // A SHA-1 pin cannot even be made (issue 20, item 11).
+    assert_eq!(
+        VerifyingKey::new(
+            case.key.public().clone(),
+            SignatureScheme::RsaSsa,
+            HashAlgorithm::Sha1
+        )
+        .err(),
+        Some(QuoteError::Sha1Signature)
+    );
     for (scheme, hash) in [
-        (SignatureScheme::RsaSsa, HashAlgorithm::Sha1),
+        (SignatureScheme::RsaSsa, HashAlgorithm::Sha384),
         (SignatureScheme::RsaPss, HashAlgorithm::Sha256),
     ] {
         let pinned = VerifyingKey::new(case.key.public().clone(), scheme, hash).unwrap();

@@ -79,12 +79,24 @@ fn path(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
 
+/// The class the operator gives a demo device (and which its agent also claims).
+fn device_class(label: &str) -> &'static str {
+    if label.starts_with("plc") {
+        "plc"
+    } else if label.starts_with("server") {
+        "server"
+    } else {
+        "gateway"
+    }
+}
+
 /// Trust creation and proof with the real commands: keys, a manifest and policy learned from a
 /// known-good device, signatures, and a trust list. Returns the files to import.
 fn trust_documents(
     dir: &Path,
     device: &SwtpmDevice,
     maker_pems: &[(&str, &Path)],
+    classes: &[(String, &str)],
 ) -> anyhow::Result<(PathBuf, PathBuf, PathBuf)> {
     let ca = binary("trustchain-ca")?;
     let cli = binary("trustchain")?;
@@ -175,6 +187,12 @@ fn trust_documents(
         "version": 1,
         "issued_at": "2026-11-25T00:00:00Z",
         "maker_cas": maker_cas,
+        // Each device admitted by its EK, with the class the operator gives it (the class an
+        // agent claims is only a reported fact).
+        "devices": classes
+            .iter()
+            .map(|(ek, class)| serde_json::json!({ "ek_public_sha256": ek, "device_class": class }))
+            .collect::<Vec<_>>(),
         "manifest_signers": [{
             "name": "demo-os-vendor",
             "public_key": std::fs::read_to_string(keys.join("demo-os-vendor.pub"))?.trim(),
@@ -362,6 +380,15 @@ async fn demo(keep_running: bool, state_dir: Option<PathBuf>) -> anyhow::Result<
         devices.len()
     );
     let first = devices.first().context("a device")?;
+    let mut classes = Vec::new();
+    for (device, label) in devices.iter().zip(DEVICES) {
+        use sha2::Digest as _;
+        use tss_esapi::traits::Marshall as _;
+        let ek = device
+            .ek_public(trustchain_swtpm::EkKind::Rsa2048)?
+            .marshall()?;
+        classes.push((hex::encode(sha2::Sha256::digest(ek)), device_class(label)));
+    }
     let (trust_list, manifest, policy) = trust_documents(
         &dir,
         first,
@@ -369,6 +396,7 @@ async fn demo(keep_running: bool, state_dir: Option<PathBuf>) -> anyhow::Result<
             ("Test TPM maker root", maker_root.as_path()),
             ("Test TPM maker intermediate", maker_intermediate.as_path()),
         ],
+        &classes,
     )?;
     println!(
         "[{:>5.1}s] trust documents: manifest gateway-os 1.0 and policy \"fleet\" learned from {}, checked offline, signed by the supplier; trust list v1 signed by the authority",
@@ -457,13 +485,7 @@ async fn demo(keep_running: bool, state_dir: Option<PathBuf>) -> anyhow::Result<
             device.tcti(),
             device.event_log_path(),
             device.ima_log_path(),
-            if label.starts_with("plc") {
-                "plc"
-            } else if label.starts_with("server") {
-                "server"
-            } else {
-                "gateway"
-            },
+            device_class(label),
         );
         std::fs::write(agent_dir.join("agent.toml"), config)?;
         let log = std::fs::File::create(agent_dir.join("agent.log"))?;

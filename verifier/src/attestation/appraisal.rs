@@ -158,7 +158,8 @@ fn quote_failure(error: &QuoteError) -> Failure {
         QuoteError::BadMagic(_) | QuoteError::WrongType(_) => Rule::QuoteMagicAndType,
         QuoteError::SchemeMismatch { .. }
         | QuoteError::BadSignature
-        | QuoteError::UnsupportedKey => Rule::QuoteSignature,
+        | QuoteError::UnsupportedKey
+        | QuoteError::Sha1Signature => Rule::QuoteSignature,
         QuoteError::SignerMismatch => Rule::QuoteSigner,
         QuoteError::NonceMismatch => Rule::Nonce,
         _ => Rule::PcrDigest,

@@ -1,11 +1,15 @@
 //! The enrollment decision (flow 1 in DESIGN.md), independent of gRPC.
 //!
-//! `begin` checks the device's identity and answers with a credential only its TPM can unwrap;
-//! `complete` checks the unwrapped secret and, only then, admits the device and issues its
-//! certificates. Every refusal is logged here with its full reason; what the agent hears is decided
-//! at the gRPC edge and says nothing about expected values.
+//! `begin` checks what the request alone can show (the EK chains to a trusted maker and is the
+//! key in its certificate, the AK is an attestation key) and answers with a credential only the
+//! TPM can unwrap; one attempt per EK certificate is kept. `complete` checks the unwrapped secret
+//! and, only then, the device's standing (`standing`: decommissioned, trust list, changed claims,
+//! identities held by other records), admits it and issues its certificates. Every refusal is
+//! logged here with its full reason; only refusals of a peer that proved its TPM are written to
+//! storage (an EK certificate is public: anyone may replay one at Begin). What the agent hears is
+//! decided at the gRPC edge and says nothing about expected values.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -17,12 +21,15 @@ use trustchain_ca::Authority;
 use super::credential::{CredentialError, MadeCredential, make_credential};
 use super::ek_chain::{self, ChainError, MakerAnchors};
 use super::keys::{self, KeyError};
+use super::standing;
 use crate::storage::{
     DeviceRecord, DeviceState, EkKind, EventKind, EventRecord, Facts, Storage, StorageError,
 };
 
 /// Largest TPMT_PUBLIC accepted (an RSA-2048 key with a policy is ~350 bytes).
 pub const MAX_PUBLIC_SIZE: usize = 1024;
+/// Refusal reasons kept in memory for diagnosis.
+pub const RECENT_REFUSALS: usize = 64;
 /// Longest device fact string kept.
 const MAX_FACT_LENGTH: usize = 256;
 
@@ -79,6 +86,24 @@ pub enum EnrollError {
         hostname: String,
         existing: String,
         claimant: String,
+    },
+    #[error(
+        "EK certificate {serial_hex} of {issuer} is held by device {existing}; device {claimant} presents it"
+    )]
+    EkCertificateHeld {
+        issuer: String,
+        serial_hex: String,
+        existing: String,
+        claimant: String,
+    },
+    #[error(
+        "device {device_id} re-enrolls claiming {field} {claimed:?}, but its record says {recorded:?}"
+    )]
+    ClaimChanged {
+        device_id: String,
+        field: &'static str,
+        recorded: String,
+        claimed: String,
     },
     #[error("too many enrollments in progress")]
     Busy,
@@ -143,6 +168,8 @@ pub struct Enroller {
     trust: Arc<crate::reference::trust::TrustStore>,
     config: EnrollerConfig,
     pending: Mutex<HashMap<[u8; 16], Pending>>,
+    /// The reasons of the latest refusals, for diagnosis (see [`Enroller::recent_refusals`]).
+    recent_refusals: Mutex<VecDeque<String>>,
     rng: SystemRandom,
 }
 
@@ -153,7 +180,9 @@ fn now_unix_millis() -> i64 {
         .unwrap_or(0)
 }
 
-/// The device id: derived from the EK public key, so an agent cannot choose it.
+/// The device id: derived from the EK public key, so an agent cannot choose it. Give it the
+/// canonical encoding ([`keys::EkMaterial::canonical`]): the same key in another encoding would
+/// hash to another id.
 pub fn device_id_for(ek_public: &[u8]) -> String {
     let digest = Sha256::digest(ek_public);
     format!("tc-{}", hex::encode(digest.get(..16).unwrap_or_default()))
@@ -182,6 +211,7 @@ impl Enroller {
             trust,
             config,
             pending: Mutex::new(HashMap::new()),
+            recent_refusals: Mutex::new(VecDeque::new()),
             rng: SystemRandom::new(),
         }
     }
@@ -205,28 +235,50 @@ impl Enroller {
         }
     }
 
-    /// Refuses and records: every refusal is an event, identity conflicts are alerts.
-    fn refuse(&self, device_id: &str, error: EnrollError) -> EnrollError {
-        let kind = match error {
-            EnrollError::IdentityConflict { .. } | EnrollError::Decommissioned { .. } => {
-                EventKind::Alert
-            }
-            _ => EventKind::EnrollmentRefused,
-        };
-        tracing::warn!(device = %crate::untrusted_text::Escaped(device_id), reason = %crate::untrusted_text::Escaped(&error), "enrollment refused");
-        // A request whose EK does not even chain to a trusted maker comes from nobody: recording
-        // it would let any client that reaches the port write to the audit log. It is logged
-        // (at the rate the edge's per-source limit allows) and refused. Refusals that concern a
-        // genuine maker's EK (mismatched key, bad AK, identity conflict, decommissioned, not
-        // admitted) are recorded.
-        let from_nobody = matches!(
-            error,
-            EnrollError::Chain(_) | EnrollError::EkPublic(_) | EnrollError::TooLarge(_)
-        );
-        if !error.is_internal() && !from_nobody {
-            self.record(kind, device_id, error.to_string());
+    /// Refuses a peer that has not proved it holds the TPM behind the EK: anyone with a copy of a
+    /// published EK certificate can send these, so they are logged (at the rate the edge's
+    /// per-source limit allows) and kept in memory for diagnosis, never written to storage.
+    fn refuse_unproven(&self, device_id: &str, error: EnrollError) -> EnrollError {
+        if error.is_internal() {
+            return error;
         }
+        tracing::warn!(device = %crate::untrusted_text::Escaped(device_id), reason = %crate::untrusted_text::Escaped(&error), "enrollment refused (no proof of the TPM yet)");
+        self.remember(&error);
         error
+    }
+
+    /// Refuses and records a device that proved its TPM by answering the credential challenge:
+    /// every such refusal is an event, identity conflicts are alerts.
+    fn refuse_proven(&self, device_id: &str, error: EnrollError) -> EnrollError {
+        if error.is_internal() {
+            return error;
+        }
+        tracing::warn!(device = %crate::untrusted_text::Escaped(device_id), reason = %crate::untrusted_text::Escaped(&error), "enrollment refused");
+        self.remember(&error);
+        self.record(standing::event_kind(&error), device_id, error.to_string());
+        error
+    }
+
+    fn remember(&self, error: &EnrollError) {
+        let mut recent = self
+            .recent_refusals
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if recent.len() >= RECENT_REFUSALS {
+            recent.pop_front();
+        }
+        recent.push_back(error.to_string());
+    }
+
+    /// The reasons of the latest refusals (at most [`RECENT_REFUSALS`], oldest first), proven or
+    /// not: for diagnosis and tests. Storage holds only those of devices that proved their TPM.
+    pub fn recent_refusals(&self) -> Vec<String> {
+        self.recent_refusals
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Step 1: check the TPM's identity and make the credential.
@@ -240,11 +292,21 @@ impl Enroller {
         if request.ak_public.len() > MAX_PUBLIC_SIZE {
             return Err(EnrollError::TooLarge("ak_public"));
         }
+        // Every identity comes from the EK's one canonical encoding, whatever form it arrived in:
+        // the device id, the trust list's EK hash and the stored record.
+        let ek = match keys::ek_key_material(&request.ek_public) {
+            Ok(ek) => ek,
+            Err(error) => {
+                let device_id = device_id_for(&request.ek_public);
+                return Err(self.refuse_unproven(&device_id, EnrollError::EkPublic(error)));
+            }
+        };
+        request.ek_public = ek.canonical.clone();
         let device_id = device_id_for(&request.ek_public);
-        let result = self.check_identity(&device_id, &mut request);
+        let result = self.check_evidence(&ek, &mut request);
         let (validated, ak) = match result {
             Ok(ok) => ok,
-            Err(error) => return Err(self.refuse(&device_id, error)),
+            Err(error) => return Err(self.refuse_unproven(&device_id, error)),
         };
         let MadeCredential {
             credential_blob,
@@ -258,7 +320,14 @@ impl Enroller {
 
         let now = Instant::now();
         let mut pending = self.pending();
-        pending.retain(|_, p| p.expires > now);
+        // One live attempt per EK certificate: a new Begin replaces the older attempt, so a peer
+        // replaying a published EK certificate holds one slot at most (and the genuine agent's
+        // retry takes it back).
+        pending.retain(|_, p| {
+            p.expires > now
+                && p.device_id != device_id
+                && !(p.ek_issuer == validated.issuer && p.ek_serial_hex == validated.serial_hex)
+        });
         if pending.len() >= self.config.max_pending {
             return Err(EnrollError::Busy);
         }
@@ -286,12 +355,13 @@ impl Enroller {
         })
     }
 
-    fn check_identity(
+    /// The checks that need nothing but the request: the EK certificate chains to a trusted
+    /// maker and holds this EK, and the AK is an attestation key. Cleans the facts.
+    fn check_evidence(
         &self,
-        device_id: &str,
+        ek: &keys::EkMaterial,
         request: &mut EnrollmentRequest,
     ) -> Result<(ek_chain::ValidatedEk, keys::AkInfo), EnrollError> {
-        let ek = keys::ek_key_material(&request.ek_public).map_err(EnrollError::EkPublic)?;
         // The active trust list's maker CAs, once there is one; the configured ones before.
         let snapshot = self.trust.current();
         let revoked_cas: Vec<String> = snapshot
@@ -318,41 +388,6 @@ impl Enroller {
             return Err(EnrollError::EkMismatch);
         }
         let ak = keys::attestation_key(&request.ak_public).map_err(EnrollError::Ak)?;
-        if snapshot.trust_list.is_some() {
-            let candidate = DeviceRecord {
-                device_id: device_id.into(),
-                ek_kind: validated.kind,
-                ek_public: request.ek_public.clone(),
-                ek_certificate: request.ek_certificate.clone(),
-                ek_certificate_serial_hex: validated.serial_hex.clone(),
-                ek_certificate_issuer: validated.issuer.clone(),
-                ak_public: Vec::new(),
-                ak_name: Vec::new(),
-                ak_certificate: Vec::new(),
-                client_certificate_serial_hex: String::new(),
-                facts: Facts {
-                    model: clean_fact(&request.facts.model),
-                    ..Facts::default()
-                },
-                enrolled_at_unix: 0,
-                ak_rotations: 0,
-                state: DeviceState::Enrolled,
-                state_reason: String::new(),
-                state_changed_at_unix: 0,
-                recoverable: false,
-            };
-            snapshot
-                .admits_at_enrollment(&candidate)
-                .map_err(EnrollError::TrustList)?;
-        }
-
-        if let Some(existing) = self.storage.device(device_id)?
-            && existing.state == DeviceState::Decommissioned
-        {
-            return Err(EnrollError::Decommissioned {
-                device_id: device_id.into(),
-            });
-        }
         request.facts = Facts {
             hostname: clean_fact(&request.facts.hostname),
             model: clean_fact(&request.facts.model),
@@ -360,17 +395,6 @@ impl Enroller {
             device_class: clean_fact(&request.facts.device_class),
             agent_version: clean_fact(&request.facts.agent_version),
         };
-        if !request.facts.hostname.is_empty()
-            && let Some(holder) = self.storage.device_by_hostname(&request.facts.hostname)?
-            && holder.device_id != device_id
-            && holder.state != DeviceState::Decommissioned
-        {
-            return Err(EnrollError::IdentityConflict {
-                hostname: request.facts.hostname.clone(),
-                existing: holder.device_id,
-                claimant: device_id.into(),
-            });
-        }
         Ok((validated, ak))
     }
 
@@ -391,7 +415,7 @@ impl Enroller {
             .ok_or(EnrollError::UnknownAttempt)?;
         let device_id = pending.device_id.clone();
         if Instant::now() > pending.expires {
-            return Err(self.refuse(
+            return Err(self.refuse_unproven(
                 &device_id,
                 EnrollError::Expired {
                     device_id: device_id.clone(),
@@ -399,43 +423,17 @@ impl Enroller {
             ));
         }
         if !bool::from(pending.secret.as_slice().ct_eq(secret)) {
-            return Err(self.refuse(
+            return Err(self.refuse_unproven(
                 &device_id,
                 EnrollError::WrongSecret {
                     device_id: device_id.clone(),
                 },
             ));
         }
-        // Re-check against the latest state: a decommission may have happened meanwhile.
-        let existing = self.storage.device(&device_id)?;
-        if existing
-            .as_ref()
-            .is_some_and(|d| d.state == DeviceState::Decommissioned)
-        {
-            return Err(self.refuse(
-                &device_id,
-                EnrollError::Decommissioned {
-                    device_id: device_id.clone(),
-                },
-            ));
-        }
-
-        let client = self
-            .ca
-            .issue_agent(client_csr, &device_id)
-            .map_err(|e| match e {
-                trustchain_ca::CaError::BadRequest(detail) => EnrollError::Csr(detail),
-                other => EnrollError::Issue(other),
-            })?;
-        let ak_certificate =
-            self.ca
-                .issue_ak(&pending.ak_spki, &device_id, &pending.ek_serial_hex)?;
-
+        // The peer holds the TPM. Now its standing, against the latest records and trust list
+        // (a decommission or a new trust list may have come meanwhile).
         let now = now_unix_millis();
-        let ak_rotated = existing
-            .as_ref()
-            .is_some_and(|d| d.ak_name != pending.ak_name);
-        let record = DeviceRecord {
+        let mut record = DeviceRecord {
             device_id: device_id.clone(),
             ek_kind: pending.ek_kind,
             ek_public: pending.request.ek_public,
@@ -444,27 +442,53 @@ impl Enroller {
             ek_certificate_issuer: pending.ek_issuer,
             ak_public: pending.request.ak_public,
             ak_name: pending.ak_name,
-            ak_certificate: ak_certificate.der.clone(),
-            client_certificate_serial_hex: client.serial_hex.clone(),
+            ak_certificate: Vec::new(),
+            client_certificate_serial_hex: String::new(),
             facts: pending.request.facts,
-            enrolled_at_unix: existing.as_ref().map_or(now / 1000, |d| d.enrolled_at_unix),
-            ak_rotations: existing
-                .as_ref()
-                .map_or(0, |d| d.ak_rotations + u32::from(ak_rotated)),
+            enrolled_at_unix: now / 1000,
+            ak_rotations: 0,
+            state: DeviceState::Enrolled,
+            state_reason: String::new(),
+            state_changed_at_unix: now / 1000,
+            recoverable: false,
+        };
+        let existing = match standing::check(self.storage.as_ref(), &self.trust.current(), &record)
+        {
+            Ok(existing) => existing,
+            Err(error) => return Err(self.refuse_proven(&device_id, error)),
+        };
+
+        let client = self
+            .ca
+            .issue_agent(client_csr, &device_id)
+            .map_err(|e| match e {
+                trustchain_ca::CaError::BadRequest(detail) => EnrollError::Csr(detail),
+                other => EnrollError::Issue(other),
+            })?;
+        let ak_certificate = self.ca.issue_ak(
+            &pending.ak_spki,
+            &device_id,
+            &record.ek_certificate_serial_hex,
+        )?;
+
+        let ak_rotated = existing
+            .as_ref()
+            .is_some_and(|d| d.ak_name != record.ak_name);
+        record.ak_certificate = ak_certificate.der.clone();
+        record.client_certificate_serial_hex = client.serial_hex.clone();
+        if let Some(existing) = &existing {
+            record.enrolled_at_unix = existing.enrolled_at_unix;
+            record.ak_rotations = existing.ak_rotations + u32::from(ak_rotated);
             // A (re-)enrolled device must pass a fresh appraisal before it is trusted again,
             // except that a sticky untrusted state survives re-enrollment.
-            state: match existing.as_ref().map(|d| d.state) {
-                Some(DeviceState::Untrusted) => DeviceState::Untrusted,
-                Some(DeviceState::Quarantined) => DeviceState::Quarantined,
+            record.state = match existing.state {
+                DeviceState::Untrusted => DeviceState::Untrusted,
+                DeviceState::Quarantined => DeviceState::Quarantined,
                 _ => DeviceState::Enrolled,
-            },
-            state_reason: existing
-                .as_ref()
-                .map(|d| d.state_reason.clone())
-                .unwrap_or_default(),
-            state_changed_at_unix: now / 1000,
-            recoverable: existing.as_ref().is_some_and(|d| d.recoverable),
-        };
+            };
+            record.state_reason = existing.state_reason.clone();
+            record.recoverable = existing.recoverable;
+        }
         // Durable before the agent hears "accepted".
         self.storage.put_device(&record)?;
         let kind = match (&existing, ak_rotated) {
@@ -487,3 +511,7 @@ impl Enroller {
         })
     }
 }
+
+#[cfg(test)]
+#[path = "enroller_tests.rs"]
+mod tests;

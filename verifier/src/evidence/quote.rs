@@ -26,6 +26,8 @@ pub enum QuoteError {
     },
     #[error("the AK's key type, size or curve is not supported for quotes")]
     UnsupportedKey,
+    #[error("SHA-1 signatures are never accepted (SHA-1 collisions are practical)")]
+    Sha1Signature,
     #[error(
         "signature uses {found_scheme}/{found_hash}, but {pinned_scheme}/{pinned_hash} is pinned"
     )]
@@ -95,9 +97,6 @@ fn algorithm(
     use HashAlgorithm as H;
     use SignatureScheme as S;
     Some(match (key, scheme, hash) {
-        (PublicKey::Rsa { .. }, S::RsaSsa, H::Sha1) => {
-            (&signature::RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY, 0)
-        }
         (PublicKey::Rsa { .. }, S::RsaSsa, H::Sha256) => {
             (&signature::RSA_PKCS1_2048_8192_SHA256, 0)
         }
@@ -139,13 +138,16 @@ fn algorithm(
 }
 
 impl VerifyingKey {
-    /// Pins `public` to `scheme` and `hash`. Keys shorter than RSA-2048, other curves and other
-    /// combinations are refused.
+    /// Pins `public` to `scheme` and `hash`. SHA-1 with any scheme, keys shorter than RSA-2048,
+    /// other curves and other combinations are refused.
     pub fn new(
         public: Public,
         scheme: SignatureScheme,
         hash: HashAlgorithm,
     ) -> Result<Self, QuoteError> {
+        if hash == HashAlgorithm::Sha1 {
+            return Err(QuoteError::Sha1Signature);
+        }
         let (alg, coordinate) =
             algorithm(&public.key, scheme, hash).ok_or(QuoteError::UnsupportedKey)?;
         let spki = public.spki_der().ok_or(QuoteError::UnsupportedKey)?;

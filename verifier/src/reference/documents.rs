@@ -43,11 +43,12 @@ pub struct MakerCa {
     pub certificate_pem: String,
 }
 
-/// A device, by one of: its EK public hash, its EK certificate's issuer and serial, or its model.
+/// A device, by its EK: the canonical EK public hash, or its EK certificate's issuer (and serial).
+/// An admission entry must name the EK; `model` only narrows it (see `reference::assignment`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceMatch {
-    /// SHA-256 of the marshalled EK TPMT_PUBLIC, hex.
+    /// SHA-256 of the EK's canonical TPMT_PUBLIC (the bare default-template form), hex.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ek_public_sha256: Option<String>,
     /// EK certificate issuer (RFC 4514 text as x509-parser prints it) and serial (hex).
@@ -55,10 +56,14 @@ pub struct DeviceMatch {
     pub ek_issuer: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ek_serial_hex: Option<String>,
-    /// The device model the agent reports (admission by model is only as strong as the agent's
-    /// word; use EK entries where it matters).
+    /// The device model the agent reports: the agent's word, so it only narrows an entry that
+    /// names the EK (an entry with a model alone is refused at import).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// The class the operator assigns the devices this admission entry names: what policies'
+    /// `match.device_classes` and the configuration's `interval_seconds_by_class` select on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_class: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

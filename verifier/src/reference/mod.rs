@@ -4,6 +4,7 @@
 //! # Layout
 //! - `signed`: JWS (ES256) signing and checking of documents.
 //! - `documents`: the trust list and reference manifest formats.
+//! - `assignment`: which devices a trust-list entry names (by EK), and the class it assigns.
 //! - `policy`: the policy format (TOML), tiers, change windows.
 //! - `stored`: reading stored trust lists and policies back, failing closed (never an older
 //!   version in place of one that no longer verifies or parses); trust-list content checks.
@@ -18,6 +19,7 @@
 //!
 //! The formats are documented in `docs/trust.md`.
 
+pub mod assignment;
 pub mod boot;
 pub mod coverage;
 pub mod documents;

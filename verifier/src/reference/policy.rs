@@ -52,7 +52,8 @@ pub struct Policy {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceSelector {
-    /// The device class reported at enrollment (facts.device_class).
+    /// Device classes, as the trust list assigns them by EK (`devices[].device_class`); the
+    /// class an agent claims at enrollment is never used.
     #[serde(default)]
     pub device_classes: Vec<String>,
     /// Device ids (`tc-...`).
@@ -65,9 +66,10 @@ impl DeviceSelector {
         self.device_classes.is_empty() && self.device_ids.is_empty()
     }
 
-    pub fn matches(&self, device_id: &str, device_class: &str) -> bool {
+    /// `assigned_class`: the class the trust list assigns the device, if any.
+    pub fn matches(&self, device_id: &str, assigned_class: Option<&str>) -> bool {
         self.device_ids.iter().any(|d| d == device_id)
-            || self.device_classes.iter().any(|c| c == device_class)
+            || assigned_class.is_some_and(|class| self.device_classes.iter().any(|c| c == class))
     }
 }
 

@@ -21,9 +21,8 @@ use rustls_pki_types::pem::PemObject;
 use sha2::{Digest, Sha256};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use super::documents::{
-    DeviceMatch, MANIFEST_KIND, Manifest, ManifestSigner, TRUST_LIST_KIND, TrustList,
-};
+use super::assignment;
+use super::documents::{MANIFEST_KIND, Manifest, ManifestSigner, TRUST_LIST_KIND, TrustList};
 use super::policy::{Policy, PolicyError, Tier};
 use super::signed::{self, MANIFEST_TYPE, SignedError, TRUST_LIST_TYPE};
 use super::{AdmittedManifest, Basis, PolicyRef, References};
@@ -130,36 +129,6 @@ fn signer_for_key_id<'a>(list: &'a TrustList, kid: &str) -> Option<&'a ManifestS
             .map(|k| signed::key_id(&k) == kid)
             .unwrap_or(false)
     })
-}
-
-fn device_matches(entry: &DeviceMatch, device: &DeviceRecord) -> bool {
-    let mut any = false;
-    if let Some(hash) = &entry.ek_public_sha256 {
-        any = true;
-        if !hash.eq_ignore_ascii_case(&sha256_hex(&device.ek_public)) {
-            return false;
-        }
-    }
-    if let Some(serial) = &entry.ek_serial_hex {
-        any = true;
-        if !serial.eq_ignore_ascii_case(&device.ek_certificate_serial_hex) {
-            return false;
-        }
-    }
-    if let Some(issuer) = &entry.ek_issuer {
-        any = true;
-        if *issuer != device.ek_certificate_issuer {
-            return false;
-        }
-    }
-    if let Some(model) = &entry.model {
-        any = true;
-        if *model != device.facts.model {
-            return false;
-        }
-    }
-    // An entry that names nothing matches nothing.
-    any
 }
 
 impl Snapshot {
@@ -309,7 +278,7 @@ impl Snapshot {
             .revoked
             .devices
             .iter()
-            .find(|e| device_matches(e, device))
+            .find(|e| assignment::matches_every_named_field(e, device))
         {
             failures.push(
                 Failure::new(
@@ -318,7 +287,7 @@ impl Snapshot {
                 )
                 .subject(subject.clone())
                 .values(
-                    format!("EK {}", sha256_hex(&device.ek_public)),
+                    format!("EK {}", assignment::ek_hash(device)),
                     format!(
                         "not revoked ({})",
                         serde_json::to_string(entry).unwrap_or_default()
@@ -326,7 +295,7 @@ impl Snapshot {
                 ),
             );
         }
-        if !list.devices.is_empty() && !list.devices.iter().any(|e| device_matches(e, device)) {
+        if !list.devices.is_empty() && !list.devices.iter().any(|e| assignment::admits(e, device)) {
             failures.push(
                 Failure::new(
                     Rule::TrustList,
@@ -377,15 +346,19 @@ impl Snapshot {
             })
     }
 
-    /// The policy governing a device: the first (by name) whose selector matches it, else the
-    /// first default policy (empty selector). None: no policy applies (integrity rules only).
+    /// The class the active trust list assigns the device by its EK; never the agent's claim.
+    pub fn assigned_class(&self, device: &DeviceRecord) -> Option<&str> {
+        assignment::assigned_class(self.trust_list.as_ref()?, device)
+    }
+
+    /// The policy governing a device: the first (by name) whose selector matches its id or its
+    /// assigned class, else the first default policy (empty selector). None: no policy applies
+    /// (integrity rules only).
     pub fn policy_for(&self, device: &DeviceRecord) -> Option<&Policy> {
+        let class = self.assigned_class(device);
         self.policies
             .iter()
-            .find(|p| {
-                p.selector
-                    .matches(&device.device_id, &device.facts.device_class)
-            })
+            .find(|p| p.selector.matches(&device.device_id, class))
             .or_else(|| self.policies.iter().find(|p| p.selector.is_default()))
     }
 
@@ -545,6 +518,7 @@ impl TrustStore {
             signed::public_key_from_hex(&signer.public_key)
                 .map_err(|e| ImportError::Invalid(format!("signer {}: {e}", signer.name)))?;
         }
+        assignment::check_entries(&list).map_err(ImportError::Invalid)?;
         let _guard = self.imports.lock().unwrap_or_else(|p| p.into_inner());
         let stored_max = self
             .storage
@@ -749,40 +723,5 @@ mod tests {
         assert_eq!(failure.rule, Rule::TrustList);
         assert!(failure.detail.contains("trust list v1"));
         assert!(snapshot.firmware_revoked(0x0000_0008_0001_0003).is_none());
-    }
-
-    #[test]
-    fn an_entry_naming_nothing_matches_no_device() {
-        let device = DeviceRecord {
-            device_id: "tc-1".into(),
-            ek_kind: crate::storage::EkKind::Rsa2048,
-            ek_public: vec![1, 2, 3],
-            ek_certificate: Vec::new(),
-            ek_certificate_serial_hex: "01".into(),
-            ek_certificate_issuer: "CN=x".into(),
-            ak_public: Vec::new(),
-            ak_name: Vec::new(),
-            ak_certificate: Vec::new(),
-            client_certificate_serial_hex: String::new(),
-            facts: crate::storage::Facts::default(),
-            enrolled_at_unix: 0,
-            ak_rotations: 0,
-            state: crate::storage::DeviceState::Enrolled,
-            state_reason: String::new(),
-            state_changed_at_unix: 0,
-            recoverable: false,
-        };
-        assert!(!device_matches(&DeviceMatch::default(), &device));
-        let by_serial = DeviceMatch {
-            ek_serial_hex: Some("01".into()),
-            ..DeviceMatch::default()
-        };
-        assert!(device_matches(&by_serial, &device));
-        let both = DeviceMatch {
-            ek_serial_hex: Some("01".into()),
-            ek_issuer: Some("CN=y".into()),
-            ..DeviceMatch::default()
-        };
-        assert!(!device_matches(&both, &device));
     }
 }

@@ -120,6 +120,22 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn devices(&self) -> Result<Vec<DeviceRecord>, StorageError>;
     /// The device currently holding a hostname, if any.
     fn device_by_hostname(&self, hostname: &str) -> Result<Option<DeviceRecord>, StorageError>;
+    /// A device (decommissioned ones included) whose EK certificate has this issuer and serial,
+    /// other than `except`. Read only after a successful credential activation, so an
+    /// unauthenticated peer cannot make the verifier scan; a scan, because enrollments are rare
+    /// next to appraisals and an index would be one more thing to keep consistent.
+    fn other_device_with_ek_certificate(
+        &self,
+        issuer: &str,
+        serial_hex: &str,
+        except: &str,
+    ) -> Result<Option<DeviceRecord>, StorageError> {
+        Ok(self.devices()?.into_iter().find(|d| {
+            d.device_id != except
+                && d.ek_certificate_issuer == issuer
+                && d.ek_certificate_serial_hex.eq_ignore_ascii_case(serial_hex)
+        }))
+    }
     /// Inserts or replaces a device record (and its hostname index), durably.
     fn put_device(&self, record: &DeviceRecord) -> Result<(), StorageError>;
     /// Writes a device record and the audit record of its state change in one transaction,
