@@ -458,3 +458,25 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     );
     path
 }
+
+/// The issuer of `maker`'s EK certificates, as the verifier names it: what a trust list's
+/// `devices[].ek_issuer` assigns a class by (the class is never the agent's claim).
+pub fn maker_issuer(maker: &TpmMaker) -> String {
+    use x509_parser::prelude::FromDer;
+    match x509_parser::certificate::X509Certificate::from_der(maker.intermediate_der()) {
+        Ok((_, certificate)) => certificate.subject().to_string(),
+        Err(_) => String::new(),
+    }
+}
+
+/// A trust-list entry that assigns every TPM of `maker` the class `class`.
+pub fn maker_class(
+    maker: &TpmMaker,
+    class: &str,
+) -> trustchain_verifier::reference::documents::DeviceMatch {
+    trustchain_verifier::reference::documents::DeviceMatch {
+        ek_issuer: Some(maker_issuer(maker)),
+        device_class: Some(class.into()),
+        ..Default::default()
+    }
+}

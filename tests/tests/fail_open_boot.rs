@@ -82,7 +82,7 @@ impl Deployment {
                 certificate_pem: std::fs::read_to_string(pem).unwrap(),
             })
             .collect(),
-            devices: Vec::new(),
+            devices: vec![trustchain_tests::maker_class(&makers.trusted, "gateway")],
             manifest_signers: vec![ManifestSigner {
                 name: "acme".into(),
                 public_key: acme.public_hex(),

@@ -138,10 +138,7 @@ impl Deployment {
 
     /// The issuer of the test maker's EK certificates, as the verifier names it.
     fn maker_issuer(&self) -> String {
-        use x509_parser::prelude::FromDer;
-        let der = self.makers.trusted.intermediate_der();
-        let (_, certificate) = x509_parser::certificate::X509Certificate::from_der(der).unwrap();
-        certificate.subject().to_string()
+        trustchain_tests::maker_issuer(&self.makers.trusted)
     }
 
     async fn admin(&self) -> AdminClient<tonic::transport::Channel> {
