@@ -19,8 +19,8 @@ use trustchain_proto::v1::{
 
 use crate::client::{ClientError, connect};
 use crate::config::AgentConfig;
-use crate::enroll::with_tpm;
 use crate::identity::Enrollment;
+use crate::retry::{Backoff, MAX_BACKOFF, wait_for_tpm, with_tpm};
 use crate::status::Reporter;
 use crate::tpm::{Tpm, TpmError};
 
@@ -28,11 +28,6 @@ use crate::tpm::{Tpm, TpmError};
 pub const MAX_BOOT_LOG: u64 = 4 * 1024 * 1024;
 /// Largest IMA batch the agent sends in one answer.
 pub const MAX_IMA_BATCH: usize = 2 * 1024 * 1024;
-/// First reconnection delay (before jitter).
-pub const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
-/// Cap on the reconnection delay (before jitter).
-pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
-
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AttestError {
@@ -51,38 +46,6 @@ pub enum AttestError {
     Closed,
     #[error("{0}")]
     Invalid(String),
-}
-
-/// Exponential backoff with full jitter.
-#[derive(Debug)]
-pub struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    pub fn new() -> Self {
-        Self {
-            next: INITIAL_BACKOFF,
-        }
-    }
-
-    pub fn reset(&mut self) {
-        self.next = INITIAL_BACKOFF;
-    }
-
-    /// The next delay: uniform in [next/2, next], then next doubles up to the cap.
-    pub fn next_delay(&mut self) -> Duration {
-        let ceiling = self.next;
-        self.next = (self.next * 2).min(MAX_BACKOFF);
-        let half = ceiling / 2;
-        half + ceiling.saturating_sub(half).mul_f64(rand::random::<f64>())
-    }
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self::new()
-    }
 }
 
 /// Attests until the process ends, reconnecting as needed; reports its state in the state
@@ -139,32 +102,6 @@ pub async fn run_reporting<T: Tpm + 'static>(
                 let delay = backoff.next_delay();
                 status.backing_off(error.to_string(), delay, failures);
                 tokio::time::sleep(delay).await;
-            }
-        }
-    }
-}
-
-/// Probes the TPM with backoff until it answers.
-pub async fn wait_for_tpm<T: Tpm + 'static>(
-    tpm: &Arc<Mutex<T>>,
-    backoff: &mut Backoff,
-    failures: &mut u32,
-    status: &mut Reporter,
-    mut reason: String,
-) {
-    loop {
-        let delay = backoff.next_delay();
-        status.tpm_unavailable(reason.clone(), delay, *failures);
-        tokio::time::sleep(delay).await;
-        // A read-only capability query: it proves the TPM answers without creating anything.
-        match with_tpm(tpm, |t| t.is_software()).await {
-            Ok(_) => {
-                tracing::info!("the TPM answers again");
-                return;
-            }
-            Err(error) => {
-                reason = error.to_string();
-                *failures = failures.saturating_add(1);
             }
         }
     }
@@ -324,26 +261,6 @@ async fn answer<T: Tpm + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_grows_with_jitter_and_caps() {
-        let mut backoff = Backoff::new();
-        let mut previous_ceiling = Duration::ZERO;
-        for _ in 0..20 {
-            let ceiling = backoff.next;
-            let delay = backoff.next_delay();
-            assert!(
-                delay >= ceiling / 2 && delay <= ceiling,
-                "{delay:?} within [{:?}, {ceiling:?}]",
-                ceiling / 2
-            );
-            assert!(ceiling >= previous_ceiling);
-            previous_ceiling = ceiling;
-        }
-        assert_eq!(backoff.next, MAX_BACKOFF);
-        backoff.reset();
-        assert_eq!(backoff.next, INITIAL_BACKOFF);
-    }
 
     #[test]
     fn ima_batches_start_at_the_offset() {

@@ -6,10 +6,10 @@ use std::sync::{Arc, Mutex};
 use trustchain_proto::v1::enrollment_client::EnrollmentClient;
 use trustchain_proto::v1::{ActivationResponse, DeviceFacts, EnrollRequest};
 
-use crate::attest::{Backoff, wait_for_tpm};
 use crate::client::{ClientError, connect};
 use crate::config::AgentConfig;
 use crate::identity::{Enrollment, IdentityError, StateDir};
+use crate::retry::{Backoff, wait_for_tpm, with_tpm};
 use crate::status::{AgentState, Reporter};
 use crate::tpm::{Tpm, TpmError};
 
@@ -26,25 +26,6 @@ pub enum EnrollError {
     Identity(#[from] IdentityError),
     #[error("the TPM task failed")]
     Task,
-}
-
-/// Runs `work` on the TPM off the async reactor. The Mutex serialises TPM use within the agent:
-/// one TPM, one command stream.
-pub async fn with_tpm<T, R>(
-    tpm: &Arc<Mutex<T>>,
-    work: impl FnOnce(&mut T) -> Result<R, TpmError> + Send + 'static,
-) -> Result<R, TpmError>
-where
-    T: Tpm + 'static,
-    R: Send + 'static,
-{
-    let tpm = tpm.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut guard = tpm.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        work(&mut guard)
-    })
-    .await
-    .map_err(|_| TpmError::Invalid("TPM task panicked".into()))?
 }
 
 /// Enrolls with the verifier and saves the identity in `state`.

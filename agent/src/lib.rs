@@ -8,8 +8,9 @@
 //! - [`identity`]: the agent's state directory (TLS key 0600, certificates, device id).
 //! - [`client`]: the TLS channel to the verifier.
 //! - [`enroll`]: enrollment (EK certificate, credential activation, certificates from a CSR).
-//! - [`attest`]: the attestation stream (challenges in, quotes and logs out), with backoff, and
-//!   the wait for a TPM that stopped answering.
+//! - [`retry`]: the shared reconnection backoff, the wait for a TPM that stopped answering, and
+//!   TPM work off the reactor (below `attest` and `enroll`).
+//! - [`attest`]: the attestation stream (challenges in, quotes and logs out).
 //! - [`status`]: the agent's lifecycle state, logged and kept in `status.json` for operators.
 //! - `main.rs`: the `trustchain-agent` command.
 //!
@@ -21,5 +22,6 @@ pub mod client;
 pub mod config;
 pub mod enroll;
 pub mod identity;
+pub mod retry;
 pub mod status;
 pub mod tpm;

@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use trustchain_agent::attest::{Backoff, wait_for_tpm};
 use trustchain_agent::config::{AgentConfig, EkChoice};
-use trustchain_agent::enroll::{enroll, enroll_until_done, with_tpm};
+use trustchain_agent::enroll::{enroll, enroll_until_done};
 use trustchain_agent::identity::StateDir;
+use trustchain_agent::retry::{Backoff, wait_for_tpm, with_tpm};
 use trustchain_agent::status::{AgentState, Reporter};
 use trustchain_agent::tpm::Tpm;
 use trustchain_agent::tpm::esapi::{AkAlgorithm, EsapiTpm};

@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use trustchain_agent::attest::MAX_BACKOFF;
+use trustchain_agent::retry::MAX_BACKOFF;
 use trustchain_tests::faults::agent_run::{Plan, run};
 
 #[tokio::test(flavor = "multi_thread")]

@@ -11,7 +11,7 @@
 //! Calls are blocking and take `&mut self`: the agent keeps its `Tpm` in an
 //! `Arc<std::sync::Mutex<_>>` (one TPM, one command stream: TPM commands must not interleave,
 //! and swtpm serves a single connection) and calls it from async code through
-//! `tokio::task::spawn_blocking` (see `enroll::with_tpm`).
+//! `tokio::task::spawn_blocking` (see `retry::with_tpm`).
 
 pub mod ak_blob;
 pub mod esapi;
