@@ -7,7 +7,6 @@
 //! says so and waits for it (see [`run_reporting`]).
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -20,7 +19,7 @@ use trustchain_proto::v1::{
 use crate::client::{ClientError, connect};
 use crate::config::AgentConfig;
 use crate::identity::Enrollment;
-use crate::retry::{Backoff, MAX_BACKOFF, wait_for_tpm, with_tpm};
+use crate::retry::{Backoff, wait_for_tpm, with_tpm};
 use crate::status::Reporter;
 use crate::tpm::{Tpm, TpmError};
 
@@ -65,7 +64,7 @@ pub async fn run<T: Tpm + 'static>(
 /// agent drops the stream (it cannot answer challenges, and the verifier will count the device
 /// as timed out, which is the truth), probes the TPM with backoff, and reconnects only once the
 /// TPM answers. When the verifier or the network fails, the agent reconnects with exponential
-/// backoff and full jitter, capped at [`MAX_BACKOFF`], so a fleet that lost its verifier does
+/// backoff and full jitter, capped at [`crate::retry::MAX_BACKOFF`], so a fleet that lost its verifier does
 /// not return in lockstep. The backoff restarts once a challenge has been answered.
 pub async fn run_reporting<T: Tpm + 'static>(
     config: &AgentConfig,
