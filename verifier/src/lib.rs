@@ -14,6 +14,7 @@
 //!   judge boot logs and IMA lists against them.
 //! - [`audit`]: the hash-chained history, signed checkpoints and offline verification.
 //! - [`untrusted_text`]: escaping of device-chosen text for reasons, reports and logs.
+//! - [`device`]: the device model (record, trust state, events), used by every layer.
 //! - [`enrollment`], [`attestation`]: the two flows; [`server`]: the gRPC edge; [`storage`]: state.
 //!
 //! The verifier never links libtss2 and never shells out to parse evidence.
@@ -21,6 +22,7 @@
 pub mod attestation;
 pub mod audit;
 pub mod config;
+pub mod device;
 pub mod enrollment;
 pub mod evidence;
 pub mod metrics;

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 use crate::attestation::verdict::{Rule, Verdict};
 use crate::audit::{KeyError, SigningKey};
-use crate::storage::DeviceState;
+use crate::device::DeviceState;
 
 /// AR4SI trustworthiness tiers (draft-ietf-rats-ar4si): 2 affirming, 96 contraindicated,
 /// 0 no claim.

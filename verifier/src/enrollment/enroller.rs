@@ -22,9 +22,8 @@ use super::credential::{CredentialError, MadeCredential, make_credential};
 use super::ek_chain::{self, ChainError, MakerAnchors};
 use super::keys::{self, KeyError};
 use super::standing;
-use crate::storage::{
-    DeviceRecord, DeviceState, EkKind, EventKind, EventRecord, Facts, Storage, StorageError,
-};
+use crate::device::{DeviceRecord, DeviceState, EkKind, EventKind, EventRecord, Facts};
+use crate::storage::{Storage, StorageError};
 
 /// Largest TPMT_PUBLIC accepted (an RSA-2048 key with a policy is ~350 bytes).
 pub const MAX_PUBLIC_SIZE: usize = 1024;

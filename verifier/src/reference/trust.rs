@@ -27,8 +27,9 @@ use super::policy::{Policy, PolicyError, Tier};
 use super::signed::{self, MANIFEST_TYPE, SignedError, TRUST_LIST_TYPE};
 use super::{AdmittedManifest, Basis, PolicyRef, References};
 use crate::attestation::verdict::{Failure, Rule};
+use crate::device::DeviceRecord;
 use crate::enrollment::ek_chain::{self, MakerAnchors};
-use crate::storage::{DeviceRecord, DocumentKind, Storage, StorageError};
+use crate::storage::{DocumentKind, Storage, StorageError};
 
 /// Most documents of one kind kept in a snapshot (a bound on memory, not a product limit).
 const MAX_DOCUMENTS: usize = 10_000;

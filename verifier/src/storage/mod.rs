@@ -1,7 +1,8 @@
 //! The verifier's state, behind a trait so a distributed backend can follow sled.
 //!
 //! - [`Storage`]: what the rest of the verifier may ask of its state.
-//! - [`records`]: the records kept (devices, events), serialised as JSON.
+//! - The records kept are the device model of [`crate::device`] (devices, events), serialised
+//!   as JSON; this module owns where and how they are kept.
 //! - `sled_store`: the embedded default. No sled type leaves that module. It checks the
 //!   database before opening it, migrates older layouts, and closes itself on a write failure
 //!   until the disk takes writes again.
@@ -12,12 +13,10 @@
 
 pub mod backup;
 pub mod commit;
-pub mod records;
 mod sled_store;
 mod spent_nonces;
-mod stored_bytes;
 
-pub use records::{DeviceRecord, DeviceState, EkKind, EventKind, EventRecord, Facts};
+use crate::device::{DeviceRecord, EventRecord};
 pub use sled_store::{DEFAULT_CACHE_BYTES, SEAL_FILE, Seal, SledStorage};
 
 /// Stored documents: (key, value) in key order.

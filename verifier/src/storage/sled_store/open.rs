@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::trees::Trees;
 use crate::audit::{AuditLine, chain_hash};
-use crate::storage::DeviceRecord;
+use crate::device::DeviceRecord;
 use crate::storage::{ExportEntry, SCHEMA_VERSION, StorageError};
 
 /// The seal's file name inside the state directory.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use super::group_commit::GroupCommit;
 use super::open::{Seal, write_seal};
 use super::trees::Trees;
-use crate::storage::DeviceRecord;
+use crate::device::DeviceRecord;
 use crate::storage::StorageError;
 
 /// How often the recovery thread retries after a write failure.

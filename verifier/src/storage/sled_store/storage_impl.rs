@@ -8,7 +8,7 @@ use super::codec::{decode, decode_spent, encode};
 use super::store::SledStorage;
 use super::trees::TREE_NAMES;
 use crate::audit::AuditLine;
-use crate::storage::{DeviceRecord, EventRecord};
+use crate::device::{DeviceRecord, EventRecord};
 use crate::storage::{DocumentKind, Documents, ExportEntry, Storage, StorageError, StorageHealth};
 
 impl Storage for SledStorage {

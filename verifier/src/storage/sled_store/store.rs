@@ -13,8 +13,8 @@ use super::open;
 use super::shared::{Shared, seal_loop};
 use super::trees::{DEFAULT_CACHE_BYTES, Trees};
 use crate::audit::{AuditLine, chain_hash};
+use crate::device::{DeviceRecord, EventRecord};
 use crate::storage::spent_nonces::MAX_NONCE;
-use crate::storage::{DeviceRecord, EventRecord};
 use crate::storage::{DocumentKind, ExportEntry, StorageError};
 
 #[derive(Debug)]

@@ -5,9 +5,9 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 
 use super::{SEAL_FILE, Seal, SledStorage};
+use crate::device::{DeviceRecord, EventRecord};
+use crate::device::{DeviceState, EkKind, EventKind, Facts};
 use crate::storage::SCHEMA_VERSION;
-use crate::storage::{DeviceRecord, EventRecord};
-use crate::storage::{DeviceState, EkKind, EventKind, Facts};
 use crate::storage::{DocumentKind, Storage, StorageError};
 
 fn record(id: &str, host: &str) -> DeviceRecord {
