@@ -220,10 +220,7 @@ impl Deployment {
             });
     }
 
-    fn last_failures(
-        &self,
-        device: &TestDevice,
-    ) -> Vec<trustchain_verifier::attestation::verdict::Failure> {
+    fn last_failures(&self, device: &TestDevice) -> Vec<trustchain_verifier::verdict::Failure> {
         self.verifier
             .service
             .last_failed_verdict(&device.device_id())

@@ -12,6 +12,8 @@
 //!
 //! - [`reference`]: the signed trust list, reference manifests, policies, and the rules that
 //!   judge boot logs and IMA lists against them.
+//! - [`verdict`]: the verdict vocabulary (rules, failures, verdicts and their basis) that both
+//!   [`reference`] and [`attestation`] use.
 //! - [`audit`]: the hash-chained history, signed checkpoints and offline verification.
 //! - [`untrusted_text`]: escaping of device-chosen text for reasons, reports and logs.
 //! - [`device`]: the device model (record, trust state, events), used by every layer.
@@ -32,4 +34,5 @@ pub mod server;
 pub mod service;
 pub mod storage;
 pub mod untrusted_text;
+pub mod verdict;
 pub mod webhooks;

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use trustchain_ca::Authority;
 
 use crate::attestation::state::{self, Input, Recovery};
-use crate::attestation::verdict::Verdict;
 use crate::audit::{AuditLine, KeyError, SigningKey};
 use crate::config::{AttestationConfig, VerifierConfig};
 use crate::device::{DeviceRecord, DeviceState, EventKind, EventRecord};
@@ -19,6 +18,7 @@ use crate::results::ResultContext;
 use crate::server::Limits;
 use crate::server::tls::{ServerTls, TlsError};
 use crate::storage::{SledStorage, Storage, StorageError};
+use crate::verdict::Verdict;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -10,7 +10,6 @@ use serde::{Deserialize, Serialize};
 
 use super::boot_events::check_boot_events;
 pub use super::boot_events::event_allowed;
-use super::verdict::{Failure, Rule, Verdict};
 use crate::evidence::digest::HashAlgorithm;
 use crate::evidence::eventlog::{self, ReplayOptions};
 use crate::evidence::ima::{self, ImaState};
@@ -20,6 +19,7 @@ use crate::evidence::quote::{
 use crate::evidence::tpm::{ClockInfo, PcrSelection};
 use crate::reference::runtime::AggregateCheck;
 use crate::reference::trust::{Governance, Snapshot};
+use crate::verdict::{Failure, Rule, Verdict};
 
 /// PCRs measured by firmware and boot loaders (appraised against the boot log).
 pub const BOOT_PCRS: std::ops::RangeInclusive<u32> = 0..=9;

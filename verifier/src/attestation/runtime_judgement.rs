@@ -10,7 +10,7 @@
 //! fails `ima_rejudgement`.
 
 use super::appraisal::{AppraisalState, Challenge, Evidence};
-use super::verdict::{Failure, Rule};
+use crate::verdict::{Failure, Rule};
 
 /// How much of a fingerprint a note shows.
 const SHOWN: usize = 16;

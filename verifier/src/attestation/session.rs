@@ -465,8 +465,8 @@ impl Round<'_> {
         let mut verdict = outcome.verdict;
         if outcome.rechallenge {
             // Still incomplete after the re-challenges: fail closed, never fall through to a pass.
-            verdict.fail(super::verdict::Failure::new(
-                super::verdict::Rule::ResetHandling,
+            verdict.fail(crate::verdict::Failure::new(
+                crate::verdict::Rule::ResetHandling,
                 "the evidence stayed incomplete after a TPM reset",
             ));
         }
