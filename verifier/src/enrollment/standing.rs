@@ -8,7 +8,7 @@
 //! learn a device's standing from the answer). Their refusals are recorded; identity conflicts are
 //! alerts.
 
-use super::enroller::EnrollError;
+use super::error::EnrollError;
 use crate::device::{DeviceRecord, DeviceState, EventKind, Facts};
 use crate::reference::trust::Snapshot;
 use crate::storage::Storage;
