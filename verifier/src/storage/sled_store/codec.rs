@@ -1,7 +1,7 @@
 //! How values are encoded into the trees and decoded from them: JSON records, a device's
 //! spent-nonce record.
 
-use crate::storage::StorageError;
+use crate::storage::error::StorageError;
 use crate::storage::spent_nonces::SpentNonces;
 
 pub(super) fn encode<T: serde::Serialize>(

@@ -2,7 +2,7 @@
 
 use std::sync::Mutex;
 
-use crate::storage::StorageError;
+use crate::storage::error::StorageError;
 
 /// Leader-based group commit. A caller that needs its writes durable takes a ticket; if no
 /// flush is running it leads one that covers every ticket taken so far, otherwise it waits for

@@ -21,7 +21,8 @@ use serde::{Deserialize, Serialize};
 use super::trees::Trees;
 use crate::audit::{AuditLine, chain_hash};
 use crate::device::DeviceRecord;
-use crate::storage::{ExportEntry, SCHEMA_VERSION, StorageError};
+use crate::storage::api::{ExportEntry, SCHEMA_VERSION};
+use crate::storage::error::StorageError;
 
 /// The seal's file name inside the state directory.
 pub const SEAL_FILE: &str = "trustchain.seal";

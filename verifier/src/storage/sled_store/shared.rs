@@ -12,7 +12,7 @@ use super::group_commit::GroupCommit;
 use super::open::{Seal, write_seal};
 use super::trees::Trees;
 use crate::device::DeviceRecord;
-use crate::storage::StorageError;
+use crate::storage::error::StorageError;
 
 /// How often the recovery thread retries after a write failure.
 const RECOVERY_RETRY: Duration = Duration::from_secs(1);
@@ -111,7 +111,7 @@ impl Shared {
     pub(super) fn try_reopen(&self) -> Result<(), String> {
         let trees =
             Trees::open_with_cache(&self.path, self.cache_bytes).map_err(|e| e.to_string())?;
-        let probe = crate::service::now_unix_millis().to_be_bytes();
+        let probe = crate::storage::clock::now_unix_millis().to_be_bytes();
         trees
             .meta
             .insert("write_probe", &probe)

@@ -9,7 +9,8 @@ use super::store::SledStorage;
 use super::trees::TREE_NAMES;
 use crate::audit::AuditLine;
 use crate::device::{DeviceRecord, EventRecord};
-use crate::storage::{DocumentKind, Documents, ExportEntry, Storage, StorageError, StorageHealth};
+use crate::storage::api::{DocumentKind, Documents, ExportEntry, Storage, StorageHealth};
+use crate::storage::error::StorageError;
 
 impl Storage for SledStorage {
     fn device(&self, device_id: &str) -> Result<Option<DeviceRecord>, StorageError> {

@@ -14,8 +14,9 @@ use super::shared::{Shared, seal_loop};
 use super::trees::{DEFAULT_CACHE_BYTES, Trees};
 use crate::audit::{AuditLine, chain_hash};
 use crate::device::{DeviceRecord, EventRecord};
+use crate::storage::api::{DocumentKind, ExportEntry};
+use crate::storage::error::StorageError;
 use crate::storage::spent_nonces::MAX_NONCE;
-use crate::storage::{DocumentKind, ExportEntry, StorageError};
 
 #[derive(Debug)]
 pub struct SledStorage {

@@ -7,8 +7,9 @@ use std::sync::atomic::Ordering;
 use super::{SEAL_FILE, Seal, SledStorage};
 use crate::device::{DeviceRecord, EventRecord};
 use crate::device::{DeviceState, EkKind, EventKind, Facts};
-use crate::storage::SCHEMA_VERSION;
-use crate::storage::{DocumentKind, Storage, StorageError};
+use crate::storage::api::SCHEMA_VERSION;
+use crate::storage::api::{DocumentKind, Storage};
+use crate::storage::error::StorageError;
 
 fn record(id: &str, host: &str) -> DeviceRecord {
     DeviceRecord {
