@@ -350,7 +350,7 @@ impl TestVerifier {
     pub async fn wait_for_state(
         &self,
         device_id: &str,
-        state: trustchain_verifier::storage::DeviceState,
+        state: trustchain_verifier::device::DeviceState,
         timeout: std::time::Duration,
     ) -> anyhow::Result<std::time::Duration> {
         let start = std::time::Instant::now();

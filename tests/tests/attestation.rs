@@ -21,7 +21,7 @@ use trustchain_proto::v1::{
 use trustchain_swtpm::boot::{BootEvent, EV_EFI_BOOT_SERVICES_APPLICATION};
 use trustchain_swtpm::{Bank, BootProfile, TestMakers};
 use trustchain_tests::{TestDevice, TestVerifier};
-use trustchain_verifier::storage::{DeviceState, EventKind};
+use trustchain_verifier::device::{DeviceState, EventKind};
 
 const WAIT: Duration = Duration::from_secs(40);
 

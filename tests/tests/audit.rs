@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use trustchain_swtpm::{BootProfile, TestMakers};
 use trustchain_tests::{TestDevice, TestVerifier};
-use trustchain_verifier::storage::DeviceState;
+use trustchain_verifier::device::DeviceState;
 
 fn verify(export: &str, public_key: &str, dir: &std::path::Path) -> (bool, String) {
     let path = dir.join("export.jsonl");

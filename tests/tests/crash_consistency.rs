@@ -25,8 +25,9 @@ use trustchain_proto::v1::TrustState;
 use trustchain_swtpm::BootProfile;
 use trustchain_tests::soft_tpm::{SoftTpm, answer};
 use trustchain_tests::verifier_process::{Behaviour, Deployment, DeviceLog, run_device};
+use trustchain_verifier::device::{DeviceState, EventKind};
 use trustchain_verifier::enrollment::enroller::device_id_for;
-use trustchain_verifier::storage::{DeviceState, EventKind, SledStorage, Storage};
+use trustchain_verifier::storage::{SledStorage, Storage};
 
 const DEVICES: usize = 20;
 /// Devices enrolling from the start; the others start during the kills.

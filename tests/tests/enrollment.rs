@@ -23,7 +23,7 @@ use trustchain_proto::v1::{
 };
 use trustchain_swtpm::{SwtpmDevice, TestMakers, TpmMaker};
 use trustchain_tests::TestVerifier;
-use trustchain_verifier::storage::{DeviceState, EventKind};
+use trustchain_verifier::device::{DeviceState, EventKind};
 
 struct Device {
     swtpm: SwtpmDevice,
@@ -226,8 +226,8 @@ async fn rsa_and_p256_eks_both_enroll() {
             .unwrap()
             .unwrap();
         let expected = match ek {
-            EkChoice::Rsa2048 => trustchain_verifier::storage::EkKind::Rsa2048,
-            EkChoice::EccP256 => trustchain_verifier::storage::EkKind::EccP256,
+            EkChoice::Rsa2048 => trustchain_verifier::device::EkKind::Rsa2048,
+            EkChoice::EccP256 => trustchain_verifier::device::EkKind::EccP256,
         };
         assert_eq!(record.ek_kind, expected);
     }

@@ -26,9 +26,10 @@ use trustchain_proto::v1::{ListDevicesRequest, SignedDocument};
 use trustchain_swtpm::{BootProfile, TestMakers, TpmMaker};
 use trustchain_tests::{TestDevice, TestVerifier};
 use trustchain_verifier::audit::SigningKey;
+use trustchain_verifier::device::DeviceState;
 use trustchain_verifier::reference::documents::{MakerCa, Revocations, TRUST_LIST_KIND, TrustList};
 use trustchain_verifier::reference::signed::{self, TRUST_LIST_TYPE};
-use trustchain_verifier::storage::{DeviceState, DocumentKind, SledStorage, Storage};
+use trustchain_verifier::storage::{DocumentKind, SledStorage, Storage};
 
 const WAIT: Duration = Duration::from_secs(40);
 

@@ -24,14 +24,14 @@ use trustchain_proto::v1::{
 use trustchain_swtpm::boot::{BootEvent, EV_EFI_BOOT_SERVICES_APPLICATION};
 use trustchain_swtpm::{Bank, BootProfile, TestMakers};
 use trustchain_tests::{TestDevice, TestVerifier};
-use trustchain_verifier::attestation::verdict::Failure;
 use trustchain_verifier::audit::SigningKey;
+use trustchain_verifier::device::{DeviceState, EventKind};
 use trustchain_verifier::reference::documents::{
     BootKind, BootMeasurement, BootReferences, MANIFEST_KIND, MakerCa, Manifest, ManifestSigner,
     Revocations, Scope, TRUST_LIST_KIND, TrustList,
 };
 use trustchain_verifier::reference::signed::{self, MANIFEST_TYPE, TRUST_LIST_TYPE};
-use trustchain_verifier::storage::{DeviceState, EventKind};
+use trustchain_verifier::verdict::Failure;
 
 const WAIT: Duration = Duration::from_secs(40);
 

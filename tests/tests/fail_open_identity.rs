@@ -26,12 +26,12 @@ use trustchain_proto::v1::{
 use trustchain_swtpm::{SwtpmDevice, TestMakers, TpmMaker};
 use trustchain_tests::TestVerifier;
 use trustchain_verifier::audit::SigningKey;
+use trustchain_verifier::device::{DeviceState, EventKind};
 use trustchain_verifier::enrollment::enroller::device_id_for;
 use trustchain_verifier::reference::documents::{
     DeviceMatch, MakerCa, Revocations, TRUST_LIST_KIND, TrustList,
 };
 use trustchain_verifier::reference::signed::{self, TRUST_LIST_TYPE};
-use trustchain_verifier::storage::{DeviceState, EventKind};
 
 struct Device {
     _swtpm: SwtpmDevice,

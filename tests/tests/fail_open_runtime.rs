@@ -29,14 +29,14 @@ use trustchain_swtpm::boot::EV_EFI_BOOT_SERVICES_APPLICATION;
 use trustchain_swtpm::{Bank, BootProfile, TestMakers};
 use trustchain_tests::soft_tpm::{SoftTpm, answer, enroll_request};
 use trustchain_tests::{TestDevice, TestVerifier};
-use trustchain_verifier::attestation::verdict::Failure;
 use trustchain_verifier::audit::SigningKey;
+use trustchain_verifier::device::DeviceState;
 use trustchain_verifier::reference::documents::{
     BootKind, BootMeasurement, BootReferences, DeviceMatch, MANIFEST_KIND, MakerCa, Manifest,
     ManifestSigner, Revocations, Scope, TRUST_LIST_KIND, TrustList,
 };
 use trustchain_verifier::reference::signed::{self, MANIFEST_TYPE, TRUST_LIST_TYPE};
-use trustchain_verifier::storage::DeviceState;
+use trustchain_verifier::verdict::Failure;
 
 const WAIT: Duration = Duration::from_secs(40);
 

@@ -15,7 +15,7 @@ use trustchain_proto::v1::admin_client::AdminClient;
 use trustchain_proto::v1::{DeviceRequest, TrustState, WatchRequest};
 use trustchain_swtpm::{BootProfile, TestMakers};
 use trustchain_tests::{TestDevice, TestVerifier};
-use trustchain_verifier::storage::DeviceState;
+use trustchain_verifier::device::DeviceState;
 
 const WAIT: Duration = Duration::from_secs(30);
 

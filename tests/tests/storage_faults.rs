@@ -25,7 +25,8 @@ use trustchain_tests::soft_tpm::SoftTpm;
 use trustchain_tests::verifier_process::{
     Behaviour, Deployment, DeviceLog, VerifierProcess, attest_stream, hash_tree, run_device,
 };
-use trustchain_verifier::storage::{DeviceState, SledStorage, Storage};
+use trustchain_verifier::device::DeviceState;
+use trustchain_verifier::storage::{SledStorage, Storage};
 
 struct Fleet {
     behaviour: Arc<Behaviour>,

@@ -19,12 +19,12 @@ use trustchain_swtpm::boot::EV_EFI_BOOT_SERVICES_APPLICATION;
 use trustchain_swtpm::{Bank, BootProfile, TestMakers, TpmMaker};
 use trustchain_tests::{TestDevice, TestVerifier};
 use trustchain_verifier::audit::SigningKey;
+use trustchain_verifier::device::DeviceState;
 use trustchain_verifier::reference::documents::{
     BootKind, BootMeasurement, BootReferences, DeviceMatch, MANIFEST_KIND, MakerCa, Manifest,
     ManifestSigner, Revocations, Scope, TRUST_LIST_KIND, TrustList,
 };
 use trustchain_verifier::reference::signed::{self, MANIFEST_TYPE, TRUST_LIST_TYPE};
-use trustchain_verifier::storage::DeviceState;
 
 const WAIT: Duration = Duration::from_secs(40);
 
@@ -220,10 +220,7 @@ impl Deployment {
             });
     }
 
-    fn last_failures(
-        &self,
-        device: &TestDevice,
-    ) -> Vec<trustchain_verifier::attestation::verdict::Failure> {
+    fn last_failures(&self, device: &TestDevice) -> Vec<trustchain_verifier::verdict::Failure> {
         self.verifier
             .service
             .last_failed_verdict(&device.device_id())

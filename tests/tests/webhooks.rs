@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use trustchain_swtpm::{BootProfile, TestMakers};
 use trustchain_tests::{TestDevice, TestVerifier};
 use trustchain_verifier::config::WebhookConfig;
-use trustchain_verifier::storage::DeviceState;
+use trustchain_verifier::device::DeviceState;
 
 /// Accepts one HTTP POST and answers 200; returns (headers, body).
 async fn receive_one(listener: tokio::net::TcpListener) -> (String, Vec<u8>) {

@@ -12,8 +12,11 @@
 //!
 //! - [`reference`]: the signed trust list, reference manifests, policies, and the rules that
 //!   judge boot logs and IMA lists against them.
+//! - [`verdict`]: the verdict vocabulary (rules, failures, verdicts and their basis) that both
+//!   [`reference`] and [`attestation`] use.
 //! - [`audit`]: the hash-chained history, signed checkpoints and offline verification.
 //! - [`untrusted_text`]: escaping of device-chosen text for reasons, reports and logs.
+//! - [`device`]: the device model (record, trust state, events), used by every layer.
 //! - [`enrollment`], [`attestation`]: the two flows; [`server`]: the gRPC edge; [`storage`]: state.
 //!
 //! The verifier never links libtss2 and never shells out to parse evidence.
@@ -21,6 +24,7 @@
 pub mod attestation;
 pub mod audit;
 pub mod config;
+pub mod device;
 pub mod enrollment;
 pub mod evidence;
 pub mod metrics;
@@ -30,4 +34,5 @@ pub mod server;
 pub mod service;
 pub mod storage;
 pub mod untrusted_text;
+pub mod verdict;
 pub mod webhooks;

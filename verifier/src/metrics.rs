@@ -13,8 +13,8 @@ use hyper::body::Bytes;
 use hyper::{Request, Response, StatusCode};
 use tokio::net::TcpListener;
 
+use crate::device::DeviceState;
 use crate::service::Service;
-use crate::storage::DeviceState;
 
 /// Upper bounds (seconds) of the histograms' buckets.
 const BUCKETS: [f64; 10] = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0];

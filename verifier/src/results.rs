@@ -17,9 +17,9 @@
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use crate::attestation::verdict::{Rule, Verdict};
 use crate::audit::{KeyError, SigningKey};
-use crate::storage::DeviceState;
+use crate::device::DeviceState;
+use crate::verdict::{Rule, Verdict};
 
 /// AR4SI trustworthiness tiers (draft-ietf-rats-ar4si): 2 affirming, 96 contraindicated,
 /// 0 no claim.
@@ -175,8 +175,8 @@ pub fn sign_jwt(key: &SigningKey, claims: &[u8]) -> Result<String, KeyError> {
 mod tests {
     use super::*;
 
-    use crate::attestation::verdict::Failure;
-    use crate::reference::ManifestRef;
+    use crate::verdict::Failure;
+    use crate::verdict::ManifestRef;
 
     fn context(standing: DeviceState, allowlist: Option<&str>) -> ResultContext<'_> {
         ResultContext {

@@ -8,18 +8,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use trustchain_ca::Authority;
 
 use crate::attestation::state::{self, Input, Recovery};
-use crate::attestation::verdict::Verdict;
 use crate::audit::{AuditLine, KeyError, SigningKey};
 use crate::config::{AttestationConfig, VerifierConfig};
+use crate::device::{DeviceRecord, DeviceState, EventKind, EventRecord};
 use crate::enrollment::ek_chain::MakerAnchors;
 use crate::enrollment::enroller::{Enroller, EnrollerConfig};
 use crate::reference::trust::TrustStore;
 use crate::results::ResultContext;
 use crate::server::Limits;
 use crate::server::tls::{ServerTls, TlsError};
-use crate::storage::{
-    DeviceRecord, DeviceState, EventKind, EventRecord, SledStorage, Storage, StorageError,
-};
+use crate::storage::{SledStorage, Storage, StorageError};
+use crate::verdict::Verdict;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -11,8 +11,8 @@ use hyper::body::Bytes;
 use serde_json::json;
 
 use crate::config::WebhookConfig;
+use crate::device::DeviceState;
 use crate::service::{Service, StateChange};
-use crate::storage::DeviceState;
 
 const FIRST_RETRY: Duration = Duration::from_millis(250);
 const MAX_RETRY: Duration = Duration::from_secs(30);

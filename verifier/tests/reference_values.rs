@@ -12,7 +12,6 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use trustchain_verifier::attestation::verdict::{Rule, Verdict};
 use trustchain_verifier::audit::SigningKey;
 use trustchain_verifier::evidence::digest::HashAlgorithm;
 use trustchain_verifier::evidence::eventlog::{self, EventLog};
@@ -24,6 +23,7 @@ use trustchain_verifier::reference::learn::{self, LearnIdentity, Learned};
 use trustchain_verifier::reference::policy::SecureBootRule;
 use trustchain_verifier::reference::runtime::AggregateCheck;
 use trustchain_verifier::reference::{AdmittedManifest, Manifest, Policy, References};
+use trustchain_verifier::verdict::{Rule, Verdict};
 
 fn shared(path: &str) -> PathBuf {
     let path = PathBuf::from(concat!(

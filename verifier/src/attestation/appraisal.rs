@@ -4,79 +4,23 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
-
-use serde::{Deserialize, Serialize};
 
 use super::boot_events::check_boot_events;
 pub use super::boot_events::event_allowed;
-use super::verdict::{Failure, Rule, Verdict};
+pub use super::inputs::{AppraisalState, Challenge, Evidence};
 use crate::evidence::digest::HashAlgorithm;
 use crate::evidence::eventlog::{self, ReplayOptions};
 use crate::evidence::ima::{self, ImaState};
-use crate::evidence::quote::{
-    PcrValues, QuoteError, QuoteExpectations, VerifyingKey, verify_quote,
-};
-use crate::evidence::tpm::{ClockInfo, PcrSelection};
+use crate::evidence::quote::{QuoteError, QuoteExpectations, VerifyingKey, verify_quote};
+use crate::evidence::tpm::ClockInfo;
 use crate::reference::runtime::AggregateCheck;
 use crate::reference::trust::{Governance, Snapshot};
+use crate::verdict::{Failure, Rule, Verdict};
 
 /// PCRs measured by firmware and boot loaders (appraised against the boot log).
 pub const BOOT_PCRS: std::ops::RangeInclusive<u32> = 0..=9;
 /// The PCR IMA extends.
 pub const IMA_PCR: u32 = 10;
-
-/// What the verifier asked.
-#[derive(Debug, Clone)]
-pub struct Challenge {
-    pub id: u64,
-    pub nonce: [u8; 32],
-    pub selection: PcrSelection,
-    pub want_boot_log: bool,
-    pub ima_offset: u64,
-    pub expires: Instant,
-}
-
-/// What the agent answered, converted from the wire once.
-#[derive(Debug, Clone)]
-pub struct Evidence {
-    pub challenge_id: u64,
-    pub quote: Vec<u8>,
-    pub signature: Vec<u8>,
-    pub pcr_values: PcrValues,
-    pub boot_log: Option<Vec<u8>>,
-    pub ima_offset: u64,
-    pub ima_entries: Vec<u8>,
-    pub received: Instant,
-}
-
-/// What the last good appraisal established; the next one starts from it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AppraisalState {
-    pub clock: Option<ClockInfo>,
-    /// PCR values (required bank) the accepted boot log replays to, for the current boot.
-    #[serde(with = "crate::evidence::hex_digests::pcrs")]
-    pub boot_pcrs: BTreeMap<u32, Vec<u8>>,
-    pub boot_reset_count: Option<u32>,
-    /// IMA replay state for the current boot.
-    pub ima: ImaState,
-    /// A reset after which the TPM reported safe = NO (power loss without an orderly shutdown):
-    /// within that boot an unsafe clock is explained, and accepted.
-    #[serde(default)]
-    pub unsafe_clock_reset: Option<u32>,
-    /// The trust documents (snapshot fingerprint and policy) the accepted boot log was judged
-    /// under, and until when that judgement holds (a change window closing): when either
-    /// moves, the verifier asks for the boot log again.
-    #[serde(default)]
-    pub boot_judged_under: String,
-    #[serde(default)]
-    pub boot_judged_until: i64,
-    /// The allowlist (fingerprint, [`Policy::ima_basis`]) this boot's IMA entries were judged
-    /// under: when the device's allowlist changes, the verifier asks for the whole list again
-    /// and judges every entry anew (`ima_rejudgement`).
-    #[serde(default)]
-    pub ima_judged_under: String,
-}
 
 /// Appraisal settings: the device's policy and the trust documents in force, taken from one
 /// snapshot for the whole appraisal.

@@ -12,8 +12,8 @@
 
 use std::collections::BTreeMap;
 
-use super::verdict::{Failure, Rule, Verdict};
 use crate::evidence::eventlog::{self, EventLog};
+use crate::verdict::{Failure, Rule, Verdict};
 
 /// Whether an event type may be extended into a PCR. Default deny.
 ///

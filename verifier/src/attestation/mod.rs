@@ -1,7 +1,8 @@
 //! Continuous attestation (flow 2 in DESIGN.md).
 //!
 //! - `state`: the per-device trust state machine.
-//! - `verdict`: named rules, failures and verdicts.
+//! - The verdict vocabulary (rules, failures, verdicts) is [`crate::verdict`].
+//! - `inputs`: what one appraisal takes (challenge, evidence) and keeps (the last good state).
 //! - `appraisal`: one answer against the enrolled AK and the last good state.
 //! - `boot_events`: the boot log's structural rules (allowed PCR/type pairs, separators).
 //! - `runtime_judgement`: IMA entries judged again when the device's allowlist changes.
@@ -10,7 +11,7 @@
 pub mod appraisal;
 pub mod assembly;
 pub mod boot_events;
+pub mod inputs;
 pub mod runtime_judgement;
 pub mod session;
 pub mod state;
-pub mod verdict;

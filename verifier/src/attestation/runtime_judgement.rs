@@ -9,8 +9,8 @@
 //! Nothing is kept per device beyond the fingerprint. An answer that does not start at entry 0
 //! fails `ima_rejudgement`.
 
-use super::appraisal::{AppraisalState, Challenge, Evidence};
-use super::verdict::{Failure, Rule};
+use super::inputs::{AppraisalState, Challenge, Evidence};
+use crate::verdict::{Failure, Rule};
 
 /// How much of a fingerprint a note shows.
 const SHOWN: usize = 16;

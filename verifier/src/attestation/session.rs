@@ -13,6 +13,7 @@ use trustchain_proto::v1::{self, agent_message, verifier_message};
 use super::appraisal::{self, AppraisalState, Challenge, Evidence, Policy};
 use super::assembly::Assembly;
 use super::state::{self, Input, Recovery};
+use crate::device::{DeviceRecord, DeviceState};
 use crate::enrollment::keys::ak_qualified_name;
 use crate::evidence::digest::HashAlgorithm;
 use crate::evidence::quote::{PcrValues, VerifyingKey};
@@ -20,7 +21,6 @@ use crate::evidence::tpm::{PcrSelection, Public, SignatureScheme};
 use crate::reference::policy::{EvidenceRequired, FailureAction};
 use crate::results::ResultContext;
 use crate::service::Service;
-use crate::storage::{DeviceRecord, DeviceState};
 
 /// How long the agent has to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -465,8 +465,8 @@ impl Round<'_> {
         let mut verdict = outcome.verdict;
         if outcome.rechallenge {
             // Still incomplete after the re-challenges: fail closed, never fall through to a pass.
-            verdict.fail(super::verdict::Failure::new(
-                super::verdict::Rule::ResetHandling,
+            verdict.fail(crate::verdict::Failure::new(
+                crate::verdict::Rule::ResetHandling,
                 "the evidence stayed incomplete after a TPM reset",
             ));
         }
@@ -509,9 +509,9 @@ impl Round<'_> {
             if let Some(basis) = &outcome.rejudged {
                 // The re-judgement is on record; the saved state names its basis, so the
                 // verifier stops asking for the log.
-                let event = crate::storage::EventRecord {
+                let event = crate::device::EventRecord {
                     at_unix_millis: crate::service::now_unix_millis(),
-                    kind: crate::storage::EventKind::BootRejudged,
+                    kind: crate::device::EventKind::BootRejudged,
                     device_id: device_id.to_string(),
                     detail: format!("boot log re-judged under {basis}"),
                 };

@@ -25,7 +25,7 @@
 //! Untrusted is sticky: a later passing appraisal does not make a failed device trusted again
 //! unless an operator cleared it or its policy allows recovery. Decommissioned is final.
 
-use crate::storage::DeviceState;
+use crate::device::DeviceState;
 
 /// What happened to a device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

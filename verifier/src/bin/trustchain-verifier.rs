@@ -10,9 +10,10 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use trustchain_verifier::config::VerifierConfig;
+use trustchain_verifier::device::{EventKind, EventRecord};
 use trustchain_verifier::server;
 use trustchain_verifier::service::{Service, now_unix_millis};
-use trustchain_verifier::storage::{EventKind, EventRecord, SCHEMA_VERSION, backup};
+use trustchain_verifier::storage::{SCHEMA_VERSION, backup};
 
 /// mimalloc rather than glibc's malloc: an appraisal allocates and frees many small buffers
 /// (TLS records, h2 frames, protobuf messages, parsed logs) across the runtime's threads, and

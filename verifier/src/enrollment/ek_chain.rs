@@ -10,7 +10,7 @@ use x509_parser::prelude::{ASN1Time, FromDer, X509Certificate};
 use x509_parser::public_key::PublicKey;
 
 use super::credential::EkKey;
-use crate::storage::EkKind;
+use crate::device::EkKind;
 
 /// Longest chain accepted: leaf, up to three intermediates, root.
 const MAX_DEPTH: usize = 5;

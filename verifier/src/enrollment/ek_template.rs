@@ -12,9 +12,9 @@
 //! byte. An honest agent sends exactly these bytes (tss-esapi's `create_ek_object_2` uses these
 //! templates and `ReadPublic` returns them), so its device id does not change.
 
+use crate::device::EkKind;
 use crate::evidence::digest::HashAlgorithm;
 use crate::evidence::tpm::{EccCurve, Public, PublicKey};
-use crate::storage::EkKind;
 
 /// TPMA_OBJECT of both templates: fixedTPM | fixedParent | sensitiveDataOrigin |
 /// adminWithPolicy | restricted | decrypt (userWithAuth clear, so use needs the policy).

@@ -1,12 +1,12 @@
 //! EK and AK checks on the TPM's own TPMT_PUBLIC structures.
 
 use super::ek_template::{TemplateError, canonical_ek};
+use crate::device::EkKind;
 use crate::evidence::digest::HashAlgorithm;
 use crate::evidence::tpm::{
     ENDORSEMENT_HIERARCHY, EccCurve, KeyParameters, ObjectAttributes, Public, PublicKey,
     hierarchy_qualified_name,
 };
-use crate::storage::EkKind;
 
 /// The EK's public key material, for comparison with its certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,9 +8,10 @@
 //! learn a device's standing from the answer). Their refusals are recorded; identity conflicts are
 //! alerts.
 
-use super::enroller::EnrollError;
+use super::error::EnrollError;
+use crate::device::{DeviceRecord, DeviceState, EventKind, Facts};
 use crate::reference::trust::Snapshot;
-use crate::storage::{DeviceRecord, DeviceState, EventKind, Facts, Storage};
+use crate::storage::Storage;
 
 /// The event a refusal of a device that proved its TPM is recorded as.
 pub(super) fn event_kind(error: &EnrollError) -> EventKind {

@@ -9,7 +9,7 @@
 use sha2::{Digest, Sha256};
 
 use super::documents::{DeviceMatch, TrustList};
-use crate::storage::DeviceRecord;
+use crate::device::DeviceRecord;
 
 /// SHA-256 of the device's stored (canonical) EK TPMT_PUBLIC, hex: what `ek_public_sha256` names.
 pub fn ek_hash(device: &DeviceRecord) -> String {
@@ -111,8 +111,8 @@ pub fn check_entries(list: &TrustList) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::device::{DeviceState, EkKind, Facts};
     use crate::reference::documents::TRUST_LIST_KIND;
-    use crate::storage::{DeviceState, EkKind, Facts};
 
     fn device(model: &str, claimed_class: &str) -> DeviceRecord {
         DeviceRecord {

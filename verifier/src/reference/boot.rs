@@ -11,20 +11,20 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::attestation::verdict::{Failure, Rule, Verdict};
 use crate::evidence::digest::HashAlgorithm;
 use crate::evidence::eventlog::{
     EV_EFI_VARIABLE_DRIVER_CONFIG, EV_IPL, EV_SEPARATOR, Event, EventLog, device_path,
     event_type_name, events,
 };
+use crate::verdict::{Failure, Rule, Verdict};
 
-use super::References;
 use super::coverage::{self, constrained_pcrs};
 pub use super::coverage::{
     is_boot_application, is_driver, is_extended, is_firmware_blob, is_secure_boot_variable,
 };
 use super::documents::BootKind;
 use super::policy::SecureBootRule;
+use super::references::References;
 
 /// EFI_GLOBAL_VARIABLE, as the event-log decoder renders GUIDs: SecureBoot, PK and KEK live under
 /// it, so a "SecureBoot" variable under another vendor GUID says nothing about Secure Boot.

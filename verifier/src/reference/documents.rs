@@ -181,3 +181,11 @@ pub enum BootKind {
     /// Any other extended event, for PCRs the policy checks event by event.
     Other,
 }
+
+/// A manifest an appraisal may rely on, with who vouched for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdmittedManifest {
+    pub manifest: Manifest,
+    /// The trust-list signer name; `unsigned` for offline checks of drafts.
+    pub signer: String,
+}

@@ -372,8 +372,8 @@ fn now_rfc3339() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attestation::verdict::Verdict;
     use crate::reference::{AdmittedManifest, References};
+    use crate::verdict::Verdict;
 
     fn identity() -> LearnIdentity {
         LearnIdentity {

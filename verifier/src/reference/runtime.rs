@@ -11,13 +11,14 @@ use regex::RegexSet;
 
 use sha2::{Digest as _, Sha256};
 
-use crate::attestation::verdict::{Failure, Rule, Verdict};
 use crate::evidence::digest::HashAlgorithm;
 use crate::evidence::ima::{ImaEntry, ImaLog};
 use crate::evidence::quote::PcrValues;
+use crate::verdict::{Failure, Rule, Verdict};
 
+use super::documents::AdmittedManifest;
+use super::policy::Policy;
 use super::policy::parse_file_digest;
-use super::{AdmittedManifest, Policy};
 
 /// The name of the IMA entry for the boot aggregate. Only the first entry of a boot's list
 /// (index 0) is the kernel's, and it is exempt from the allowlist only when its digest is the

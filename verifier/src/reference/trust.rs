@@ -22,13 +22,16 @@ use sha2::{Digest, Sha256};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::assignment;
+use super::documents::AdmittedManifest;
 use super::documents::{MANIFEST_KIND, Manifest, ManifestSigner, TRUST_LIST_KIND, TrustList};
 use super::policy::{Policy, PolicyError, Tier};
+use super::references::References;
 use super::signed::{self, MANIFEST_TYPE, SignedError, TRUST_LIST_TYPE};
-use super::{AdmittedManifest, Basis, PolicyRef, References};
-use crate::attestation::verdict::{Failure, Rule};
+use crate::device::DeviceRecord;
 use crate::enrollment::ek_chain::{self, MakerAnchors};
-use crate::storage::{DeviceRecord, DocumentKind, Storage, StorageError};
+use crate::storage::{DocumentKind, Storage, StorageError};
+use crate::verdict::{Basis, PolicyRef};
+use crate::verdict::{Failure, Rule};
 
 /// Most documents of one kind kept in a snapshot (a bound on memory, not a product limit).
 const MAX_DOCUMENTS: usize = 10_000;

@@ -9,9 +9,9 @@ use trustchain_proto::v1::{self, admin_server::Admin};
 
 use super::auth;
 use crate::attestation::state::Input;
+use crate::device::{DeviceRecord, DeviceState, EventKind, EventRecord};
 use crate::service::ActionError;
 use crate::service::Service;
-use crate::storage::{DeviceRecord, DeviceState, EventKind, EventRecord};
 
 #[derive(Debug)]
 pub struct AdminApi {

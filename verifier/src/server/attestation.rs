@@ -10,8 +10,8 @@ use trustchain_ca::Role;
 use trustchain_proto::v1::{self, attestation_server::Attestation};
 
 use super::auth;
+use crate::device::DeviceState;
 use crate::service::Service;
-use crate::storage::DeviceState;
 
 type Unboxed = Result<v1::VerifierMessage, Status>;
 /// What the session sends (`session::Outbound` says why it is boxed).

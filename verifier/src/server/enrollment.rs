@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 use tonic::{Request, Response, Status};
 use trustchain_proto::v1::{self, enrollment_server::Enrollment};
 
+use crate::device::Facts;
 use crate::enrollment::ek_chain::{MAX_CERTIFICATE_SIZE, MAX_SUPPLIED_INTERMEDIATES};
 use crate::enrollment::enroller::{EnrollError, EnrollmentRequest};
 use crate::service::Service;
-use crate::storage::Facts;
 
 /// Token buckets per source address (IPv6: per /64) for enrollment calls.
 #[derive(Debug)]

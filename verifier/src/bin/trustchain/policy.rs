@@ -8,7 +8,6 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use serde_json::json;
-use trustchain_verifier::attestation::verdict::Verdict;
 use trustchain_verifier::evidence::eventlog::{self, ReplayOptions};
 use trustchain_verifier::evidence::ima;
 use trustchain_verifier::reference::documents::MANIFEST_KIND;
@@ -17,6 +16,7 @@ use trustchain_verifier::reference::runtime::AggregateCheck;
 use trustchain_verifier::reference::{
     AdmittedManifest, Manifest, Policy, References, boot, keylime, signed,
 };
+use trustchain_verifier::verdict::Verdict;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {

@@ -2,6 +2,7 @@
 //!
 //! - `public`: TPMT_PUBLIC (RSA and ECC keys), object attributes, key helpers.
 //! - `name`: object Names and Qualified Names (what qualifiedSigner holds).
+//! - `curve`: ECC curve identifiers (TPM_ECC_CURVE).
 //! - `spki`: the key as X.509 SubjectPublicKeyInfo DER.
 //! - `attest`: TPMS_ATTEST with its quote body and clock information.
 //! - `pcr`: TPML_PCR_SELECTION.
@@ -10,6 +11,7 @@
 //! Everything is big-endian, as the TPM marshals it. Unknown algorithms are errors, not panics.
 
 pub mod attest;
+pub mod curve;
 pub mod name;
 pub mod pcr;
 pub mod public;
@@ -17,13 +19,12 @@ pub mod signature;
 pub mod spki;
 
 pub use attest::{Attest, AttestType, ClockInfo, QuoteInfo, TPM_GENERATED};
+pub use curve::EccCurve;
 pub use name::{
     ENDORSEMENT_HIERARCHY, OWNER_HIERARCHY, PLATFORM_HIERARCHY, hierarchy_qualified_name,
 };
 pub use pcr::PcrSelection;
-pub use public::{
-    AttributeError, EccCurve, Encoding, KeyParameters, ObjectAttributes, Public, PublicKey,
-};
+pub use public::{AttributeError, Encoding, KeyParameters, ObjectAttributes, Public, PublicKey};
 pub use signature::{Signature, SignatureScheme};
 
 /// TPM_ALG_NULL.

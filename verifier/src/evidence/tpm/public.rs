@@ -5,10 +5,9 @@
 use crate::evidence::digest::HashAlgorithm;
 use crate::evidence::reader::{ReadError, Reader};
 
+use super::curve::EccCurve;
 use super::spki;
 use super::{ALG_NULL, MAX_DIGEST_SIZE, MAX_ECC_COORDINATE, MAX_RSA_BYTES};
-
-pub use super::name::{ENDORSEMENT_HIERARCHY, OWNER_HIERARCHY, hierarchy_qualified_name};
 
 const TPM_ALG_RSA: u16 = 0x0001;
 const TPM_ALG_ECC: u16 = 0x0023;
@@ -148,35 +147,6 @@ impl std::fmt::Display for ObjectAttributes {
 
 /// TPMT_SYM_DEF_OBJECT, as (algorithm, keyBits, mode), or `None` for TPM_ALG_NULL.
 pub type Symmetric = Option<(u16, u16, u16)>;
-
-/// ECC curves (TPM_ECC_CURVE).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EccCurve {
-    NistP256,
-    NistP384,
-    NistP521,
-    Other(u16),
-}
-
-impl EccCurve {
-    fn from_id(id: u16) -> Self {
-        match id {
-            0x0003 => Self::NistP256,
-            0x0004 => Self::NistP384,
-            0x0005 => Self::NistP521,
-            other => Self::Other(other),
-        }
-    }
-
-    pub fn coordinate_size(self) -> Option<usize> {
-        match self {
-            Self::NistP256 => Some(32),
-            Self::NistP384 => Some(48),
-            Self::NistP521 => Some(66),
-            Self::Other(_) => None,
-        }
-    }
-}
 
 /// Algorithm-specific parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -459,6 +429,7 @@ fn left_pad(bytes: &[u8], size: usize) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::evidence::tpm::name::{ENDORSEMENT_HIERARCHY, hierarchy_qualified_name};
 
     fn testdata(path: &str) -> Vec<u8> {
         let full = format!(

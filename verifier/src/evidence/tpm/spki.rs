@@ -3,7 +3,7 @@
 //! aws-lc-rs. Hand-written because it is two fixed structures; a general ASN.1 encoder is not
 //! worth pulling into the verifier for them.
 
-use super::public::EccCurve;
+use super::curve::EccCurve;
 
 fn length(len: usize, out: &mut Vec<u8>) {
     if len < 0x80 {

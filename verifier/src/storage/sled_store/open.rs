@@ -18,9 +18,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::Trees;
+use super::trees::Trees;
 use crate::audit::{AuditLine, chain_hash};
-use crate::storage::{DeviceRecord, ExportEntry, SCHEMA_VERSION, StorageError};
+use crate::device::DeviceRecord;
+use crate::storage::api::{ExportEntry, SCHEMA_VERSION};
+use crate::storage::error::StorageError;
 
 /// The seal's file name inside the state directory.
 pub const SEAL_FILE: &str = "trustchain.seal";

@@ -1,4 +1,7 @@
-//! What an appraisal concludes: the rules that failed, each with the event or file that failed it.
+//! The verdict vocabulary, shared by the appraisal (attestation) and the judges of evidence
+//! against reference values (reference): what an appraisal concludes, the
+//! rules that failed, each with the event or file that failed it, and the [`Basis`] (trust
+//! list, policy, manifests) it relied on.
 //!
 //! A failure's subject, values and detail often quote the device (a kernel command line, an IMA
 //! path, event data, a fact): they are escaped here, where every failure is made, and again when
@@ -164,7 +167,7 @@ pub struct Verdict {
     pub notes: Vec<String>,
     /// The trust-list version, policy and manifests (with their signers) the verdict relied on.
     #[serde(default)]
-    pub basis: crate::reference::Basis,
+    pub basis: Basis,
 }
 
 impl Verdict {
@@ -172,7 +175,7 @@ impl Verdict {
         Self {
             failures: Vec::new(),
             notes: Vec::new(),
-            basis: crate::reference::Basis::default(),
+            basis: Basis::default(),
         }
     }
 
@@ -224,6 +227,29 @@ impl Default for Verdict {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// What a verdict relied on: one consistent version of each.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Basis {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_list_version: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyRef>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub manifests: Vec<ManifestRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyRef {
+    pub name: String,
+    pub version: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestRef {
+    pub id: String,
+    pub signer: String,
 }
 
 #[cfg(test)]

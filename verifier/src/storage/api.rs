@@ -1,0 +1,167 @@
+//! What the rest of the verifier may ask of its state: the [`Storage`] trait, and the types it
+//! speaks (stored documents, health, export entries, the layout version).
+
+use super::error::StorageError;
+use crate::device::{DeviceRecord, EventRecord};
+
+/// Stored documents: (key, value) in key order.
+pub type Documents = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// The trust documents the verifier keeps, each in its own tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DocumentKind {
+    /// Key: version (big-endian u64); value: the JWS.
+    TrustList,
+    /// Key: manifest id, NUL, SHA-256 of the JWS; value: the JWS.
+    Manifest,
+    /// Key: policy name, NUL, version (big-endian u64); value: the TOML text.
+    Policy,
+}
+
+/// The on-disk layout version this build reads and writes.
+/// v1: devices, hostnames, events, nonces, appraisals, checkpoints.
+/// v2: adds the trust-document trees (`trust_lists`, `manifests`, `policies`) and the device
+/// record's `recoverable` field (v1 databases are migrated on start).
+/// v3: spent nonces are kept per device (`spent_nonces`: a count and the last few); the
+/// `nonces` tree of v1 and v2 is kept and counted but no longer written. Nothing is rewritten
+/// on migration; the version keeps older builds, which would not read the new tree, out.
+pub const SCHEMA_VERSION: u32 = 3;
+
+/// Whether the store accepts writes, for operators (metrics) and the service.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StorageHealth {
+    /// False from the first failed write until a probe write succeeds again: meanwhile no
+    /// verdict is issued.
+    pub writable: bool,
+    /// Times the store closed after a failed write since the process started.
+    pub write_failures_total: u64,
+    /// The failure, while not writable.
+    pub detail: String,
+}
+
+/// One key of one tree, as a backup carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportEntry {
+    pub tree: String,
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+}
+
+/// The verifier's state.
+pub trait Storage: Send + Sync + std::fmt::Debug {
+    /// The device with this id, if enrolled (decommissioned devices stay, marked).
+    fn device(&self, device_id: &str) -> Result<Option<DeviceRecord>, StorageError>;
+    /// The same record, shared: an attestation round reads its device every round, and a deep
+    /// copy (certificates, facts) per round was about 3 % of the verifier's CPU under load.
+    fn device_shared(
+        &self,
+        device_id: &str,
+    ) -> Result<Option<std::sync::Arc<DeviceRecord>>, StorageError> {
+        Ok(self.device(device_id)?.map(std::sync::Arc::new))
+    }
+    /// All devices, ordered by id.
+    fn devices(&self) -> Result<Vec<DeviceRecord>, StorageError>;
+    /// The device currently holding a hostname, if any.
+    fn device_by_hostname(&self, hostname: &str) -> Result<Option<DeviceRecord>, StorageError>;
+    /// A device (decommissioned ones included) whose EK certificate has this issuer and serial,
+    /// other than `except`. Read only after a successful credential activation, so an
+    /// unauthenticated peer cannot make the verifier scan; a scan, because enrollments are rare
+    /// next to appraisals and an index would be one more thing to keep consistent.
+    fn other_device_with_ek_certificate(
+        &self,
+        issuer: &str,
+        serial_hex: &str,
+        except: &str,
+    ) -> Result<Option<DeviceRecord>, StorageError> {
+        Ok(self.devices()?.into_iter().find(|d| {
+            d.device_id != except
+                && d.ek_certificate_issuer == issuer
+                && d.ek_certificate_serial_hex.eq_ignore_ascii_case(serial_hex)
+        }))
+    }
+    /// Inserts or replaces a device record (and its hostname index), durably.
+    fn put_device(&self, record: &DeviceRecord) -> Result<(), StorageError>;
+    /// Writes a device record and the audit record of its state change in one transaction,
+    /// durably: a crash or a failed write never leaves one without the other. Returns the
+    /// record's sequence.
+    fn put_device_with_event(
+        &self,
+        record: &DeviceRecord,
+        event: &EventRecord,
+    ) -> Result<u64, StorageError>;
+    /// [`Storage::put_device_with_event`] made durable by the next [`Storage::commit`] instead
+    /// of its own flush (an appraisal's state change, committed with its nonce and state).
+    fn put_device_with_event_deferred(
+        &self,
+        record: &DeviceRecord,
+        event: &EventRecord,
+    ) -> Result<u64, StorageError>;
+    /// [`Storage::put_device`] made durable by the next [`Storage::commit`].
+    fn put_device_deferred(&self, record: &DeviceRecord) -> Result<(), StorageError>;
+    /// Appends an event (enrollment outcome, alert, state change) to the hash-chained audit log,
+    /// durably; returns its sequence (1, 2, 3, ... with no gaps).
+    fn append_event(&self, event: &EventRecord) -> Result<u64, StorageError>;
+    /// The audit chain's head: last sequence and its chain hash.
+    fn audit_head(&self) -> (u64, [u8; 32]);
+    /// Stores a signed checkpoint over the audit chain up to `sequence` (its hash and signature, hex).
+    fn put_checkpoint(
+        &self,
+        sequence: u64,
+        hash_hex: &str,
+        signature_hex: &str,
+    ) -> Result<(), StorageError>;
+    /// Stored checkpoints with sequence >= `from`, in order, as (sequence, hash hex, signature hex).
+    fn checkpoints(&self, from: u64) -> Result<Vec<(u64, String, String)>, StorageError>;
+    /// Audit records with sequence >= `from`, at most `limit`, as stored.
+    fn audit_records(
+        &self,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<crate::audit::AuditLine>, StorageError>;
+    /// Events with sequence >= `from`, at most `limit`.
+    fn events(&self, from: u64, limit: usize) -> Result<Vec<(u64, EventRecord)>, StorageError>;
+    /// Marks a nonce used by `device_id`, durably. Returns false if the device used it before:
+    /// a nonce is accepted once. (Each device's last few nonces are kept, with a count of all:
+    /// a nonce is also bound to the one challenge its stream holds in memory, see
+    /// `storage/spent_nonces.rs`.)
+    fn consume_nonce(&self, nonce: &[u8], device_id: &str) -> Result<bool, StorageError>;
+    /// How many nonces `device_id` has spent, durably or not yet flushed.
+    fn nonces_spent_by(&self, device_id: &str) -> Result<u64, StorageError>;
+    /// The device's last good appraisal state (opaque JSON owned by the attestation module).
+    fn appraisal_state(&self, device_id: &str) -> Result<Option<Vec<u8>>, StorageError>;
+    /// Replaces the device's appraisal state, durably.
+    fn put_appraisal_state(&self, device_id: &str, state: &[u8]) -> Result<(), StorageError>;
+    /// Marks a nonce used at once (a second use is refused from this call on), durable at the
+    /// next [`Storage::commit`]: the attestation path commits before it sends any verdict, so
+    /// one flush serves the nonce, the state and the result of an appraisal.
+    fn consume_nonce_deferred(&self, nonce: &[u8], device_id: &str) -> Result<bool, StorageError> {
+        self.consume_nonce(nonce, device_id)
+    }
+    /// Replaces an appraisal-state entry, durable at the next [`Storage::commit`].
+    fn put_appraisal_state_deferred(
+        &self,
+        device_id: &str,
+        state: &[u8],
+    ) -> Result<(), StorageError> {
+        self.put_appraisal_state(device_id, state)
+    }
+    /// Makes every write made before the call durable. Concurrent callers share one flush
+    /// (group commit).
+    fn commit(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
+    /// Stores a trust document (trust list, manifest, policy) under `key`, durably. Every
+    /// accepted version is kept; nothing is overwritten.
+    fn put_document(
+        &self,
+        kind: DocumentKind,
+        key: &[u8],
+        document: &[u8],
+    ) -> Result<(), StorageError>;
+    /// Every stored document of `kind`, in key order.
+    fn documents(&self, kind: DocumentKind) -> Result<Documents, StorageError>;
+    /// Whether writes currently succeed.
+    fn health(&self) -> StorageHealth;
+    /// Every key of every tree at one point in time (writes wait meanwhile), for a backup.
+    fn export(&self) -> Result<Vec<ExportEntry>, StorageError>;
+}
