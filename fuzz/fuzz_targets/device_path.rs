@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use trustchain_verifier::evidence::eventlog::device_path;
+use trustchain_evidence::eventlog::device_path;
 
 fuzz_target!(|data: &[u8]| {
     let _ = device_path::render(data);

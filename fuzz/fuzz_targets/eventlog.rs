@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use trustchain_verifier::evidence::eventlog::{self, ReplayOptions};
+use trustchain_evidence::eventlog::{self, ReplayOptions};
 
 fuzz_target!(|data: &[u8]| {
     let _ = eventlog::events::variable(data);

@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use trustchain_verifier::evidence::digest::HashAlgorithm;
-use trustchain_verifier::evidence::ima::{self, ImaState};
+use trustchain_evidence::digest::HashAlgorithm;
+use trustchain_evidence::ima::{self, ImaState};
 
 const BANKS: [HashAlgorithm; 2] = [HashAlgorithm::Sha1, HashAlgorithm::Sha256];
 

@@ -5,8 +5,8 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use trustchain_verifier::evidence::quote::{self, VerifyingKey};
-use trustchain_verifier::evidence::tpm::{Public, Signature};
+use trustchain_evidence::quote::{self, VerifyingKey};
+use trustchain_evidence::tpm::{Public, Signature};
 
 const AK_PUB: &[u8] = include_bytes!(concat!(
     env!("CARGO_MANIFEST_DIR"),

@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use trustchain_verifier::evidence::tpm::{Attest, Public, Signature};
+use trustchain_evidence::tpm::{Attest, Public, Signature};
 
 fuzz_target!(|data: &[u8]| {
     let _ = Attest::parse(data);

@@ -557,7 +557,7 @@ fn startup_locality(profile: &BootProfile) -> Result<u8, HarnessError> {
 /// SubjectPublicKeyInfo DER for a marshalled TPMT_PUBLIC (uses the verifier's pure-Rust
 /// structure parser; the tests check the result against the TPM independently).
 pub fn spki_from_tpmt_public(marshalled: &[u8]) -> Result<Vec<u8>, HarnessError> {
-    let public = trustchain_verifier::evidence::tpm::Public::parse(marshalled)
+    let public = trustchain_evidence::tpm::Public::parse(marshalled)
         .map_err(|e| HarnessError::response("EK public", e.to_string()))?;
     public
         .spki_der()

@@ -26,7 +26,9 @@ pub mod audit;
 pub mod config;
 pub mod device;
 pub mod enrollment;
-pub mod evidence;
+/// The pure parsers, a crate of their own (`verifier/evidence`); re-exported so `crate::evidence`
+/// paths read as before.
+pub use trustchain_evidence as evidence;
 pub mod metrics;
 pub mod reference;
 pub mod results;

@@ -1,6 +1,6 @@
 //! A bounded cursor over untrusted bytes.
 //!
-//! Every parser in [`crate::evidence`] reads through [`Reader`]: each read checks the remaining
+//! Every parser in [`crate`] reads through [`Reader`]: each read checks the remaining
 //! length first, so a declared size can never make us read past the input or allocate more than
 //! the input holds. Errors carry the absolute offset of the problem, which the CLI prints.
 

@@ -1,7 +1,7 @@
 //! TPMT_SIGNATURE (TPM 2.0 Part 2, §11.3.4) for RSASSA, RSAPSS and ECDSA.
 
-use crate::evidence::digest::HashAlgorithm;
-use crate::evidence::reader::{ReadError, Reader};
+use crate::digest::HashAlgorithm;
+use crate::reader::{ReadError, Reader};
 
 use super::{MAX_ECC_COORDINATE, MAX_RSA_BYTES};
 

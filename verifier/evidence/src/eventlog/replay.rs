@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 use super::parse::EventLog;
 use super::{EV_EFI_ACTION, EV_EFI_HCRTM_EVENT, EV_NO_ACTION};
-use crate::evidence::digest::HashAlgorithm;
+use crate::digest::HashAlgorithm;
 
 /// PCRs a TPM has. Events naming a higher index are replayed apart (a TPM could not have
 /// extended them; the appraisal's event rules refuse them).

@@ -3,7 +3,7 @@
 //! An entry keeps the exact bytes the kernel hashed into its template hash (`hashed`), rebuilt
 //! from the text fields for ASCII input, so replay treats both formats alike.
 
-use crate::evidence::digest::HashAlgorithm;
+use crate::digest::HashAlgorithm;
 
 /// Legacy `ima` template: the name is zero-padded to this length before hashing.
 const IMA_NAME_PADDED: usize = 256;

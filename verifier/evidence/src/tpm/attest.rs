@@ -1,6 +1,6 @@
 //! TPMS_ATTEST (TPM 2.0 Part 2, §10.12): what the TPM signs when it quotes.
 
-use crate::evidence::reader::{ReadError, Reader};
+use crate::reader::{ReadError, Reader};
 
 use super::pcr::PcrSelection;
 use super::{MAX_DIGEST_SIZE, MAX_EXTRA_DATA, MAX_NAME_SIZE};
@@ -131,7 +131,7 @@ impl Attest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::evidence::digest::HashAlgorithm;
+    use crate::digest::HashAlgorithm;
 
     #[test]
     fn gce_quote_fields() {

@@ -1,7 +1,7 @@
 //! UEFI device paths (UEFI 2.10 §10.3) rendered as the text firmware shells print, for the node
 //! types boot policies meet; any other node is shown as `Path(type,subtype,hex)`.
 
-use crate::evidence::reader::Reader;
+use crate::reader::Reader;
 
 /// Most nodes rendered before giving up (a real path has fewer than ten).
 const MAX_NODES: usize = 64;

@@ -6,8 +6,8 @@ use serde::Serialize;
 use super::device_path::{self, guid, utf16};
 use super::parse::Event;
 use super::*;
-use crate::evidence::digest::HashAlgorithm;
-use crate::evidence::reader::Reader;
+use crate::digest::HashAlgorithm;
+use crate::reader::Reader;
 
 /// The name of an event type (EV_*), or its number in hex.
 pub fn event_type_name(event_type: u32) -> String {

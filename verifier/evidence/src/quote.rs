@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 use aws_lc_rs::signature::{self, ParsedPublicKey, VerificationAlgorithm};
 use subtle::ConstantTimeEq;
 
-use crate::evidence::digest::HashAlgorithm;
-use crate::evidence::reader::ReadError;
-use crate::evidence::tpm::{
+use crate::digest::HashAlgorithm;
+use crate::reader::ReadError;
+use crate::tpm::{
     Attest, AttestType, EccCurve, Public, PublicKey, Signature, SignatureScheme, TPM_GENERATED,
 };
 
@@ -179,8 +179,8 @@ impl VerifyingKey {
     /// The scheme a restricted signing key fixes in its own parameters, if any.
     pub fn key_scheme(public: &Public) -> Option<(SignatureScheme, HashAlgorithm)> {
         let scheme = match &public.parameters {
-            crate::evidence::tpm::KeyParameters::Rsa { scheme, .. }
-            | crate::evidence::tpm::KeyParameters::Ecc { scheme, .. } => (*scheme)?,
+            crate::tpm::KeyParameters::Rsa { scheme, .. }
+            | crate::tpm::KeyParameters::Ecc { scheme, .. } => (*scheme)?,
         };
         let hash = HashAlgorithm::from_tpm_alg_id(scheme.1?)?;
         let scheme = match scheme.0 {
@@ -335,7 +335,7 @@ pub fn check_attest(attest: &Attest, expected: &QuoteExpectations<'_>) -> Result
 
 /// PCR values must cover exactly the signed selection and hash (with the signing hash) to pcrDigest.
 pub fn check_pcr_digest(
-    quote: &crate::evidence::tpm::QuoteInfo,
+    quote: &crate::tpm::QuoteInfo,
     digest_alg: HashAlgorithm,
     values: &PcrValues,
 ) -> Result<(), QuoteError> {
@@ -377,7 +377,7 @@ pub fn check_pcr_digest(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::evidence::tpm::{PcrSelection, QuoteInfo};
+    use crate::tpm::{PcrSelection, QuoteInfo};
 
     fn value(bank: HashAlgorithm, pcr: u32) -> Vec<u8> {
         bank.hash(&pcr.to_be_bytes())

@@ -2,8 +2,8 @@
 //! helpers enrollment needs: the key as modulus/exponent or EC point, as SPKI DER, and attribute
 //! checks. Names live in `name`, the DER encoding in `spki`.
 
-use crate::evidence::digest::HashAlgorithm;
-use crate::evidence::reader::{ReadError, Reader};
+use crate::digest::HashAlgorithm;
+use crate::reader::{ReadError, Reader};
 
 use super::curve::EccCurve;
 use super::spki;
@@ -429,7 +429,7 @@ fn left_pad(bytes: &[u8], size: usize) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::evidence::tpm::name::{ENDORSEMENT_HIERARCHY, hierarchy_qualified_name};
+    use crate::tpm::name::{ENDORSEMENT_HIERARCHY, hierarchy_qualified_name};
 
     fn testdata(path: &str) -> Vec<u8> {
         let full = format!(

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ImaError;
 use super::template::{ImaEntry, ImaLog};
-use crate::evidence::digest::HashAlgorithm;
+use crate::digest::HashAlgorithm;
 
 /// Where replay stands: PCR values per bank and index, and how many entries were consumed. Saved
 /// by the verifier after each good appraisal and resumed from, so only new entries are read.
@@ -20,7 +20,7 @@ pub struct ImaState {
     /// Entries consumed: the list offset the next batch starts at.
     pub entries: u64,
     /// bank -> PCR index -> value.
-    #[serde(with = "crate::evidence::hex_digests::banks")]
+    #[serde(with = "crate::hex_digests::banks")]
     pub pcrs: BTreeMap<HashAlgorithm, BTreeMap<u32, Vec<u8>>>,
 }
 
@@ -177,7 +177,7 @@ pub fn replay_to_quote(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::evidence::ima::parse_ascii;
+    use crate::ima::parse_ascii;
 
     const BANKS: [HashAlgorithm; 2] = [HashAlgorithm::Sha1, HashAlgorithm::Sha256];
 
@@ -186,8 +186,8 @@ mod tests {
         // violation.
         let mut text = String::new();
         for path in ["/bin/a", "/bin/b"] {
-            let data = crate::evidence::ima::template::ng_template_data(
-                crate::evidence::ima::Template::ImaNg,
+            let data = crate::ima::template::ng_template_data(
+                crate::ima::Template::ImaNg,
                 "sha256",
                 &[5; 32],
                 path,

@@ -5,7 +5,7 @@
 //! and the bank's size in the per-bank lists of newer kernels (`..._sha256`, ...): the size is
 //! detected from the first entry.
 
-use crate::evidence::reader::{Problem, ReadError, Reader};
+use crate::reader::{Problem, ReadError, Reader};
 
 use super::template::{
     IMA_NAME_MAX, ImaEntry, ImaLog, Template, ima_hashed, split_digest_ng, text_field,
@@ -189,7 +189,7 @@ fn read_entry(r: &mut Reader<'_>, index: u64, hash_size: usize) -> Result<ImaEnt
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::evidence::ima::template::ng_template_data;
+    use crate::ima::template::ng_template_data;
 
     fn entry(hash_size: usize, data: &[u8]) -> Vec<u8> {
         let mut out = 10u32.to_le_bytes().to_vec();

@@ -16,7 +16,7 @@ pub mod binary;
 pub mod replay;
 pub mod template;
 
-use crate::evidence::reader::ReadError;
+use crate::reader::ReadError;
 
 pub use ascii::parse_ascii;
 pub use binary::{parse_binary, parse_binary_with_hash_size};

@@ -189,7 +189,7 @@ fn split_extra(rest: &str) -> (&str, Option<&str>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::evidence::digest::HashAlgorithm;
+    use crate::digest::HashAlgorithm;
 
     #[test]
     fn hex_decoding_matches_the_hex_crate() {

@@ -9,8 +9,8 @@ use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;
 
-use crate::evidence::digest::HashAlgorithm;
-use crate::evidence::reader::{Problem, ReadError, Reader};
+use crate::digest::HashAlgorithm;
+use crate::reader::{Problem, ReadError, Reader};
 
 use super::{EV_NO_ACTION, MAX_DIGESTS, MAX_EVENT_DATA, MAX_EVENTS, MAX_LOG_SIZE};
 

@@ -1,7 +1,7 @@
 //! TPML_PCR_SELECTION: which PCRs of which banks a quote covers.
 
-use crate::evidence::digest::HashAlgorithm;
-use crate::evidence::reader::{ReadError, Reader};
+use crate::digest::HashAlgorithm;
+use crate::reader::{ReadError, Reader};
 
 /// Most banks in one selection (a TPM has at most a handful).
 pub const MAX_BANKS: usize = 16;
