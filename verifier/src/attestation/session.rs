@@ -139,12 +139,16 @@ async fn send(outbound: &Outbound, body: verifier_message::Body) -> bool {
         .is_ok()
 }
 
+/// How a device state is told to the agent (the network edge owns the wire enumeration).
+pub type StateToWire = fn(DeviceState) -> v1::TrustState;
+
 /// Runs one agent's stream until it ends. `device_id` comes from the client certificate.
 pub async fn run(
     service: Arc<Service>,
     device_id: String,
     mut inbound: Streaming<v1::AgentMessage>,
     outbound: Outbound,
+    state_to_wire: StateToWire,
 ) {
     match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
         Ok(Ok(Some(v1::AgentMessage {
@@ -161,7 +165,7 @@ pub async fn run(
     }
     tracing::info!(device = %device_id, "attestation stream open");
     service.metrics().stream_opened();
-    run_stream(&service, &device_id, &mut inbound, &outbound).await;
+    run_stream(&service, &device_id, &mut inbound, &outbound, state_to_wire).await;
     service.metrics().stream_closed();
     tracing::info!(device = %device_id, "attestation stream closed");
 }
@@ -182,6 +186,7 @@ struct Round<'a> {
     device_id: String,
     inbound: &'a mut Streaming<v1::AgentMessage>,
     outbound: &'a Outbound,
+    state_to_wire: StateToWire,
     missed_limit: u32,
     rng: SystemRandom,
     next_id: u64,
@@ -206,12 +211,14 @@ async fn run_stream(
     device_id: &str,
     inbound: &mut Streaming<v1::AgentMessage>,
     outbound: &Outbound,
+    state_to_wire: StateToWire,
 ) {
     let mut round = Round {
         service,
         device_id: device_id.to_string(),
         inbound,
         outbound,
+        state_to_wire,
         missed_limit: service
             .attestation_config()
             .timeout_after_missed_intervals
@@ -247,6 +254,7 @@ impl Round<'_> {
             device_id,
             inbound,
             outbound,
+            state_to_wire,
             missed_limit,
             rng,
             next_id,
@@ -584,7 +592,7 @@ impl Round<'_> {
         }
         let notice = v1::VerdictNotice {
             challenge_id: challenge.id,
-            state: crate::server::state_to_proto(current) as i32,
+            state: (*state_to_wire)(current) as i32,
         };
         if !send(outbound, verifier_message::Body::Verdict(notice)).await {
             return Step::Stop;

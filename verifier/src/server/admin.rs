@@ -308,16 +308,6 @@ impl Admin for AdminApi {
     }
 }
 
-/// An event for an operator action (kept here so every admin path records the same way).
-pub fn operator_event(device_id: &str, operator: &str, action: &str, comment: &str) -> EventRecord {
-    EventRecord {
-        at_unix_millis: crate::service::now_unix_millis(),
-        kind: EventKind::OperatorAction,
-        device_id: device_id.to_string(),
-        detail: format!("{action} by operator {operator:?}: {comment:?}"),
-    }
-}
-
 fn change_to_proto(change: crate::service::StateChange) -> v1::StateChange {
     v1::StateChange {
         sequence: change.sequence,

@@ -65,6 +65,7 @@ impl Attestation for AttestationApi {
             agent.name,
             request.into_inner(),
             outbound,
+            super::admin::state_to_proto,
         ));
         Ok(Response::new(
             ReceiverStream::new(rx).map(unbox as fn(Boxed) -> Unboxed),
