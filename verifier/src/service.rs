@@ -8,11 +8,12 @@
 //! - `activity`: what this process has seen of each device (traffic, last appraisal, last pass);
 //! - `latest_results`: each device's latest signed result and last failed verdict;
 //! - `revocation`: the CRL, rebuilt on revocation and handed to the TLS layer's [`CrlSink`];
+//! - `transitions`: the commit path of device states, one at a time, with their audit records;
 //! - `audit_seal`: signed checkpoints over the audit chain and sealed exports;
 //! - `clock`: the wall clock for records.
 //!
-//! What stays here: start-up, the device state transitions (serialised, with their audit
-//! records), the watchdog and the group commit the attestation path waits on.
+//! What stays here: start-up, the watchdog, the challenge interval and the group commit the
+//! attestation path waits on.
 
 pub mod activity;
 pub mod audit_seal;
@@ -20,8 +21,9 @@ pub mod clock;
 pub mod latest_results;
 pub mod notifier;
 pub mod revocation;
+pub mod transitions;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use trustchain_ca::Authority;
@@ -31,8 +33,10 @@ pub use clock::now_unix_millis;
 use latest_results::LatestResults;
 pub use notifier::{Notifier, StateChange};
 pub use revocation::{CrlSink, RevocationError, Revocations};
+pub use transitions::ActionError;
+use transitions::{Durability, Transitions};
 
-use crate::attestation::state::{self, Input, Recovery};
+use crate::attestation::state::Input;
 use crate::attestation::verdict::Verdict;
 use crate::audit::{AuditLine, KeyError, SigningKey};
 use crate::config::{AttestationConfig, Limits, VerifierConfig};
@@ -98,8 +102,8 @@ pub struct Service {
     trust: Arc<TrustStore>,
     limits: Limits,
     attestation: AttestationConfig,
-    /// Serialises read-modify-write of device states, so two transitions never lose one another.
-    transitions: Mutex<()>,
+    /// The commit path of device states (one transition at a time).
+    transitions: Transitions,
     /// What this process has seen of each device (see [`Service::watchdog`]).
     activity: Activity,
     /// Group commit for the attestation path (one thread flushes for every waiting appraisal).
@@ -111,25 +115,6 @@ pub struct Service {
     metrics: crate::metrics::Metrics,
     /// State changes for watchers, in audit order.
     notifier: Notifier,
-}
-
-/// When a transition's writes become durable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Durability {
-    /// Before the transition returns.
-    Now,
-    /// At the caller's next group commit.
-    WithCommit,
-}
-
-/// Why an operator action or state transition failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ActionError {
-    #[error("no such device")]
-    NotFound,
-    #[error(transparent)]
-    Storage(#[from] StorageError),
 }
 
 /// An event for an operator action (every admin path records the same way).
@@ -229,7 +214,7 @@ impl Service {
             trust,
             limits: Limits::default(),
             attestation: config.attestation.clone(),
-            transitions: Mutex::new(()),
+            transitions: Transitions::default(),
             activity: Activity::default(),
             committer,
             signing_key,
@@ -506,84 +491,19 @@ impl Service {
         policy_only: bool,
         durability: Durability,
     ) -> Result<(Arc<DeviceRecord>, Option<StateChange>), ActionError> {
-        let changed;
-        let mut change = None;
-        let record = {
-            let _guard = self.transitions.lock().unwrap_or_else(|p| p.into_inner());
-            // Shared, not copied: most appraisals change nothing, and copy nothing.
-            let shared = self
-                .storage
-                .device_shared(device_id)?
-                .ok_or(ActionError::NotFound)?;
-            let next = state::step(
-                shared.state,
-                input,
-                Recovery {
-                    may_recover: shared.recoverable,
-                },
-            );
-            changed = next != shared.state;
-            let recoverable = match input {
-                // An integrity failure on top of a policy one makes the whole sticky; a policy
-                // failure never softens an earlier integrity one.
-                Input::AppraisalFailed => {
-                    policy_only && (shared.state != DeviceState::Untrusted || shared.recoverable)
-                }
-                Input::AppraisalPassed | Input::OperatorCleared => false,
-                _ => shared.recoverable,
-            };
-            let recoverable_changed = shared.recoverable != recoverable;
-            let now = now_unix_millis();
-            let previous = shared.state;
-            self.activity.appraised(device_id, now / 1000);
-            if !changed && !recoverable_changed {
-                // Nothing changed: nothing to write (the time of the appraisal is kept in
-                // memory, `last_appraisal_unix`); a write per appraisal was a third of the
-                // storage load.
-                shared
-            } else {
-                let mut device = DeviceRecord::clone(&shared);
-                device.recoverable = recoverable;
-                if changed {
-                    device.state_changed_at_unix = now / 1000;
-                    device.state = next;
-                    device.state_reason = reason.to_string();
-                    // The new state and its audit record are written in one transaction: a crash
-                    // or a failed write never leaves one without the other, and watchers hear only
-                    // of a change that is on disk (the caller publishes it once it is).
-                    let event = EventRecord {
-                        at_unix_millis: now,
-                        kind: EventKind::StateChanged,
-                        device_id: device_id.to_string(),
-                        detail: notifier::change_detail(previous, next, reason),
-                    };
-                    let sequence = match durability {
-                        Durability::Now => self.storage.put_device_with_event(&device, &event)?,
-                        Durability::WithCommit => self
-                            .storage
-                            .put_device_with_event_deferred(&device, &event)?,
-                    };
-                    tracing::info!(device = %device_id, from = previous.name(), to = next.name(), reason = %crate::untrusted_text::Escaped(reason), "state changed");
-                    // Held under the transitions lock: changes are registered in audit order.
-                    self.notifier.written(sequence);
-                    change = Some(StateChange {
-                        sequence,
-                        device_id: device_id.to_string(),
-                        previous,
-                        current: next,
-                        reason: reason.to_string(),
-                        result_jwt: self.results.last_result(device_id).unwrap_or_default(),
-                        at_unix_millis: now,
-                    });
-                } else {
-                    match durability {
-                        Durability::Now => self.storage.put_device(&device)?,
-                        Durability::WithCommit => self.storage.put_device_deferred(&device)?,
-                    }
-                }
-                Arc::new(device)
-            }
+        let parts = transitions::Parts {
+            storage: self.storage.as_ref(),
+            activity: &self.activity,
+            notifier: &self.notifier,
+            results: &self.results,
         };
+        let transitions::Applied {
+            record,
+            change,
+            changed,
+        } = self
+            .transitions
+            .apply(parts, device_id, input, reason, policy_only, durability)?;
         if changed
             && matches!(
                 record.state,
