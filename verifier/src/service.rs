@@ -8,12 +8,12 @@
 //! - `activity`: what this process has seen of each device (traffic, last appraisal, last pass);
 //! - `latest_results`: each device's latest signed result and last failed verdict;
 //! - `revocation`: the CRL, rebuilt on revocation and handed to the TLS layer's [`CrlSink`];
+//! - `schedule`: the challenge interval and the watchdog that times out silent devices;
 //! - `transitions`: the commit path of device states, one at a time, with their audit records;
 //! - `audit_seal`: signed checkpoints over the audit chain and sealed exports;
 //! - `clock`: the wall clock for records.
 //!
-//! What stays here: start-up, the watchdog, the challenge interval and the group commit the
-//! attestation path waits on.
+//! What stays here: start-up and the group commit the attestation path waits on.
 
 pub mod activity;
 pub mod audit_seal;
@@ -21,10 +21,11 @@ pub mod clock;
 pub mod latest_results;
 pub mod notifier;
 pub mod revocation;
+pub mod schedule;
 pub mod transitions;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use trustchain_ca::Authority;
 
@@ -248,13 +249,7 @@ impl Service {
     /// The challenge interval: the governing policy's tier, else the configuration's table by
     /// the class the trust list assigns (never the class the agent claims).
     pub fn interval_for(&self, device: &DeviceRecord) -> Duration {
-        let snapshot = self.trust.current();
-        match snapshot.policy_for(device).map(|p| p.tier.resolve()) {
-            Some(tier) => Duration::from_secs(tier.interval_seconds),
-            None => self
-                .attestation
-                .interval_for(snapshot.assigned_class(device).unwrap_or_default()),
-        }
+        schedule::interval_for(&self.trust, &self.attestation, device)
     }
 
     pub fn trust(&self) -> &TrustStore {
@@ -376,52 +371,23 @@ impl Service {
     }
 
     /// Times out trusted devices that have not passed an appraisal for the configured number of
-    /// intervals, whether or not they hold a stream. Runs until the process ends.
-    ///
-    /// Trust does not survive a restart (`forget_trust_across_restart`), so every trusted
-    /// device passed in this process and has a last pass in [`Activity`]: each pass the watchdog
-    /// looks only at entries whose allowance ran out, then checks them against their record
-    /// and current interval. Listing every device record twice a second instead cost a fifth
-    /// of a core at 10,000 devices. A full listing every minute is the backstop.
+    /// intervals, whether or not they hold a stream (see [`schedule::watchdog`]). Runs until the
+    /// process ends.
     pub async fn watchdog(self: Arc<Self>) {
-        const FULL_LISTING_EVERY: u64 = 120;
-        let missed = self.attestation.timeout_after_missed_intervals.max(1);
-        let mut round = 0u64;
-        loop {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            round += 1;
-            let due: Vec<String> = if round.is_multiple_of(FULL_LISTING_EVERY) {
-                let Ok(devices) = self.storage.devices() else {
-                    continue;
-                };
-                devices
-                    .into_iter()
-                    .filter(|d| d.state == DeviceState::Trusted)
-                    .map(|d| d.device_id)
-                    .collect()
-            } else {
-                self.activity.due(Instant::now())
-            };
-            for device_id in due {
-                let Ok(Some(device)) = self.storage.device(&device_id) else {
-                    continue;
-                };
-                let allowance = self.interval_for(&device) * missed;
-                if device.state != DeviceState::Trusted {
-                    // Nothing to time out until it passes again (which notes it anew).
-                    self.activity.forget_pass(&device_id);
-                    continue;
-                }
-                let last = self.activity.last_pass(&device_id, allowance);
-                if last.elapsed() > allowance {
-                    let _ = self.transition(
-                        &device_id,
-                        Input::Silent,
-                        "no valid answer within the timeout",
-                    );
-                }
-            }
-        }
+        schedule::watchdog(
+            self.storage.as_ref(),
+            &self.activity,
+            self.attestation.timeout_after_missed_intervals,
+            |device| self.interval_for(device),
+            |device_id| {
+                let _ = self.transition(
+                    device_id,
+                    Input::Silent,
+                    "no valid answer within the timeout",
+                );
+            },
+        )
+        .await;
     }
 
     /// Applies `input` to a device's state; records the transition when the state changes.
