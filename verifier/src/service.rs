@@ -11,13 +11,11 @@
 //! - `schedule`: the challenge interval and the watchdog that times out silent devices;
 //! - `transitions`: the commit path of device states, one at a time, with their audit records;
 //! - `audit_seal`: signed checkpoints over the audit chain and sealed exports;
-//! - `clock`: the wall clock for records.
 //!
 //! What stays here: start-up and the group commit the attestation path waits on.
 
 pub mod activity;
 pub mod audit_seal;
-pub mod clock;
 pub mod latest_results;
 pub mod notifier;
 pub mod revocation;
@@ -29,8 +27,9 @@ use std::time::Duration;
 
 use trustchain_ca::Authority;
 
+/// Re-exported from [`crate::clock`], where it now lives.
+pub use crate::clock::now_unix_millis;
 pub use activity::{Activity, Traffic};
-pub use clock::now_unix_millis;
 use latest_results::LatestResults;
 pub use notifier::{Notifier, StateChange};
 pub use revocation::{CrlSink, RevocationError, Revocations};

@@ -1,13 +1,19 @@
 //! One agent's attestation stream, driven by the verifier: challenge, wait, appraise, record,
 //! repeat at the device's interval. A silent device times out; nothing here ever makes a device
 //! trusted except a passing appraisal of fresh evidence.
+//!
+//! What a session uses of the [`Service`]: the device record and its appraisal state
+//! (`storage`), the trust snapshot (`trust`), the schedule (`interval_for`, `note_passed`), the
+//! commit path (`transition*`, then `durable` and `publish`/`abandon` through the notifier), the
+//! results (`record_result`, `record_failure`, `record_reboot`), the counters (`metrics`,
+//! `count_answer`) and the evidence size limit (`limits`). The wire encoding of a state comes
+//! from the network edge ([`StateToWire`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use tokio::sync::mpsc;
-use tonic::{Status, Streaming};
 use trustchain_proto::v1::{self, agent_message, verifier_message};
 
 use super::appraisal::{self, AppraisalState, Challenge, Evidence, Policy};
@@ -27,9 +33,25 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Re-challenges in a row (after resets) before the answer counts as a failure.
 const MAX_RECHALLENGES: u32 = 2;
 
+/// Why the verifier ends a stream, as the agent hears it (the network edge turns it into a
+/// gRPC status: `server::attestation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The agent sent something other than what the protocol expects now.
+    Malformed(&'static str),
+    /// The device may not attest (quarantined or decommissioned).
+    NotPermitted(&'static str),
+}
+
 /// Messages to the agent, boxed: the channel allocates its slots 32 at a time, for each of
-/// thousands of streams, and an unboxed slot (a message or a `Status`) is ~90 bytes.
-pub type Outbound = mpsc::Sender<Box<Result<v1::VerifierMessage, Status>>>;
+/// thousands of streams, and an unboxed slot (a message or a status) is ~90 bytes.
+pub type Outbound = mpsc::Sender<Box<Result<v1::VerifierMessage, Refusal>>>;
+
+/// The agent's messages as the network edge delivers them; `None` once the stream ended (closed
+/// by the agent or broken).
+pub trait Inbound: Send {
+    fn next_message(&mut self) -> impl Future<Output = Option<v1::AgentMessage>> + Send;
+}
 
 /// Builds the AK verification key a device's quotes must verify with: its scheme pinned by the
 /// key's own parameters (RSASSA/ECDSA with SHA-256 when it names none), its signer the AK's
@@ -64,7 +86,7 @@ fn selection(policy: &Policy) -> PcrSelection {
 /// whole appraisal.
 fn policy_for(service: &Service, device: &DeviceRecord) -> Policy {
     let snapshot = service.trust().current();
-    let now_unix = crate::service::now_unix_millis() / 1000;
+    let now_unix = crate::clock::now_unix_millis() / 1000;
     let governance = snapshot.governance(device, now_unix);
     let required_bank = governance
         .as_ref()
@@ -146,17 +168,17 @@ pub type StateToWire = fn(DeviceState) -> v1::TrustState;
 pub async fn run(
     service: Arc<Service>,
     device_id: String,
-    mut inbound: Streaming<v1::AgentMessage>,
+    mut inbound: impl Inbound,
     outbound: Outbound,
     state_to_wire: StateToWire,
 ) {
-    match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
-        Ok(Ok(Some(v1::AgentMessage {
+    match tokio::time::timeout(HELLO_TIMEOUT, inbound.next_message()).await {
+        Ok(Some(v1::AgentMessage {
             body: Some(agent_message::Body::Hello(hello)),
-        }))) if hello.device_id == device_id => {}
+        })) if hello.device_id == device_id => {}
         _ => {
             let _ = outbound
-                .send(Box::new(Err(Status::invalid_argument(
+                .send(Box::new(Err(Refusal::Malformed(
                     "expected hello for this device",
                 ))))
                 .await;
@@ -181,10 +203,10 @@ enum Step {
 }
 
 /// What a stream carries from one round to the next.
-struct Round<'a> {
+struct Round<'a, I> {
     service: &'a Arc<Service>,
     device_id: String,
-    inbound: &'a mut Streaming<v1::AgentMessage>,
+    inbound: &'a mut I,
     outbound: &'a Outbound,
     state_to_wire: StateToWire,
     missed_limit: u32,
@@ -209,7 +231,7 @@ struct Round<'a> {
 async fn run_stream(
     service: &Arc<Service>,
     device_id: &str,
-    inbound: &mut Streaming<v1::AgentMessage>,
+    inbound: &mut impl Inbound,
     outbound: &Outbound,
     state_to_wire: StateToWire,
 ) {
@@ -245,7 +267,7 @@ async fn run_stream(
     }
 }
 
-impl Round<'_> {
+impl<I: Inbound> Round<'_, I> {
     /// One challenge, its answer and the verdict.
     #[allow(clippy::too_many_lines)]
     async fn run(&mut self) -> Step {
@@ -277,7 +299,7 @@ impl Round<'_> {
             DeviceState::Decommissioned | DeviceState::Quarantined
         ) {
             let _ = outbound
-                .send(Box::new(Err(Status::permission_denied(
+                .send(Box::new(Err(Refusal::NotPermitted(
                     "device may not attest",
                 ))))
                 .await;
@@ -306,7 +328,7 @@ impl Round<'_> {
         // is judged again.
         let boot_rejudge = policy.governance.as_ref().is_some_and(|g| {
             prior.boot_judged_under != policy.boot_basis()
-                || crate::service::now_unix_millis() / 1000
+                || crate::clock::now_unix_millis() / 1000
                     >= prior.boot_judged_until.min(g.valid_until)
         });
         let mut nonce = [0u8; 32];
@@ -358,33 +380,31 @@ impl Round<'_> {
         // Large evidence arrives in parts (`EvidencePart`), joined here; the joined bytes are
         // freed as soon as they are decoded.
         let evidence = loop {
-            let evidence = match tokio::time::timeout_at(deadline, inbound.message()).await {
+            let evidence = match tokio::time::timeout_at(deadline, inbound.next_message()).await {
                 Err(_) => break None,
-                Ok(Ok(Some(v1::AgentMessage {
+                Ok(Some(v1::AgentMessage {
                     body: Some(agent_message::Body::Evidence(evidence)),
-                }))) if assembly.is_empty() => evidence,
-                Ok(Ok(Some(v1::AgentMessage {
+                })) if assembly.is_empty() => evidence,
+                Ok(Some(v1::AgentMessage {
                     body: Some(agent_message::Body::EvidencePart(part)),
-                }))) => match assembly.push(part) {
+                })) => match assembly.push(part) {
                     Ok(Some(evidence)) => evidence,
                     Ok(None) => continue,
                     Err(error) => {
                         tracing::warn!(device = %device_id, error = %crate::untrusted_text::Escaped(&error), "evidence parts refused; closing the stream");
                         let _ = outbound
-                            .send(Box::new(Err(Status::invalid_argument(
-                                "malformed evidence",
-                            ))))
+                            .send(Box::new(Err(Refusal::Malformed("malformed evidence"))))
                             .await;
                         return Step::Stop;
                     }
                 },
-                Ok(Ok(Some(_))) => {
+                Ok(Some(_)) => {
                     let _ = outbound
-                        .send(Box::new(Err(Status::invalid_argument("expected evidence"))))
+                        .send(Box::new(Err(Refusal::Malformed("expected evidence"))))
                         .await;
                     return Step::Stop;
                 }
-                Ok(Ok(None)) | Ok(Err(_)) => {
+                Ok(None) => {
                     tracing::info!(device = %device_id, "attestation stream closed");
                     return Step::Stop;
                 }
@@ -518,7 +538,7 @@ impl Round<'_> {
                 // The re-judgement is on record; the saved state names its basis, so the
                 // verifier stops asking for the log.
                 let event = crate::storage::EventRecord {
-                    at_unix_millis: crate::service::now_unix_millis(),
+                    at_unix_millis: crate::clock::now_unix_millis(),
                     kind: crate::storage::EventKind::BootRejudged,
                     device_id: device_id.to_string(),
                     detail: format!("boot log re-judged under {basis}"),

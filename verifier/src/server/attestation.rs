@@ -10,17 +10,36 @@ use trustchain_ca::Role;
 use trustchain_proto::v1::{self, attestation_server::Attestation};
 
 use super::auth;
+use crate::attestation::session::{Inbound, Refusal};
 use crate::service::Service;
 use crate::storage::DeviceState;
 
 type Unboxed = Result<v1::VerifierMessage, Status>;
 /// What the session sends (`session::Outbound` says why it is boxed).
-type Boxed = Box<Unboxed>;
+type Boxed = Box<Result<v1::VerifierMessage, Refusal>>;
 
-// The channel's item is boxed on purpose (`session::Outbound`); only here is it unboxed.
+// The channel's item is boxed on purpose (`session::Outbound`); only here is it unboxed, and the
+// session's refusal becomes the status the agent sees.
 #[allow(clippy::boxed_local)]
 fn unbox(message: Boxed) -> Unboxed {
-    *message
+    (*message).map_err(refusal_status)
+}
+
+/// The status for a session's refusal: the session's own words, nothing more.
+fn refusal_status(refusal: Refusal) -> Status {
+    match refusal {
+        Refusal::Malformed(what) => Status::invalid_argument(what),
+        Refusal::NotPermitted(what) => Status::permission_denied(what),
+    }
+}
+
+/// The agent's half of the gRPC stream, as the session reads it: an error ends it like a close.
+struct AgentStream(Streaming<v1::AgentMessage>);
+
+impl Inbound for AgentStream {
+    async fn next_message(&mut self) -> Option<v1::AgentMessage> {
+        self.0.message().await.ok().flatten()
+    }
 }
 
 #[derive(Debug)]
@@ -63,7 +82,7 @@ impl Attestation for AttestationApi {
         tokio::spawn(crate::attestation::session::run(
             self.service.clone(),
             agent.name,
-            request.into_inner(),
+            AgentStream(request.into_inner()),
             outbound,
             super::admin::state_to_proto,
         ));

@@ -1,7 +1,7 @@
 //! Signing the audit chain: periodic checkpoints over its head and sealed exports.
 
-use super::clock::now_unix_millis;
 use crate::audit::{AuditLine, SigningKey};
+use crate::clock::now_unix_millis;
 use crate::storage::{Storage, StorageError};
 
 /// Signs the audit chain's head, if it moved since the last checkpoint, and stores it.

@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use super::clock::now_unix_millis;
 use crate::attestation::verdict::Verdict;
 use crate::audit::SigningKey;
+use crate::clock::now_unix_millis;
 use crate::results::ResultContext;
 use crate::storage::{EventKind, EventRecord, Storage};
 

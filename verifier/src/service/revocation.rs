@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use trustchain_ca::Authority;
 
-use super::clock::now_unix_millis;
+use crate::clock::now_unix_millis;
 use crate::storage::{DeviceState, Storage};
 
 /// Takes each new CRL (DER); connections made afterwards are checked against it.

@@ -5,10 +5,10 @@
 use std::sync::{Arc, Mutex};
 
 use super::activity::Activity;
-use super::clock::now_unix_millis;
 use super::latest_results::LatestResults;
 use super::notifier::{Notifier, StateChange};
 use crate::attestation::state::{self, Input, Recovery};
+use crate::clock::now_unix_millis;
 use crate::storage::{DeviceRecord, DeviceState, EventKind, EventRecord, Storage, StorageError};
 
 /// Why an operator action or state transition failed.
