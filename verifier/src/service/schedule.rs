@@ -23,8 +23,8 @@ pub fn interval_for(
 }
 
 /// Times out trusted devices that have not passed an appraisal for the configured number of
-/// intervals, whether or not they hold a stream. Runs until the process ends; `time_out` applies the
-/// timeout to one device.
+/// intervals, whether or not they hold a stream. Runs until the process ends; `time_out`
+/// applies the timeout to one device.
 ///
 /// Trust does not survive a restart (`Service::start` forgets it), so every trusted
 /// device passed in this process and has a last pass in [`Activity`]: each pass the watchdog
