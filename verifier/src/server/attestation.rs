@@ -22,15 +22,7 @@ type Boxed = Box<Result<v1::VerifierMessage, Refusal>>;
 // session's refusal becomes the status the agent sees.
 #[allow(clippy::boxed_local)]
 fn unbox(message: Boxed) -> Unboxed {
-    (*message).map_err(refusal_status)
-}
-
-/// The status for a session's refusal: the session's own words, nothing more.
-fn refusal_status(refusal: Refusal) -> Status {
-    match refusal {
-        Refusal::Malformed(what) => Status::invalid_argument(what),
-        Refusal::NotPermitted(what) => Status::permission_denied(what),
-    }
+    (*message).map_err(super::status::refusal)
 }
 
 /// The agent's half of the gRPC stream, as the session reads it: an error ends it like a close.
@@ -66,7 +58,7 @@ impl Attestation for AttestationApi {
             .service
             .storage()
             .device(&agent.name)
-            .map_err(|_| Status::internal("internal error"))?
+            .map_err(|error| super::status::internal("attest", error))?
             .ok_or_else(|| Status::permission_denied("unknown device"))?;
         // Only the certificate issued at the latest enrollment opens a stream.
         if device.client_certificate_serial_hex != agent.serial_hex {

@@ -7,6 +7,7 @@
 //! - `admin`: the Admin service (operator certificates only).
 //! - `operators`: the Admin gate: an operator certificate, not revoked (checked on every call).
 //! - `attestation`: the Attestation stream (agent certificates only).
+//! - `status`: the one mapping of domain errors to gRPC statuses (what detail leaves).
 //! - `connection`: the accepted connection as the gRPC server sees it (a lifetime for peers
 //!   without a client certificate).
 //!
@@ -33,6 +34,7 @@ pub mod auth;
 mod connection;
 mod enrollment;
 mod operators;
+mod status;
 pub mod tls;
 
 use std::future::Future;
