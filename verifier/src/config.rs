@@ -171,6 +171,60 @@ impl VerifierConfig {
     }
 }
 
+/// Bounds on the network edge (enforced by `server`; the session reads the evidence size).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Time a client has to complete the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// Handshakes in progress at once; further connections wait in the kernel backlog.
+    pub max_concurrent_handshakes: usize,
+    /// Handshakes in progress at once from one source address (IPv6: one /64); a connection
+    /// beyond it is closed at once. Keeps a single flooding host to a few handshake slots.
+    pub max_handshakes_per_source: usize,
+    /// Connections without a client certificate (enrolling agents) open at once.
+    pub max_unauthenticated_connections: usize,
+    /// The same, from one source address.
+    pub max_unauthenticated_per_source: usize,
+    /// How long a connection without a client certificate may stay open: long enough to enroll
+    /// (begin, TPM activation, complete), short enough that idle unknown clients go away.
+    pub unauthenticated_lifetime: Duration,
+    /// Largest gRPC message accepted on the enrollment service.
+    pub max_enrollment_message: usize,
+    /// Largest evidence message (boot log and IMA batch included).
+    pub max_evidence_message: usize,
+    /// Largest Admin message (trust lists, manifests and Keylime policies are imported through it).
+    pub max_admin_message: usize,
+    /// Concurrent HTTP/2 streams one connection may open.
+    pub max_streams_per_connection: u32,
+    /// Enrollment calls one source address may make in a burst (an enrollment is two calls)...
+    pub enrollment_burst: u32,
+    /// ...and per second after it. A whole site behind one NAT re-enrolling after a power cut
+    /// gets through at this pace (agents retry with backoff); a flooding host cannot do more.
+    pub enrollment_per_second: f64,
+    /// Source addresses the enrollment rate limit remembers at once.
+    pub enrollment_tracked_sources: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            handshake_timeout: Duration::from_secs(10),
+            max_concurrent_handshakes: 512,
+            max_handshakes_per_source: 64,
+            max_unauthenticated_connections: 1024,
+            max_unauthenticated_per_source: 64,
+            unauthenticated_lifetime: Duration::from_secs(120),
+            max_enrollment_message: 64 * 1024,
+            max_evidence_message: 8 * 1024 * 1024,
+            max_admin_message: 16 * 1024 * 1024,
+            max_streams_per_connection: 16,
+            enrollment_burst: 60,
+            enrollment_per_second: 5.0,
+            enrollment_tracked_sources: 65_536,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

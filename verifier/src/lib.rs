@@ -17,12 +17,24 @@
 //! - [`audit`]: the hash-chained history, signed checkpoints and offline verification.
 //! - [`untrusted_text`]: escaping of device-chosen text for reasons, reports and logs.
 //! - [`device`]: the device model (record, trust state, events), used by every layer.
-//! - [`enrollment`], [`attestation`]: the two flows; [`server`]: the gRPC edge; [`storage`]: state.
+//! - [`enrollment`], [`attestation`]: the two flows; [`server`]: the gRPC edge (TLS, limits,
+//!   the wire encoding); [`storage`]: state.
+//! - [`service`]: what the gRPC services share, in parts (`service::notifier` for watchers and
+//!   webhooks, `service::transitions` for device states, `service::schedule`,
+//!   `service::activity`, `service::latest_results`, `service::revocation`,
+//!   `service::audit_seal`).
+//! - [`metrics`], [`webhooks`]: the Prometheus listener and alert delivery, fed by the service.
+//! - [`config`]: the configuration file and the network edge's [`config::Limits`];
+//!   [`clock`]: the wall clock for records.
+//!
+//! Dependencies run one way: `bin -> server -> {enrollment, attestation} -> {reference, results,
+//! audit} -> {evidence, storage}`; nothing below `server` imports from it.
 //!
 //! The verifier never links libtss2 and never shells out to parse evidence.
 
 pub mod attestation;
 pub mod audit;
+pub mod clock;
 pub mod config;
 pub mod device;
 pub mod enrollment;

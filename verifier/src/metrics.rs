@@ -14,7 +14,7 @@ use hyper::{Request, Response, StatusCode};
 use tokio::net::TcpListener;
 
 use crate::device::DeviceState;
-use crate::service::Service;
+use crate::storage::Storage;
 
 /// Upper bounds (seconds) of the histograms' buckets.
 const BUCKETS: [f64; 10] = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0];
@@ -98,9 +98,9 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition.
-    pub fn render(&self, service: &Service) -> String {
+    pub fn render(&self, storage: &dyn Storage) -> String {
         let mut out = String::new();
-        let devices = service.storage().devices().unwrap_or_default();
+        let devices = storage.devices().unwrap_or_default();
         let _ = writeln!(
             out,
             "# HELP trustchain_devices Devices by trust state.\n# TYPE trustchain_devices gauge"
@@ -172,13 +172,9 @@ impl Metrics {
             out,
             "# HELP trustchain_audit_records Records in the hash-chained audit log.\n# TYPE trustchain_audit_records gauge"
         );
-        let _ = writeln!(
-            out,
-            "trustchain_audit_records {}",
-            service.storage().audit_head().0
-        );
+        let _ = writeln!(out, "trustchain_audit_records {}", storage.audit_head().0);
         // While the state database refuses writes no verdict is issued: operators alert on this.
-        let health = service.storage().health();
+        let health = storage.health();
         let _ = writeln!(
             out,
             "# HELP trustchain_storage_writable 1 when the state database takes writes; 0 while verdicts are withheld.\n# TYPE trustchain_storage_writable gauge\ntrustchain_storage_writable {}",
@@ -193,8 +189,13 @@ impl Metrics {
     }
 }
 
+/// What the metrics listener serves: the text exposition, rendered per scrape.
+pub trait Scrape: Send + Sync + 'static {
+    fn scrape(&self) -> String;
+}
+
 /// Serves GET /metrics on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, service: Arc<Service>) {
+pub async fn serve(listener: TcpListener, service: Arc<dyn Scrape>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
@@ -208,7 +209,7 @@ pub async fn serve(listener: TcpListener, service: Arc<Service>) {
                         let response = if request.method() == hyper::Method::GET
                             && request.uri().path() == "/metrics"
                         {
-                            let body = service.metrics().render(&service);
+                            let body = service.scrape();
                             Response::builder()
                                 .header("content-type", "text/plain; version=0.0.4")
                                 .body(Full::new(Bytes::from(body)))

@@ -1,13 +1,19 @@
 //! One agent's attestation stream, driven by the verifier: challenge, wait, appraise, record,
 //! repeat at the device's interval. A silent device times out; nothing here ever makes a device
 //! trusted except a passing appraisal of fresh evidence.
+//!
+//! What a session uses of the [`Service`]: the device record and its appraisal state
+//! (`storage`), the trust snapshot (`trust`), the schedule (`interval_for`, `note_passed`), the
+//! commit path (`transition*`, then `durable` and `publish`/`abandon` through the notifier), the
+//! results (`record_result`, `record_failure`, `record_reboot`), the counters (`metrics`,
+//! `count_answer`) and the evidence size limit (`limits`). The wire encoding of a state comes
+//! from the network edge ([`StateToWire`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use tokio::sync::mpsc;
-use tonic::{Status, Streaming};
 use trustchain_proto::v1::{self, agent_message, verifier_message};
 
 use super::appraisal::{self, AppraisalState, Challenge, Evidence, Policy};
@@ -27,9 +33,25 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Re-challenges in a row (after resets) before the answer counts as a failure.
 const MAX_RECHALLENGES: u32 = 2;
 
+/// Why the verifier ends a stream, as the agent hears it (the network edge turns it into a
+/// gRPC status: `server::attestation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The agent sent something other than what the protocol expects now.
+    Malformed(&'static str),
+    /// The device may not attest (quarantined or decommissioned).
+    NotPermitted(&'static str),
+}
+
 /// Messages to the agent, boxed: the channel allocates its slots 32 at a time, for each of
-/// thousands of streams, and an unboxed slot (a message or a `Status`) is ~90 bytes.
-pub type Outbound = mpsc::Sender<Box<Result<v1::VerifierMessage, Status>>>;
+/// thousands of streams, and an unboxed slot (a message or a status) is ~90 bytes.
+pub type Outbound = mpsc::Sender<Box<Result<v1::VerifierMessage, Refusal>>>;
+
+/// The agent's messages as the network edge delivers them; `None` once the stream ended (closed
+/// by the agent or broken).
+pub trait Inbound: Send {
+    fn next_message(&mut self) -> impl Future<Output = Option<v1::AgentMessage>> + Send;
+}
 
 /// Builds the AK verification key a device's quotes must verify with: its scheme pinned by the
 /// key's own parameters (RSASSA/ECDSA with SHA-256 when it names none), its signer the AK's
@@ -64,7 +86,7 @@ fn selection(policy: &Policy) -> PcrSelection {
 /// whole appraisal.
 fn policy_for(service: &Service, device: &DeviceRecord) -> Policy {
     let snapshot = service.trust().current();
-    let now_unix = crate::service::now_unix_millis() / 1000;
+    let now_unix = crate::clock::now_unix_millis() / 1000;
     let governance = snapshot.governance(device, now_unix);
     let required_bank = governance
         .as_ref()
@@ -139,20 +161,24 @@ async fn send(outbound: &Outbound, body: verifier_message::Body) -> bool {
         .is_ok()
 }
 
+/// How a device state is told to the agent (the network edge owns the wire enumeration).
+pub type StateToWire = fn(DeviceState) -> v1::TrustState;
+
 /// Runs one agent's stream until it ends. `device_id` comes from the client certificate.
 pub async fn run(
     service: Arc<Service>,
     device_id: String,
-    mut inbound: Streaming<v1::AgentMessage>,
+    mut inbound: impl Inbound,
     outbound: Outbound,
+    state_to_wire: StateToWire,
 ) {
-    match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
-        Ok(Ok(Some(v1::AgentMessage {
+    match tokio::time::timeout(HELLO_TIMEOUT, inbound.next_message()).await {
+        Ok(Some(v1::AgentMessage {
             body: Some(agent_message::Body::Hello(hello)),
-        }))) if hello.device_id == device_id => {}
+        })) if hello.device_id == device_id => {}
         _ => {
             let _ = outbound
-                .send(Box::new(Err(Status::invalid_argument(
+                .send(Box::new(Err(Refusal::Malformed(
                     "expected hello for this device",
                 ))))
                 .await;
@@ -161,7 +187,7 @@ pub async fn run(
     }
     tracing::info!(device = %device_id, "attestation stream open");
     service.metrics().stream_opened();
-    run_stream(&service, &device_id, &mut inbound, &outbound).await;
+    run_stream(&service, &device_id, &mut inbound, &outbound, state_to_wire).await;
     service.metrics().stream_closed();
     tracing::info!(device = %device_id, "attestation stream closed");
 }
@@ -177,11 +203,12 @@ enum Step {
 }
 
 /// What a stream carries from one round to the next.
-struct Round<'a> {
+struct Round<'a, I> {
     service: &'a Arc<Service>,
     device_id: String,
-    inbound: &'a mut Streaming<v1::AgentMessage>,
+    inbound: &'a mut I,
     outbound: &'a Outbound,
+    state_to_wire: StateToWire,
     missed_limit: u32,
     rng: SystemRandom,
     next_id: u64,
@@ -204,14 +231,16 @@ struct Round<'a> {
 async fn run_stream(
     service: &Arc<Service>,
     device_id: &str,
-    inbound: &mut Streaming<v1::AgentMessage>,
+    inbound: &mut impl Inbound,
     outbound: &Outbound,
+    state_to_wire: StateToWire,
 ) {
     let mut round = Round {
         service,
         device_id: device_id.to_string(),
         inbound,
         outbound,
+        state_to_wire,
         missed_limit: service
             .attestation_config()
             .timeout_after_missed_intervals
@@ -238,7 +267,7 @@ async fn run_stream(
     }
 }
 
-impl Round<'_> {
+impl<I: Inbound> Round<'_, I> {
     /// One challenge, its answer and the verdict.
     #[allow(clippy::too_many_lines)]
     async fn run(&mut self) -> Step {
@@ -247,6 +276,7 @@ impl Round<'_> {
             device_id,
             inbound,
             outbound,
+            state_to_wire,
             missed_limit,
             rng,
             next_id,
@@ -269,7 +299,7 @@ impl Round<'_> {
             DeviceState::Decommissioned | DeviceState::Quarantined
         ) {
             let _ = outbound
-                .send(Box::new(Err(Status::permission_denied(
+                .send(Box::new(Err(Refusal::NotPermitted(
                     "device may not attest",
                 ))))
                 .await;
@@ -298,7 +328,7 @@ impl Round<'_> {
         // is judged again.
         let boot_rejudge = policy.governance.as_ref().is_some_and(|g| {
             prior.boot_judged_under != policy.boot_basis()
-                || crate::service::now_unix_millis() / 1000
+                || crate::clock::now_unix_millis() / 1000
                     >= prior.boot_judged_until.min(g.valid_until)
         });
         let mut nonce = [0u8; 32];
@@ -350,33 +380,31 @@ impl Round<'_> {
         // Large evidence arrives in parts (`EvidencePart`), joined here; the joined bytes are
         // freed as soon as they are decoded.
         let evidence = loop {
-            let evidence = match tokio::time::timeout_at(deadline, inbound.message()).await {
+            let evidence = match tokio::time::timeout_at(deadline, inbound.next_message()).await {
                 Err(_) => break None,
-                Ok(Ok(Some(v1::AgentMessage {
+                Ok(Some(v1::AgentMessage {
                     body: Some(agent_message::Body::Evidence(evidence)),
-                }))) if assembly.is_empty() => evidence,
-                Ok(Ok(Some(v1::AgentMessage {
+                })) if assembly.is_empty() => evidence,
+                Ok(Some(v1::AgentMessage {
                     body: Some(agent_message::Body::EvidencePart(part)),
-                }))) => match assembly.push(part) {
+                })) => match assembly.push(part) {
                     Ok(Some(evidence)) => evidence,
                     Ok(None) => continue,
                     Err(error) => {
                         tracing::warn!(device = %device_id, error = %crate::untrusted_text::Escaped(&error), "evidence parts refused; closing the stream");
                         let _ = outbound
-                            .send(Box::new(Err(Status::invalid_argument(
-                                "malformed evidence",
-                            ))))
+                            .send(Box::new(Err(Refusal::Malformed("malformed evidence"))))
                             .await;
                         return Step::Stop;
                     }
                 },
-                Ok(Ok(Some(_))) => {
+                Ok(Some(_)) => {
                     let _ = outbound
-                        .send(Box::new(Err(Status::invalid_argument("expected evidence"))))
+                        .send(Box::new(Err(Refusal::Malformed("expected evidence"))))
                         .await;
                     return Step::Stop;
                 }
-                Ok(Ok(None)) | Ok(Err(_)) => {
+                Ok(None) => {
                     tracing::info!(device = %device_id, "attestation stream closed");
                     return Step::Stop;
                 }
@@ -510,7 +538,7 @@ impl Round<'_> {
                 // The re-judgement is on record; the saved state names its basis, so the
                 // verifier stops asking for the log.
                 let event = crate::device::EventRecord {
-                    at_unix_millis: crate::service::now_unix_millis(),
+                    at_unix_millis: crate::clock::now_unix_millis(),
                     kind: crate::device::EventKind::BootRejudged,
                     device_id: device_id.to_string(),
                     detail: format!("boot log re-judged under {basis}"),
@@ -584,7 +612,7 @@ impl Round<'_> {
         }
         let notice = v1::VerdictNotice {
             challenge_id: challenge.id,
-            state: crate::server::state_to_proto(current) as i32,
+            state: (*state_to_wire)(current) as i32,
         };
         if !send(outbound, verifier_message::Body::Verdict(notice)).await {
             return Step::Stop;

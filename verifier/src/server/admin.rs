@@ -10,7 +10,6 @@ use trustchain_proto::v1::{self, admin_server::Admin};
 use super::auth;
 use crate::attestation::state::Input;
 use crate::device::{DeviceRecord, DeviceState, EventKind, EventRecord};
-use crate::service::ActionError;
 use crate::service::Service;
 
 #[derive(Debug)]
@@ -53,8 +52,7 @@ fn summary(service: &Service, device: &DeviceRecord) -> v1::DeviceSummary {
 }
 
 fn internal(error: impl std::fmt::Display) -> Status {
-    tracing::error!(error = %crate::untrusted_text::Escaped(&error), "admin call failed");
-    Status::internal("internal error")
+    super::status::internal("admin", error)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -107,8 +105,7 @@ impl AdminApi {
                 digest: imported.digest,
                 note: imported.note,
             })),
-            Err(crate::reference::trust::ImportError::Storage(error)) => Err(internal(error)),
-            Err(error) => Err(Status::failed_precondition(error.to_string())),
+            Err(error) => Err(super::status::import(error)),
         }
     }
 
@@ -131,10 +128,7 @@ impl AdminApi {
         let device = self
             .service
             .operator_action(&message.device_id, input, &operator.name, &message.comment)
-            .map_err(|e| match e {
-                ActionError::NotFound => Status::not_found("no such device"),
-                other => internal(other),
-            })?;
+            .map_err(super::status::action)?;
         Ok(Response::new(self.detail(&device)))
     }
 
@@ -305,16 +299,6 @@ impl Admin for AdminApi {
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
-    }
-}
-
-/// An event for an operator action (kept here so every admin path records the same way).
-pub fn operator_event(device_id: &str, operator: &str, action: &str, comment: &str) -> EventRecord {
-    EventRecord {
-        at_unix_millis: crate::service::now_unix_millis(),
-        kind: EventKind::OperatorAction,
-        device_id: device_id.to_string(),
-        detail: format!("{action} by operator {operator:?}: {comment:?}"),
     }
 }
 

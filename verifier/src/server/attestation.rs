@@ -10,17 +10,28 @@ use trustchain_ca::Role;
 use trustchain_proto::v1::{self, attestation_server::Attestation};
 
 use super::auth;
+use crate::attestation::session::{Inbound, Refusal};
 use crate::device::DeviceState;
 use crate::service::Service;
 
 type Unboxed = Result<v1::VerifierMessage, Status>;
 /// What the session sends (`session::Outbound` says why it is boxed).
-type Boxed = Box<Unboxed>;
+type Boxed = Box<Result<v1::VerifierMessage, Refusal>>;
 
-// The channel's item is boxed on purpose (`session::Outbound`); only here is it unboxed.
+// The channel's item is boxed on purpose (`session::Outbound`); only here is it unboxed, and the
+// session's refusal becomes the status the agent sees.
 #[allow(clippy::boxed_local)]
 fn unbox(message: Boxed) -> Unboxed {
-    *message
+    (*message).map_err(super::status::refusal)
+}
+
+/// The agent's half of the gRPC stream, as the session reads it: an error ends it like a close.
+struct AgentStream(Streaming<v1::AgentMessage>);
+
+impl Inbound for AgentStream {
+    async fn next_message(&mut self) -> Option<v1::AgentMessage> {
+        self.0.message().await.ok().flatten()
+    }
 }
 
 #[derive(Debug)]
@@ -47,7 +58,7 @@ impl Attestation for AttestationApi {
             .service
             .storage()
             .device(&agent.name)
-            .map_err(|_| Status::internal("internal error"))?
+            .map_err(|error| super::status::internal("attest", error))?
             .ok_or_else(|| Status::permission_denied("unknown device"))?;
         // Only the certificate issued at the latest enrollment opens a stream.
         if device.client_certificate_serial_hex != agent.serial_hex {
@@ -63,8 +74,9 @@ impl Attestation for AttestationApi {
         tokio::spawn(crate::attestation::session::run(
             self.service.clone(),
             agent.name,
-            request.into_inner(),
+            AgentStream(request.into_inner()),
             outbound,
+            super::admin::state_to_proto,
         ));
         Ok(Response::new(
             ReceiverStream::new(rx).map(unbox as fn(Boxed) -> Unboxed),

@@ -131,27 +131,13 @@ impl EnrollmentApi {
     }
 }
 
-/// The one place enrollment errors become gRPC statuses.
-fn to_status(error: &EnrollError) -> Status {
-    match error {
-        EnrollError::Busy => Status::resource_exhausted("try again later"),
-        e if e.is_internal() => {
-            tracing::error!(error = %crate::untrusted_text::Escaped(&e), "enrollment failed inside the verifier");
-            Status::internal("internal error")
-        }
-        EnrollError::TooLarge(_) => Status::invalid_argument("request too large"),
-        // Everything else is a refusal of the device: say no more than that.
-        _ => Status::permission_denied("enrollment refused"),
-    }
-}
-
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, EnrollError> + Send + 'static,
 ) -> Result<T, Status> {
     // Chain validation, RSA-OAEP and certificate signing are CPU work; keep them off the reactor.
     match tokio::task::spawn_blocking(work).await {
-        Ok(result) => result.map_err(|e| to_status(&e)),
-        Err(_) => Err(Status::internal("internal error")),
+        Ok(result) => result.map_err(|e| super::status::enrollment(&e)),
+        Err(error) => Err(super::status::internal("enrollment", error)),
     }
 }
 

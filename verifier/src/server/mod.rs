@@ -7,6 +7,7 @@
 //! - `admin`: the Admin service (operator certificates only).
 //! - `operators`: the Admin gate: an operator certificate, not revoked (checked on every call).
 //! - `attestation`: the Attestation stream (agent certificates only).
+//! - `status`: the one mapping of domain errors to gRPC statuses (what detail leaves).
 //! - `connection`: the accepted connection as the gRPC server sees it (a lifetime for peers
 //!   without a client certificate).
 //!
@@ -33,6 +34,7 @@ pub mod auth;
 mod connection;
 mod enrollment;
 mod operators;
+mod status;
 pub mod tls;
 
 use std::future::Future;
@@ -49,7 +51,9 @@ use trustchain_proto::v1::admin_server::AdminServer;
 use trustchain_proto::v1::attestation_server::AttestationServer;
 use trustchain_proto::v1::enrollment_server::EnrollmentServer;
 
-pub use admin::{operator_event as admin_event, state_to_proto};
+pub use crate::config::Limits;
+pub use crate::service::operator_event as admin_event;
+pub use admin::state_to_proto;
 pub use enrollment::SourceRateLimit;
 
 use connection::{EdgeConnection, SourceSlots};
@@ -59,65 +63,15 @@ use crate::service::Service;
 /// How often the audit chain's head is signed.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(60);
 
-/// Bounds on the network edge.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// Time a client has to complete the TLS handshake.
-    pub handshake_timeout: Duration,
-    /// Handshakes in progress at once; further connections wait in the kernel backlog.
-    pub max_concurrent_handshakes: usize,
-    /// Handshakes in progress at once from one source address (IPv6: one /64); a connection
-    /// beyond it is closed at once. Keeps a single flooding host to a few handshake slots.
-    pub max_handshakes_per_source: usize,
-    /// Connections without a client certificate (enrolling agents) open at once.
-    pub max_unauthenticated_connections: usize,
-    /// The same, from one source address.
-    pub max_unauthenticated_per_source: usize,
-    /// How long a connection without a client certificate may stay open: long enough to enroll
-    /// (begin, TPM activation, complete), short enough that idle unknown clients go away.
-    pub unauthenticated_lifetime: Duration,
-    /// Largest gRPC message accepted on the enrollment service.
-    pub max_enrollment_message: usize,
-    /// Largest evidence message (boot log and IMA batch included).
-    pub max_evidence_message: usize,
-    /// Largest Admin message (trust lists, manifests and Keylime policies are imported through it).
-    pub max_admin_message: usize,
-    /// Concurrent HTTP/2 streams one connection may open.
-    pub max_streams_per_connection: u32,
-    /// Enrollment calls one source address may make in a burst (an enrollment is two calls)...
-    pub enrollment_burst: u32,
-    /// ...and per second after it. A whole site behind one NAT re-enrolling after a power cut
-    /// gets through at this pace (agents retry with backoff); a flooding host cannot do more.
-    pub enrollment_per_second: f64,
-    /// Source addresses the enrollment rate limit remembers at once.
-    pub enrollment_tracked_sources: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            handshake_timeout: Duration::from_secs(10),
-            max_concurrent_handshakes: 512,
-            max_handshakes_per_source: 64,
-            max_unauthenticated_connections: 1024,
-            max_unauthenticated_per_source: 64,
-            unauthenticated_lifetime: Duration::from_secs(120),
-            max_enrollment_message: 64 * 1024,
-            max_evidence_message: 8 * 1024 * 1024,
-            max_admin_message: 16 * 1024 * 1024,
-            max_streams_per_connection: 16,
-            enrollment_burst: 60,
-            enrollment_per_second: 5.0,
-            enrollment_tracked_sources: 65_536,
-        }
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServeError {
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("revocation list: {0}")]
+    Revocation(#[from] crate::service::RevocationError),
 }
 
 /// Serves every gRPC service on `listener` until `shutdown` completes.
@@ -127,13 +81,17 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let limits = service.limits().clone();
+    let identity = service.tls_identity();
+    let tls = Arc::new(tls::ServerTls::new(
+        &identity.chain_pem,
+        &identity.key_pem,
+        service.ca().root_der(),
+        service.revocations().current(),
+    )?);
+    // From now on every new CRL reaches this listener before the revocation returns.
+    service.revocations().register(tls.clone())?;
     let (connections, incoming) = mpsc::channel::<Result<EdgeConnection, std::io::Error>>(64);
-    let accept = tokio::spawn(accept_loop(
-        listener,
-        service.clone(),
-        connections,
-        limits.clone(),
-    ));
+    let accept = tokio::spawn(accept_loop(listener, tls, connections, limits.clone()));
     let watchdog = tokio::spawn(service.clone().watchdog());
     let checkpoints = tokio::spawn(service.clone().checkpoints(CHECKPOINT_EVERY));
 
@@ -189,7 +147,7 @@ fn require_before_decoding(
 
 async fn accept_loop(
     listener: TcpListener,
-    service: Arc<Service>,
+    tls: Arc<tls::ServerTls>,
     connections: mpsc::Sender<Result<EdgeConnection, std::io::Error>>,
     limits: Limits,
 ) {
@@ -216,7 +174,7 @@ async fn accept_loop(
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        let acceptor = TlsAcceptor::from(service.tls().config());
+        let acceptor = TlsAcceptor::from(tls.config());
         let connections = connections.clone();
         let timeout = limits.handshake_timeout;
         let lifetime = limits.unauthenticated_lifetime;

@@ -86,6 +86,12 @@ impl ServerTls {
     }
 }
 
+impl crate::service::CrlSink for ServerTls {
+    fn set_crls(&self, crls: Vec<Vec<u8>>) -> Result<(), String> {
+        ServerTls::set_crls(self, crls).map_err(|e| e.to_string())
+    }
+}
+
 fn build(
     chain: &[CertificateDer<'static>],
     key: &PrivateKeyDer<'static>,

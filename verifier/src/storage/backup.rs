@@ -98,7 +98,7 @@ pub fn encode(entries: &[ExportEntry]) -> Result<Vec<u8>, BackupError> {
     let mut out = serde_json::to_vec(&Header {
         format: FORMAT.into(),
         schema_version: SCHEMA_VERSION,
-        created_at_unix_millis: super::clock::now_unix_millis(),
+        created_at_unix_millis: crate::clock::now_unix_millis(),
     })
     .map_err(invalid)?;
     out.push(b'\n');

@@ -21,7 +21,6 @@
 
 mod api;
 pub mod backup;
-mod clock;
 pub mod commit;
 mod error;
 mod sled_store;

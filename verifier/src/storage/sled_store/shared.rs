@@ -111,7 +111,7 @@ impl Shared {
     pub(super) fn try_reopen(&self) -> Result<(), String> {
         let trees =
             Trees::open_with_cache(&self.path, self.cache_bytes).map_err(|e| e.to_string())?;
-        let probe = crate::storage::clock::now_unix_millis().to_be_bytes();
+        let probe = crate::clock::now_unix_millis().to_be_bytes();
         trees
             .meta
             .insert("write_probe", &probe)
