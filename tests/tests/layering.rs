@@ -13,6 +13,12 @@
 //! is a strongly connected component of more than one file. It is
 //! written by hand: no kept crate reads `use` lines at file granularity without a full compiler
 //! front end, and this needs nothing more than the paths.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
