@@ -136,7 +136,7 @@ mod tests {
     #[test]
     fn gce_quote_fields() {
         let path = format!(
-            "{}/../../shared/testdata/quotes/gce-cos-85-no-nonce/quote1_sha256.tpms_attest.bin",
+            "{}/../../../shared/testdata/quotes/gce-cos-85-no-nonce/quote1_sha256.tpms_attest.bin",
             env!("CARGO_MANIFEST_DIR")
         );
         let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("testdata {path} missing: {e}"));

@@ -433,7 +433,7 @@ mod tests {
 
     fn testdata(path: &str) -> Vec<u8> {
         let full = format!(
-            "{}/../../shared/testdata/{path}",
+            "{}/../../../shared/testdata/{path}",
             env!("CARGO_MANIFEST_DIR")
         );
         std::fs::read(&full).unwrap_or_else(|e| panic!("testdata {full} missing: {e}"))
