@@ -2,8 +2,10 @@
 //! loopback port, real sled on disk, real deployment CA) and agent configurations pointing at
 //! real swtpm devices.
 
+pub mod deployment;
 pub mod faults;
 pub mod soft_tpm;
+pub mod stream;
 pub mod verifier_process;
 
 use std::net::SocketAddr;
@@ -332,6 +334,55 @@ impl TestDevice {
         }));
     }
 
+    /// What this device's TPM honestly says for `challenge`: a quote of `nonce` over the
+    /// challenge's PCRs in `bank` (a TPM_ALG_ID), the boot log when asked, the IMA entries from
+    /// the challenge's offset.
+    pub fn evidence(
+        &self,
+        challenge: &trustchain_proto::v1::Challenge,
+        nonce: &[u8],
+        bank: u16,
+    ) -> anyhow::Result<trustchain_proto::v1::Evidence> {
+        use trustchain_agent::tpm::Tpm as _;
+        let selection: Vec<(u16, Vec<u32>)> = challenge
+            .pcr_selection
+            .iter()
+            .map(|b| (bank, b.pcrs.clone()))
+            .collect();
+        let quote = self
+            .tpm
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .quote(nonce, &selection)?;
+        let ima: String = std::fs::read_to_string(self.swtpm.ima_log_path())?
+            .lines()
+            .skip(usize::try_from(challenge.ima_offset)?)
+            .map(|l| format!("{l}\n"))
+            .collect();
+        Ok(trustchain_proto::v1::Evidence {
+            challenge_id: challenge.challenge_id,
+            quote: quote.attest,
+            signature: quote.signature,
+            pcr_values: quote
+                .pcr_values
+                .into_iter()
+                .map(|(a, i, d)| trustchain_proto::v1::PcrValue {
+                    hash_algorithm: u32::from(a),
+                    index: i,
+                    digest: d,
+                })
+                .collect(),
+            boot_log: if challenge.want_boot_log {
+                std::fs::read(self.swtpm.event_log_path())?
+            } else {
+                Vec::new()
+            },
+            boot_log_included: challenge.want_boot_log,
+            ima_offset: challenge.ima_offset,
+            ima_entries: ima.into_bytes(),
+        })
+    }
+
     pub fn stop_agent(&mut self) {
         if let Some(agent) = self.agent.take() {
             agent.abort();
@@ -379,6 +430,58 @@ impl TestVerifier {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// Waits up to [`deployment::WAIT`] until `device_id` is in `state`; the error names the
+    /// device's last failure.
+    pub async fn settle(
+        &self,
+        device_id: &str,
+        state: trustchain_verifier::storage::DeviceState,
+    ) -> anyhow::Result<()> {
+        match self
+            .wait_for_state(device_id, state, deployment::WAIT)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => anyhow::bail!("{e}; last failure: {}", self.failure_summary(device_id)),
+        }
+    }
+
+    /// The failures of the device's last failed verdict.
+    pub fn last_failures(
+        &self,
+        device_id: &str,
+    ) -> Vec<trustchain_verifier::attestation::verdict::Failure> {
+        self.service
+            .last_failed_verdict(device_id)
+            .map(|v| v.failures().to_vec())
+            .unwrap_or_default()
+    }
+
+    /// The details of the audit events of `kind` about `device_id`.
+    pub fn events_of(
+        &self,
+        device_id: &str,
+        kind: trustchain_verifier::storage::EventKind,
+    ) -> anyhow::Result<Vec<String>> {
+        Ok(self
+            .service
+            .storage()
+            .events(0, 10_000)?
+            .into_iter()
+            .filter(|(_, e)| e.kind == kind && e.device_id == device_id)
+            .map(|(_, e)| e.detail)
+            .collect())
+    }
+
+    /// An Admin client authenticated as the test operator.
+    pub async fn admin(
+        &self,
+    ) -> anyhow::Result<trustchain_proto::v1::admin_client::AdminClient<Channel>> {
+        Ok(trustchain_proto::v1::admin_client::AdminClient::new(
+            self.operator_channel().await?,
+        ))
     }
 
     /// The last failed verdict as text.
@@ -479,4 +582,31 @@ pub fn maker_class(
         device_class: Some(class.into()),
         ..Default::default()
     }
+}
+
+/// The claims of a signed attestation result (a JWT), its payload decoded.
+pub fn jwt_claims(jwt: &str) -> anyhow::Result<serde_json::Value> {
+    use base64::Engine as _;
+    let payload = jwt
+        .split('.')
+        .nth(1)
+        .ok_or_else(|| anyhow::anyhow!("not a JWT: {jwt}"))?;
+    Ok(serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload)?,
+    )?)
+}
+
+/// `trustchain audit verify` on `export` (written into `dir`): whether it passed, and what it
+/// printed.
+pub fn audit_verify(export: &str, public_key: &str, dir: &Path) -> anyhow::Result<(bool, String)> {
+    let path = dir.join("export.jsonl");
+    std::fs::write(&path, export)?;
+    let output = std::process::Command::new(workspace_binary("trustchain"))
+        .args(["audit", "verify", "--public-key", public_key])
+        .arg(&path)
+        .output()?;
+    Ok((
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    ))
 }
