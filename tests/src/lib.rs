@@ -4,6 +4,7 @@
 
 pub mod deployment;
 pub mod faults;
+pub mod hand_enroll;
 pub mod soft_tpm;
 pub mod stream;
 pub mod verifier_process;

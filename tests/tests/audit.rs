@@ -17,17 +17,7 @@ use trustchain_tests::{TestDevice, TestVerifier};
 use trustchain_verifier::storage::DeviceState;
 
 fn verify(export: &str, public_key: &str, dir: &std::path::Path) -> (bool, String) {
-    let path = dir.join("export.jsonl");
-    std::fs::write(&path, export).unwrap();
-    let output = Command::new(trustchain_tests::workspace_binary("trustchain"))
-        .args(["audit", "verify", "--public-key", public_key])
-        .arg(&path)
-        .output()
-        .unwrap();
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-    )
+    trustchain_tests::audit_verify(export, public_key, dir).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -19,53 +19,27 @@ use trustchain_agent::tpm::esapi::{AkAlgorithm, EsapiTpm};
 use trustchain_proto::v1::admin_client::AdminClient;
 use trustchain_proto::v1::enrollment_client::EnrollmentClient;
 use trustchain_proto::v1::{
-    ActivationChallenge, ActivationResponse, DeviceFacts, EnrollRequest, ListDevicesRequest,
+    ActivationChallenge, ActivationResponse, EnrollRequest, ListDevicesRequest,
 };
-use trustchain_swtpm::{SwtpmDevice, TestMakers, TpmMaker};
+use trustchain_swtpm::{TestMakers, TpmMaker};
 use trustchain_tests::TestVerifier;
+use trustchain_tests::hand_enroll::{BareDevice, facts};
 use trustchain_verifier::storage::{DeviceState, EventKind};
 
-struct Device {
-    swtpm: SwtpmDevice,
-    tpm: Arc<Mutex<EsapiTpm>>,
-    state: tempfile::TempDir,
+fn device(maker: &TpmMaker, label: &str, ek: EkChoice) -> BareDevice {
+    BareDevice::start(maker, label, ek).unwrap()
 }
 
-fn device(maker: &TpmMaker, label: &str, ek: EkChoice) -> Device {
-    let swtpm = SwtpmDevice::start(maker, label).unwrap();
-    let state = tempfile::tempdir().unwrap();
-    let tpm = EsapiTpm::new(&swtpm.tcti(), state.path(), ek, AkAlgorithm::Rsa2048).unwrap();
-    Device {
-        swtpm,
-        tpm: Arc::new(Mutex::new(tpm)),
-        state,
-    }
-}
-
-fn request(device: &Device, ek: EkChoice, hostname: &str) -> EnrollRequest {
-    let mut tpm = device.tpm.lock().unwrap();
-    EnrollRequest {
-        ek_certificate: tpm.ek_certificate(ek).unwrap(),
-        ek_intermediates: Vec::new(),
-        ek_public: tpm.ek_public(ek).unwrap(),
-        ak_public: tpm.ak_public().unwrap(),
-        facts: Some(DeviceFacts {
-            hostname: hostname.into(),
-            ..Default::default()
-        }),
-    }
+fn request(device: &BareDevice, ek: EkChoice, hostname: &str) -> EnrollRequest {
+    device.request(ek, facts(hostname)).unwrap()
 }
 
 async fn client(verifier: &TestVerifier) -> EnrollmentClient<tonic::transport::Channel> {
     EnrollmentClient::new(verifier.channel(None).await.unwrap())
 }
 
-fn csr(device: &Device) -> Vec<u8> {
-    StateDir::open(&device.state.path().join("agent"))
-        .unwrap()
-        .new_tls_key("x")
-        .unwrap()
-        .1
+fn csr(device: &BareDevice) -> Vec<u8> {
+    device.csr().unwrap()
 }
 
 /// Asserts a refusal that reveals nothing, and that the verifier logged `reason`. Refusals of a
@@ -97,25 +71,10 @@ fn assert_nothing_written(verifier: &TestVerifier, before: usize) {
 /// Begin, the device's TPM2_ActivateCredential, Complete: a refusal after activation.
 async fn begin_and_activate(
     verifier: &TestVerifier,
-    device: &Device,
+    device: &BareDevice,
     request: EnrollRequest,
 ) -> Result<String, tonic::Status> {
-    let challenge = begin(verifier, request).await?;
-    let secret = device
-        .tpm
-        .lock()
-        .unwrap()
-        .activate_credential(&challenge.credential_blob, &challenge.encrypted_secret)
-        .unwrap();
-    client(verifier)
-        .await
-        .complete(ActivationResponse {
-            attempt_id: challenge.attempt_id,
-            secret,
-            client_csr: csr(device),
-        })
-        .await
-        .map(|r| r.into_inner().device_id)
+    device.enroll_by_hand(verifier, request).await
 }
 
 async fn begin(
