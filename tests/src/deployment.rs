@@ -343,3 +343,45 @@ impl Deployment {
         self.verifier.last_failures(device_id)
     }
 }
+
+/// Policy `gateways` `version` for the gateway class: challenged every `interval` s, boot
+/// applications checked against the manifests of `components` (TOML `[[components]]` tables,
+/// see [`acme_components`]), and with `allowlist` (TOML lines) the IMA allowlist enforced.
+pub fn gateway_policy(
+    version: u64,
+    interval: u64,
+    allowlist: Option<&str>,
+    components: &str,
+) -> String {
+    let ima = match allowlist {
+        None => "enforce_allowlist = false\n".to_string(),
+        Some(lines) => format!("enforce_allowlist = true\n\n[ima.allowlist]\n{lines}"),
+    };
+    format!(
+        r#"name = "gateways"
+version = {version}
+
+[match]
+device_classes = ["gateway"]
+
+[tier]
+irreversibility = "medium"
+economic_impact = "medium"
+interval_seconds = {interval}
+
+[boot]
+check_boot_applications = true
+
+[ima]
+{ima}
+{components}"#
+    )
+}
+
+/// `[[components]]` tables naming Acme's `products`.
+pub fn acme_components(products: &[&str]) -> String {
+    products
+        .iter()
+        .map(|product| format!("[[components]]\nsupplier = \"Acme\"\nproduct = \"{product}\"\n\n"))
+        .collect()
+}

@@ -316,6 +316,29 @@ impl TestDevice {
         })
     }
 
+    /// Starts a device booted with the default profile, enrolls it, measures the `ima` files
+    /// (path, content), runs the real agent and waits until `verifier` trusts it.
+    pub async fn trusted(
+        verifier: &TestVerifier,
+        maker: &TpmMaker,
+        label: &str,
+        ima: &[(&str, &[u8])],
+    ) -> anyhow::Result<Self> {
+        let profile = trustchain_swtpm::BootProfile::default_linux();
+        let mut device = Self::enrolled(verifier, maker, label, &profile).await?;
+        for (path, content) in ima {
+            device.swtpm.ima_measure(path, content)?;
+        }
+        device.start_agent();
+        verifier
+            .settle(
+                &device.device_id(),
+                trustchain_verifier::storage::DeviceState::Trusted,
+            )
+            .await?;
+        Ok(device)
+    }
+
     pub fn device_id(&self) -> String {
         self.enrollment
             .as_ref()

@@ -44,21 +44,14 @@ async fn raw_verifier(makers: &TestMakers) -> TestVerifier {
 }
 
 async fn trusted_device(verifier: &TestVerifier, makers: &TestMakers, label: &str) -> TestDevice {
-    let mut device = TestDevice::enrolled(
+    TestDevice::trusted(
         verifier,
         &makers.trusted,
         label,
-        &BootProfile::default_linux(),
+        &[("/usr/bin/bash", b"bash")],
     )
     .await
-    .unwrap();
-    device.swtpm.ima_measure("/usr/bin/bash", b"bash").unwrap();
-    device.start_agent();
-    verifier
-        .wait_for_state(&device.device_id(), DeviceState::Trusted, WAIT)
-        .await
-        .unwrap();
-    device
+    .unwrap()
 }
 
 async fn assert_untrusted_for(
@@ -274,12 +267,12 @@ async fn a_silent_device_times_out_and_recovers_on_a_fresh_pass() {
     let mut device = trusted_device(&verifier, &makers, "gw-silent").await;
     device.stop_agent();
     verifier
-        .wait_for_state(&device.device_id(), DeviceState::TimedOut, WAIT)
+        .settle(&device.device_id(), DeviceState::TimedOut)
         .await
         .unwrap();
     device.start_agent();
     verifier
-        .wait_for_state(&device.device_id(), DeviceState::Trusted, WAIT)
+        .settle(&device.device_id(), DeviceState::Trusted)
         .await
         .unwrap();
 }
@@ -351,7 +344,7 @@ async fn raw_device(
         .await
         .unwrap();
     verifier
-        .wait_for_state(&device.device_id(), DeviceState::Trusted, WAIT)
+        .settle(&device.device_id(), DeviceState::Trusted)
         .await
         .unwrap();
     (device, stream)
@@ -455,7 +448,7 @@ async fn after_a_verifier_restart_trust_rests_on_a_fresh_challenge() {
     // ...until the device passes a fresh challenge from the new process.
     device.start_agent();
     verifier
-        .wait_for_state(&device.device_id(), DeviceState::Trusted, WAIT)
+        .settle(&device.device_id(), DeviceState::Trusted)
         .await
         .unwrap();
 }

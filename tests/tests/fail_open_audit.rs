@@ -18,20 +18,17 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use trustchain_proto::v1::ListDevicesRequest;
 use trustchain_proto::v1::admin_client::AdminClient;
-use trustchain_swtpm::{BootProfile, TestMakers, TpmMaker};
+use trustchain_swtpm::{TestMakers, TpmMaker};
 use trustchain_tests::deployment::{Document, maker_cas, signing_key, try_import};
 use trustchain_tests::{TestDevice, TestVerifier};
 use trustchain_verifier::audit::SigningKey;
 use trustchain_verifier::reference::documents::{MakerCa, Revocations, TRUST_LIST_KIND, TrustList};
 use trustchain_verifier::reference::signed::{self, TRUST_LIST_TYPE};
 use trustchain_verifier::storage::{DeviceState, DocumentKind, SledStorage, Storage};
-
-const WAIT: Duration = Duration::from_secs(40);
 
 fn trustchain(args: &[&str]) -> Command {
     let mut command = Command::new(trustchain_tests::workspace_binary("trustchain"));
@@ -74,17 +71,7 @@ async fn an_audit_export_cut_after_an_earlier_checkpoint_or_at_its_start_is_refu
     })
     .await
     .unwrap();
-    let mut device = TestDevice::enrolled(
-        &verifier,
-        &makers.trusted,
-        "gw-export-cut",
-        &BootProfile::default_linux(),
-    )
-    .await
-    .unwrap();
-    device.start_agent();
-    verifier
-        .wait_for_state(&device.device_id(), DeviceState::Trusted, WAIT)
+    let mut device = TestDevice::trusted(&verifier, &makers.trusted, "gw-export-cut", &[])
         .await
         .unwrap();
     // A periodic checkpoint over the records so far (the verifier signs one every minute; here,
@@ -96,7 +83,7 @@ async fn an_audit_export_cut_after_an_earlier_checkpoint_or_at_its_start_is_refu
         .extend_unlisted(7, b"tampered secure boot state")
         .unwrap();
     verifier
-        .wait_for_state(&device.device_id(), DeviceState::Untrusted, WAIT)
+        .settle(&device.device_id(), DeviceState::Untrusted)
         .await
         .unwrap();
     device.stop_agent();
@@ -233,17 +220,7 @@ async fn a_newest_trust_list_that_no_longer_verifies_stops_the_verifier_instead_
     try_import(&verifier, Document::TrustList, &v1)
         .await
         .unwrap();
-    let mut device = TestDevice::enrolled(
-        &verifier,
-        &makers.trusted,
-        "gw-rollback",
-        &BootProfile::default_linux(),
-    )
-    .await
-    .unwrap();
-    device.start_agent();
-    verifier
-        .wait_for_state(&device.device_id(), DeviceState::Trusted, WAIT)
+    let mut device = TestDevice::trusted(&verifier, &makers.trusted, "gw-rollback", &[])
         .await
         .unwrap();
 
@@ -258,7 +235,7 @@ async fn a_newest_trust_list_that_no_longer_verifies_stops_the_verifier_instead_
         .await
         .unwrap();
     verifier
-        .wait_for_state(&device.device_id(), DeviceState::Untrusted, WAIT)
+        .settle(&device.device_id(), DeviceState::Untrusted)
         .await
         .unwrap();
     assert!(

@@ -15,7 +15,9 @@ use trustchain_proto::v1::{Challenge, DeviceRequest, Evidence};
 use trustchain_swtpm::boot::{BootEvent, EV_EFI_BOOT_SERVICES_APPLICATION};
 use trustchain_swtpm::{Bank, BootProfile};
 use trustchain_tests::TestDevice;
-use trustchain_tests::deployment::{Deployment, Document, ISSUED_AT};
+use trustchain_tests::deployment::{
+    Deployment, Document, ISSUED_AT, acme_components, gateway_policy,
+};
 use trustchain_tests::stream::AttestStream;
 use trustchain_verifier::reference::documents::{
     BootKind, BootMeasurement, BootReferences, MANIFEST_KIND, Manifest,
@@ -73,29 +75,7 @@ fn boot_chain_manifest(profile: &BootProfile) -> Manifest {
 
 /// Policy `gateways`: boot applications must match Acme's manifests; IMA not enforced.
 fn policy(version: u64, interval: u64) -> String {
-    format!(
-        r#"name = "gateways"
-version = {version}
-
-[match]
-device_classes = ["gateway"]
-
-[tier]
-irreversibility = "medium"
-economic_impact = "medium"
-interval_seconds = {interval}
-
-[boot]
-check_boot_applications = true
-
-[ima]
-enforce_allowlist = false
-
-[[components]]
-supplier = "Acme"
-product = "gateway"
-"#
-    )
+    gateway_policy(version, interval, None, &acme_components(&["gateway"]))
 }
 
 /// What the device's real TPM says for `challenge`, with the boot log when asked.

@@ -15,7 +15,8 @@ use sha2::{Digest, Sha256};
 use trustchain_swtpm::BootProfile;
 use trustchain_tests::TestDevice;
 use trustchain_tests::deployment::{
-    Deployment, Document, boot_applications, boot_manifest, manifest_signer, signing_key,
+    Deployment, Document, acme_components, boot_applications, boot_manifest, gateway_policy,
+    manifest_signer, signing_key,
 };
 use trustchain_verifier::audit::SigningKey;
 use trustchain_verifier::reference::documents::{
@@ -116,30 +117,11 @@ fn sign_manifest(manifest: &Manifest, key: &SigningKey) -> String {
 
 /// A policy for the test gateways: boot applications must match manifests; a 2 s interval.
 fn policy(version: u64, kernel_component: &str) -> String {
-    format!(
-        r#"name = "gateways"
-version = {version}
-
-[match]
-device_classes = ["gateway"]
-
-[tier]
-irreversibility = "medium"
-economic_impact = "medium"
-interval_seconds = 2
-
-[boot]
-check_boot_applications = true
-
-[ima]
-enforce_allowlist = false
-
-[[components]]
-supplier = "Acme"
-product = "boot-chain"
-
-{kernel_component}
-"#
+    gateway_policy(
+        version,
+        2,
+        None,
+        &(acme_components(&["boot-chain"]) + kernel_component),
     )
 }
 
