@@ -12,7 +12,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use trustchain_swtpm::{BootProfile, TestMakers};
+use trustchain_swtpm::TestMakers;
 use trustchain_tests::{TestDevice, TestVerifier};
 use trustchain_verifier::storage::DeviceState;
 
@@ -28,21 +28,7 @@ async fn an_exported_audit_log_verifies_offline_and_tampering_is_pinpointed() {
     })
     .await
     .unwrap();
-    let mut device = TestDevice::enrolled(
-        &verifier,
-        &makers.trusted,
-        "gw-audit",
-        &BootProfile::default_linux(),
-    )
-    .await
-    .unwrap();
-    device.start_agent();
-    verifier
-        .wait_for_state(
-            &device.device_id(),
-            DeviceState::Trusted,
-            Duration::from_secs(30),
-        )
+    let mut device = TestDevice::trusted(&verifier, &makers.trusted, "gw-audit", &[])
         .await
         .unwrap();
     // A periodic checkpoint (the verifier signs one every minute; here, now).

@@ -18,7 +18,10 @@ use trustchain_proto::v1::{
     ActivationResponse, Challenge, DeviceRequest, Evidence, TrustState, VerdictNotice,
 };
 use trustchain_swtpm::BootProfile;
-use trustchain_tests::deployment::{Deployment, Document, boot_applications, boot_manifest};
+use trustchain_tests::TestDevice;
+use trustchain_tests::deployment::{
+    Deployment, Document, acme_components, boot_applications, boot_manifest, gateway_policy,
+};
 use trustchain_tests::soft_tpm::{SoftTpm, answer, enroll_request};
 use trustchain_tests::stream::AttestStream;
 use trustchain_verifier::reference::documents::{DeviceMatch, Manifest};
@@ -36,34 +39,11 @@ fn allowed(path: &str, content: &[u8]) -> String {
 /// A policy for the test gateways: the boot chain and kernel must match Acme's manifests, the
 /// IMA allowlist is enforced with `allowlist` (TOML lines), a 2 s interval.
 fn policy(version: u64, allowlist: &str) -> String {
-    format!(
-        r#"name = "gateways"
-version = {version}
-
-[match]
-device_classes = ["gateway"]
-
-[tier]
-irreversibility = "medium"
-economic_impact = "medium"
-interval_seconds = 2
-
-[boot]
-check_boot_applications = true
-
-[ima]
-enforce_allowlist = true
-
-[ima.allowlist]
-{allowlist}
-[[components]]
-supplier = "Acme"
-product = "boot-chain"
-
-[[components]]
-supplier = "Acme"
-product = "kernel"
-"#
+    gateway_policy(
+        version,
+        2,
+        Some(allowlist),
+        &acme_components(&["boot-chain", "kernel"]),
     )
 }
 
@@ -100,6 +80,30 @@ async fn result_claims(d: &Deployment, device_id: &str) -> serde_json::Value {
         .unwrap()
         .into_inner();
     trustchain_tests::jwt_claims(&detail.last_result_jwt).unwrap()
+}
+
+/// A device running program X (`/usr/local/bin/tool`), trusted, whose entry for X has been
+/// accepted (judged once, incrementally): what a revocation then has to judge again.
+async fn running_tool(d: &Deployment, label: &str) -> (TestDevice, String) {
+    let mut device = d
+        .device(label, &BootProfile::default_linux())
+        .await
+        .unwrap();
+    let id = device.device_id();
+    device
+        .swtpm
+        .ima_measure("/usr/local/bin/tool", b"tool v1")
+        .unwrap();
+    d.wait(&id, DeviceState::Trusted).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let record = d.verifier.service.storage().device(&id).unwrap().unwrap();
+    assert_eq!(
+        record.state,
+        DeviceState::Trusted,
+        "{}",
+        d.verifier.failure_summary(&id)
+    );
+    (device, id)
 }
 
 /// A software-TPM device whose attestation stream the test drives by hand.
@@ -220,26 +224,9 @@ async fn a_binary_measured_before_its_revocation_fails_at_the_next_appraisal() {
     let bash = allowed("/usr/bin/bash", b"bash");
     let tool = allowed("/usr/local/bin/tool", b"tool v1");
     let d = deployment(&format!("{bash}{tool}")).await;
-    let mut device = d
-        .device("gw-revoked-binary", &BootProfile::default_linux())
-        .await
-        .unwrap();
-    let id = device.device_id();
     // The device runs program X, which the allowlist allows.
-    device
-        .swtpm
-        .ima_measure("/usr/local/bin/tool", b"tool v1")
-        .unwrap();
-    d.wait(&id, DeviceState::Trusted).await.unwrap();
     // Let X's entry be accepted (judged once, incrementally) before the revocation.
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let record = d.verifier.service.storage().device(&id).unwrap().unwrap();
-    assert_eq!(
-        record.state,
-        DeviceState::Trusted,
-        "{}",
-        d.verifier.failure_summary(&id)
-    );
+    let (_device, id) = running_tool(&d, "gw-revoked-binary").await;
     // The operator imports an allowlist without X. Nothing new is measured.
     d.import(Document::Policy, &policy(2, &bash)).await.unwrap();
     d.wait(&id, DeviceState::Untrusted).await.unwrap();
@@ -281,24 +268,7 @@ async fn a_binary_from_a_manifest_the_trust_list_then_revokes_fails_at_the_next_
     let with_tools = policy(2, &allowed("/usr/bin/bash", b"bash"))
         + "\n[[components]]\nsupplier = \"Acme\"\nproduct = \"tools\"\n";
     d.import(Document::Policy, &with_tools).await.unwrap();
-    let mut device = d
-        .device("gw-revoked-manifest", &BootProfile::default_linux())
-        .await
-        .unwrap();
-    let id = device.device_id();
-    device
-        .swtpm
-        .ima_measure("/usr/local/bin/tool", b"tool v1")
-        .unwrap();
-    d.wait(&id, DeviceState::Trusted).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let record = d.verifier.service.storage().device(&id).unwrap().unwrap();
-    assert_eq!(
-        record.state,
-        DeviceState::Trusted,
-        "{}",
-        d.verifier.failure_summary(&id)
-    );
+    let (_device, id) = running_tool(&d, "gw-revoked-manifest").await;
     // Trust list v2 revokes the manifest. Nothing new is measured.
     let mut list = d.list.clone();
     list.version = 2;
