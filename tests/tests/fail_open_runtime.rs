@@ -106,6 +106,18 @@ async fn running_tool(d: &Deployment, label: &str) -> (TestDevice, String) {
     (device, id)
 }
 
+/// Policy v2: the allowlist of bash gains `/usr/bin/ls`.
+async fn import_allowlist_v2(d: &Deployment) {
+    let allowlist = format!(
+        "{}{}",
+        allowed("/usr/bin/bash", b"bash"),
+        allowed("/usr/bin/ls", b"ls")
+    );
+    d.import(Document::Policy, &policy(2, &allowlist))
+        .await
+        .unwrap();
+}
+
 /// A software-TPM device whose attestation stream the test drives by hand.
 struct HandDriven {
     device_id: String,
@@ -159,6 +171,19 @@ impl HandDriven {
 
     async fn send(&mut self, evidence: Evidence) -> VerdictNotice {
         self.stream.send(evidence).await.unwrap()
+    }
+
+    /// Enrolls, measures `path` with `content`, and passes one honest round: trusted.
+    async fn trusted(d: &Deployment, label: &str, path: &str, content: &[u8]) -> Self {
+        let mut device = Self::enroll(d, label).await;
+        device.tpm.measure_file(path, content);
+        let (_, verdict) = device.honest_round().await;
+        assert!(
+            trusted(&verdict),
+            "{}",
+            d.verifier.failure_summary(&device.device_id)
+        );
+        device
     }
 
     /// One honest round: the next challenge answered as a genuine agent would.
@@ -289,33 +314,14 @@ async fn a_binary_from_a_manifest_the_trust_list_then_revokes_fails_at_the_next_
 #[tokio::test(flavor = "multi_thread")]
 async fn an_answer_that_leaves_out_the_start_of_a_rejudged_ima_list_is_refused() {
     let d = deployment(&allowed("/usr/bin/bash", b"bash")).await;
-    let mut device = HandDriven::enroll(&d, "soft-rejudge").await;
-    device.tpm.measure_file("/usr/bin/bash", b"bash");
-    let (_, verdict) = device.honest_round().await;
-    assert!(
-        trusted(&verdict),
-        "{}",
-        d.verifier.failure_summary(&device.device_id)
-    );
+    let mut device = HandDriven::trusted(&d, "soft-rejudge", "/usr/bin/bash", b"bash").await;
     let (challenge, verdict) = device.honest_round().await;
     assert!(trusted(&verdict));
     assert!(challenge.ima_offset > 0, "IMA travels incrementally");
     let offset = challenge.ima_offset;
 
     // The allowlist changes (a file is added): the next challenge asks for the whole list.
-    d.import(
-        Document::Policy,
-        &policy(
-            2,
-            &format!(
-                "{}{}",
-                allowed("/usr/bin/bash", b"bash"),
-                allowed("/usr/bin/ls", b"ls")
-            ),
-        ),
-    )
-    .await
-    .unwrap();
+    import_allowlist_v2(&d).await;
     let challenge = device.challenge().await;
     assert_eq!(
         challenge.ima_offset, 0,
@@ -344,27 +350,8 @@ async fn an_answer_that_leaves_out_the_start_of_a_rejudged_ima_list_is_refused()
 #[tokio::test(flavor = "multi_thread")]
 async fn an_honest_device_resends_its_whole_list_once_and_the_rejudgement_is_recorded() {
     let d = deployment(&allowed("/usr/bin/bash", b"bash")).await;
-    let mut device = HandDriven::enroll(&d, "soft-rejudged").await;
-    device.tpm.measure_file("/usr/bin/bash", b"bash");
-    let (_, verdict) = device.honest_round().await;
-    assert!(
-        trusted(&verdict),
-        "{}",
-        d.verifier.failure_summary(&device.device_id)
-    );
-    d.import(
-        Document::Policy,
-        &policy(
-            2,
-            &format!(
-                "{}{}",
-                allowed("/usr/bin/bash", b"bash"),
-                allowed("/usr/bin/ls", b"ls")
-            ),
-        ),
-    )
-    .await
-    .unwrap();
+    let mut device = HandDriven::trusted(&d, "soft-rejudged", "/usr/bin/bash", b"bash").await;
+    import_allowlist_v2(&d).await;
     let (challenge, verdict) = device.honest_round().await;
     assert_eq!(challenge.ima_offset, 0);
     assert!(
@@ -394,14 +381,7 @@ async fn an_honest_device_resends_its_whole_list_once_and_the_rejudgement_is_rec
 #[tokio::test(flavor = "multi_thread")]
 async fn an_honest_pass_of_an_untrusted_device_is_not_signed_affirming() {
     let d = deployment(&allowed("/usr/bin/bash", b"bash")).await;
-    let mut device = HandDriven::enroll(&d, "soft-untrusted").await;
-    device.tpm.measure_file("/usr/bin/bash", b"bash");
-    let (_, verdict) = device.honest_round().await;
-    assert!(
-        trusted(&verdict),
-        "{}",
-        d.verifier.failure_summary(&device.device_id)
-    );
+    let mut device = HandDriven::trusted(&d, "soft-untrusted", "/usr/bin/bash", b"bash").await;
     let claims = result_claims(&d, &device.device_id).await;
     let submod = &claims["submods"][&device.device_id];
     assert_eq!(submod["ear.status"], "affirming", "{claims}");
@@ -464,14 +444,8 @@ async fn executables_are_not_affirmed_with_the_allowlist_off() {
     )
     .await
     .unwrap();
-    let mut device = HandDriven::enroll(&d, "soft-allowlist-off").await;
-    device.tpm.measure_file("/usr/bin/anything", b"anything");
-    let (_, verdict) = device.honest_round().await;
-    assert!(
-        trusted(&verdict),
-        "{}",
-        d.verifier.failure_summary(&device.device_id)
-    );
+    let device =
+        HandDriven::trusted(&d, "soft-allowlist-off", "/usr/bin/anything", b"anything").await;
     let claims = result_claims(&d, &device.device_id).await;
     let submod = &claims["submods"][&device.device_id];
     assert_eq!(submod["ear.status"], "affirming", "{claims}");
