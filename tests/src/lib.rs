@@ -634,3 +634,30 @@ pub fn audit_verify(export: &str, public_key: &str, dir: &Path) -> anyhow::Resul
         String::from_utf8_lossy(&output.stdout).into_owned(),
     ))
 }
+
+/// An audit log worth exporting: a verifier challenging every 2 s; device `label` enrolled and
+/// trusted; a periodic checkpoint (the verifier signs one every minute; here, now); then the
+/// device's secure boot state (PCR 7) tampered with and the appraisal failure recorded. The
+/// agent is stopped, so nothing more is written.
+pub async fn audit_history(
+    label: &str,
+) -> anyhow::Result<(trustchain_swtpm::TestMakers, TestVerifier, TestDevice)> {
+    let makers = trustchain_swtpm::TestMakers::generate()?;
+    let verifier = TestVerifier::start_with(&makers.trusted, |c| {
+        c.attestation.default_interval_seconds = 2;
+    })
+    .await?;
+    let mut device = TestDevice::trusted(&verifier, &makers.trusted, label, &[]).await?;
+    verifier.service.checkpoint()?;
+    device
+        .swtpm
+        .extend_unlisted(7, b"tampered secure boot state")?;
+    verifier
+        .settle(
+            &device.device_id(),
+            trustchain_verifier::storage::DeviceState::Untrusted,
+        )
+        .await?;
+    device.stop_agent();
+    Ok((makers, verifier, device))
+}

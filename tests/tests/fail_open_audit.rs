@@ -65,28 +65,11 @@ fn verify(export: &str, public_key: &str, dir: &Path) -> (bool, String) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_audit_export_cut_after_an_earlier_checkpoint_or_at_its_start_is_refused() {
-    let makers = TestMakers::generate().unwrap();
-    let verifier = TestVerifier::start_with(&makers.trusted, |c| {
-        c.attestation.default_interval_seconds = 2;
-    })
-    .await
-    .unwrap();
-    let mut device = TestDevice::trusted(&verifier, &makers.trusted, "gw-export-cut", &[])
+    // A periodic checkpoint over the records so far, then the records an attacker wants gone:
+    // the device's boot state is tampered with and the verifier records the failure.
+    let (_makers, verifier, _device) = trustchain_tests::audit_history("gw-export-cut")
         .await
         .unwrap();
-    // A periodic checkpoint over the records so far (the verifier signs one every minute; here,
-    // now), then the records an attacker wants gone: the device's boot state is tampered with
-    // and the verifier records the failure.
-    verifier.service.checkpoint().unwrap();
-    device
-        .swtpm
-        .extend_unlisted(7, b"tampered secure boot state")
-        .unwrap();
-    verifier
-        .settle(&device.device_id(), DeviceState::Untrusted)
-        .await
-        .unwrap();
-    device.stop_agent();
 
     let dir = verifier.dir.path();
     let public_key = verifier.service.signing_public_hex();
