@@ -68,15 +68,6 @@ fn assert_nothing_written(verifier: &TestVerifier, before: usize) {
     );
 }
 
-/// Begin, the device's TPM2_ActivateCredential, Complete: a refusal after activation.
-async fn begin_and_activate(
-    verifier: &TestVerifier,
-    device: &BareDevice,
-    request: EnrollRequest,
-) -> Result<String, tonic::Status> {
-    device.enroll_by_hand(verifier, request).await
-}
-
 async fn begin(
     verifier: &TestVerifier,
     request: EnrollRequest,
@@ -441,13 +432,10 @@ async fn a_different_ek_claiming_an_existing_device_is_refused_and_alerted() {
 
     // The impostor's TPM is genuine: it proves it, and only then is it refused and alerted.
     let impostor = device(&makers.trusted, "gw-17", EkChoice::Rsa2048);
-    let status = begin_and_activate(
-        &verifier,
-        &impostor,
-        request(&impostor, EkChoice::Rsa2048, "gw-17"),
-    )
-    .await
-    .unwrap_err();
+    let status = impostor
+        .enroll_by_hand(&verifier, request(&impostor, EkChoice::Rsa2048, "gw-17"))
+        .await
+        .unwrap_err();
     assert_refused(&status, &verifier, "a different EK");
     let events = verifier.service.storage().events(0, 100).unwrap();
     assert!(
@@ -506,7 +494,8 @@ async fn a_decommissioned_ek_never_enrolls_again_even_with_a_fresh_ak() {
     assert_ne!(code, Some(Code::PermissionDenied), "{error:?}");
 
     dev.tpm.lock().unwrap().rotate_ak().unwrap();
-    let status = begin_and_activate(&verifier, &dev, request(&dev, EkChoice::Rsa2048, "gw-old"))
+    let status = dev
+        .enroll_by_hand(&verifier, request(&dev, EkChoice::Rsa2048, "gw-old"))
         .await
         .unwrap_err();
     assert_refused(&status, &verifier, "decommissioned");

@@ -37,16 +37,6 @@ fn request(device: &BareDevice, facts: DeviceFacts) -> EnrollRequest {
     device.request(EkChoice::Rsa2048, facts).unwrap()
 }
 
-/// Begin, TPM2_ActivateCredential in the device's TPM, Complete: the device id, or the refusal
-/// (at Begin or at Complete).
-async fn enroll_by_hand(
-    verifier: &TestVerifier,
-    device: &BareDevice,
-    request: EnrollRequest,
-) -> Result<String, tonic::Status> {
-    device.enroll_by_hand(verifier, request).await
-}
-
 /// The same EK sent as a TPM2B_PUBLIC: size-prefixed, the same key in other bytes.
 fn size_prefixed(ek_public: &[u8]) -> Vec<u8> {
     let mut prefixed = (ek_public.len() as u16).to_be_bytes().to_vec();
@@ -84,9 +74,7 @@ async fn a_decommissioned_tpm_resending_its_ek_size_prefixed_is_still_decommissi
     let verifier = TestVerifier::start(&makers.trusted).await.unwrap();
     let dev = device(&makers.trusted, "gw-reborn");
     let honest = request(&dev, facts("gw-reborn"));
-    let device_id = enroll_by_hand(&verifier, &dev, honest.clone())
-        .await
-        .unwrap();
+    let device_id = dev.enroll_by_hand(&verifier, honest.clone()).await.unwrap();
     assert_eq!(
         device_id,
         device_id_for(&honest.ek_public),
@@ -105,7 +93,7 @@ async fn a_decommissioned_tpm_resending_its_ek_size_prefixed_is_still_decommissi
     let mut attack = honest.clone();
     attack.ek_public = size_prefixed(&honest.ek_public);
     attack.facts = Some(facts("gw-reborn-2"));
-    let status = enroll_by_hand(&verifier, &dev, attack).await.unwrap_err();
+    let status = dev.enroll_by_hand(&verifier, attack).await.unwrap_err();
     assert_refused(&status);
 
     let devices = verifier.service.storage().devices().unwrap();
@@ -234,7 +222,8 @@ async fn a_strict_device_re_enrolling_with_a_lax_class_claim_is_refused_and_stay
     import_policy(&verifier, "lax", "gateway", 600).await;
     import_policy(&verifier, "strict", "plc", 5).await;
 
-    let plc_id = enroll_by_hand(&verifier, &plc, plc_request.clone())
+    let plc_id = plc
+        .enroll_by_hand(&verifier, plc_request.clone())
         .await
         .unwrap();
     let strict = (Some("strict".to_string()), Duration::from_secs(5));
@@ -246,7 +235,7 @@ async fn a_strict_device_re_enrolling_with_a_lax_class_claim_is_refused_and_stay
         device_class: "gateway".into(),
         ..plc_request.facts.clone().unwrap()
     });
-    let status = enroll_by_hand(&verifier, &plc, attack).await.unwrap_err();
+    let status = plc.enroll_by_hand(&verifier, attack).await.unwrap_err();
     assert_refused(&status);
     let alerts = alerts(&verifier);
     assert!(
@@ -268,11 +257,7 @@ async fn a_strict_device_re_enrolling_with_a_lax_class_claim_is_refused_and_stay
         model: "lab sample".into(),
         ..plc_request.facts.clone().unwrap()
     });
-    assert_refused(
-        &enroll_by_hand(&verifier, &plc, remodelled)
-            .await
-            .unwrap_err(),
-    );
+    assert_refused(&plc.enroll_by_hand(&verifier, remodelled).await.unwrap_err());
 
     // A claim never picks the policy: a gateway's TPM claiming "plc" is still a gateway.
     let liar = request(
@@ -283,7 +268,7 @@ async fn a_strict_device_re_enrolling_with_a_lax_class_claim_is_refused_and_stay
             ..Default::default()
         },
     );
-    let liar_id = enroll_by_hand(&verifier, &other, liar).await.unwrap();
+    let liar_id = other.enroll_by_hand(&verifier, liar).await.unwrap();
     assert_eq!(
         governing_policy(&verifier, &liar_id),
         (Some("lax".to_string()), Duration::from_secs(600))
@@ -326,7 +311,7 @@ async fn a_revoked_tpm_resending_its_ek_size_prefixed_is_still_revoked() {
 
     let mut attack = honest.clone();
     attack.ek_public = size_prefixed(&honest.ek_public);
-    let status = enroll_by_hand(&verifier, &dev, attack).await.unwrap_err();
+    let status = dev.enroll_by_hand(&verifier, attack).await.unwrap_err();
     assert_refused(&status);
     assert!(verifier.service.storage().devices().unwrap().is_empty());
     let events = verifier.service.storage().events(0, 1000).unwrap();
