@@ -2,8 +2,11 @@
 //! loopback port, real sled on disk, real deployment CA) and agent configurations pointing at
 //! real swtpm devices.
 
+pub mod deployment;
 pub mod faults;
+pub mod hand_enroll;
 pub mod soft_tpm;
+pub mod stream;
 pub mod verifier_process;
 
 use std::net::SocketAddr;
@@ -313,6 +316,29 @@ impl TestDevice {
         })
     }
 
+    /// Starts a device booted with the default profile, enrolls it, measures the `ima` files
+    /// (path, content), runs the real agent and waits until `verifier` trusts it.
+    pub async fn trusted(
+        verifier: &TestVerifier,
+        maker: &TpmMaker,
+        label: &str,
+        ima: &[(&str, &[u8])],
+    ) -> anyhow::Result<Self> {
+        let profile = trustchain_swtpm::BootProfile::default_linux();
+        let mut device = Self::enrolled(verifier, maker, label, &profile).await?;
+        for (path, content) in ima {
+            device.swtpm.ima_measure(path, content)?;
+        }
+        device.start_agent();
+        verifier
+            .settle(
+                &device.device_id(),
+                trustchain_verifier::device::DeviceState::Trusted,
+            )
+            .await?;
+        Ok(device)
+    }
+
     pub fn device_id(&self) -> String {
         self.enrollment
             .as_ref()
@@ -330,6 +356,55 @@ impl TestDevice {
         self.agent = Some(tokio::spawn(async move {
             let _ = trustchain_agent::attest::run(&config, tpm, enrollment).await;
         }));
+    }
+
+    /// What this device's TPM honestly says for `challenge`: a quote of `nonce` over the
+    /// challenge's PCRs in `bank` (a TPM_ALG_ID), the boot log when asked, the IMA entries from
+    /// the challenge's offset.
+    pub fn evidence(
+        &self,
+        challenge: &trustchain_proto::v1::Challenge,
+        nonce: &[u8],
+        bank: u16,
+    ) -> anyhow::Result<trustchain_proto::v1::Evidence> {
+        use trustchain_agent::tpm::Tpm as _;
+        let selection: Vec<(u16, Vec<u32>)> = challenge
+            .pcr_selection
+            .iter()
+            .map(|b| (bank, b.pcrs.clone()))
+            .collect();
+        let quote = self
+            .tpm
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .quote(nonce, &selection)?;
+        let ima: String = std::fs::read_to_string(self.swtpm.ima_log_path())?
+            .lines()
+            .skip(usize::try_from(challenge.ima_offset)?)
+            .map(|l| format!("{l}\n"))
+            .collect();
+        Ok(trustchain_proto::v1::Evidence {
+            challenge_id: challenge.challenge_id,
+            quote: quote.attest,
+            signature: quote.signature,
+            pcr_values: quote
+                .pcr_values
+                .into_iter()
+                .map(|(a, i, d)| trustchain_proto::v1::PcrValue {
+                    hash_algorithm: u32::from(a),
+                    index: i,
+                    digest: d,
+                })
+                .collect(),
+            boot_log: if challenge.want_boot_log {
+                std::fs::read(self.swtpm.event_log_path())?
+            } else {
+                Vec::new()
+            },
+            boot_log_included: challenge.want_boot_log,
+            ima_offset: challenge.ima_offset,
+            ima_entries: ima.into_bytes(),
+        })
     }
 
     pub fn stop_agent(&mut self) {
@@ -379,6 +454,55 @@ impl TestVerifier {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// Waits up to [`deployment::WAIT`] until `device_id` is in `state`; the error names the
+    /// device's last failure.
+    pub async fn settle(
+        &self,
+        device_id: &str,
+        state: trustchain_verifier::device::DeviceState,
+    ) -> anyhow::Result<()> {
+        match self
+            .wait_for_state(device_id, state, deployment::WAIT)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => anyhow::bail!("{e}; last failure: {}", self.failure_summary(device_id)),
+        }
+    }
+
+    /// The failures of the device's last failed verdict.
+    pub fn last_failures(&self, device_id: &str) -> Vec<trustchain_verifier::verdict::Failure> {
+        self.service
+            .last_failed_verdict(device_id)
+            .map(|v| v.failures().to_vec())
+            .unwrap_or_default()
+    }
+
+    /// The details of the audit events of `kind` about `device_id`.
+    pub fn events_of(
+        &self,
+        device_id: &str,
+        kind: trustchain_verifier::device::EventKind,
+    ) -> anyhow::Result<Vec<String>> {
+        Ok(self
+            .service
+            .storage()
+            .events(0, 10_000)?
+            .into_iter()
+            .filter(|(_, e)| e.kind == kind && e.device_id == device_id)
+            .map(|(_, e)| e.detail)
+            .collect())
+    }
+
+    /// An Admin client authenticated as the test operator.
+    pub async fn admin(
+        &self,
+    ) -> anyhow::Result<trustchain_proto::v1::admin_client::AdminClient<Channel>> {
+        Ok(trustchain_proto::v1::admin_client::AdminClient::new(
+            self.operator_channel().await?,
+        ))
     }
 
     /// The last failed verdict as text.
@@ -479,4 +603,58 @@ pub fn maker_class(
         device_class: Some(class.into()),
         ..Default::default()
     }
+}
+
+/// The claims of a signed attestation result (a JWT), its payload decoded.
+pub fn jwt_claims(jwt: &str) -> anyhow::Result<serde_json::Value> {
+    use base64::Engine as _;
+    let payload = jwt
+        .split('.')
+        .nth(1)
+        .ok_or_else(|| anyhow::anyhow!("not a JWT: {jwt}"))?;
+    Ok(serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload)?,
+    )?)
+}
+
+/// `trustchain audit verify` on `export` (written into `dir`): whether it passed, and what it
+/// printed.
+pub fn audit_verify(export: &str, public_key: &str, dir: &Path) -> anyhow::Result<(bool, String)> {
+    let path = dir.join("export.jsonl");
+    std::fs::write(&path, export)?;
+    let output = std::process::Command::new(workspace_binary("trustchain"))
+        .args(["audit", "verify", "--public-key", public_key])
+        .arg(&path)
+        .output()?;
+    Ok((
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    ))
+}
+
+/// An audit log worth exporting: a verifier challenging every 2 s; device `label` enrolled and
+/// trusted; a periodic checkpoint (the verifier signs one every minute; here, now); then the
+/// device's secure boot state (PCR 7) tampered with and the appraisal failure recorded. The
+/// agent is stopped, so nothing more is written.
+pub async fn audit_history(
+    label: &str,
+) -> anyhow::Result<(trustchain_swtpm::TestMakers, TestVerifier, TestDevice)> {
+    let makers = trustchain_swtpm::TestMakers::generate()?;
+    let verifier = TestVerifier::start_with(&makers.trusted, |c| {
+        c.attestation.default_interval_seconds = 2;
+    })
+    .await?;
+    let mut device = TestDevice::trusted(&verifier, &makers.trusted, label, &[]).await?;
+    verifier.service.checkpoint()?;
+    device
+        .swtpm
+        .extend_unlisted(7, b"tampered secure boot state")?;
+    verifier
+        .settle(
+            &device.device_id(),
+            trustchain_verifier::device::DeviceState::Untrusted,
+        )
+        .await?;
+    device.stop_agent();
+    Ok((makers, verifier, device))
 }

@@ -10,16 +10,12 @@
 
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use trustchain_agent::tpm::Tpm;
-use trustchain_proto::v1::attestation_client::AttestationClient;
 use trustchain_proto::v1::{
-    AgentMessage, Challenge, Evidence, EvidencePart, Hello, PcrValue, agent_message,
-    verifier_message,
+    AgentMessage, Challenge, Evidence, EvidencePart, agent_message, verifier_message,
 };
 use trustchain_swtpm::boot::{BootEvent, EV_EFI_BOOT_SERVICES_APPLICATION};
 use trustchain_swtpm::{Bank, BootProfile, TestMakers};
+use trustchain_tests::stream::AttestStream;
 use trustchain_tests::{TestDevice, TestVerifier};
 use trustchain_verifier::device::{DeviceState, EventKind};
 
@@ -48,21 +44,14 @@ async fn raw_verifier(makers: &TestMakers) -> TestVerifier {
 }
 
 async fn trusted_device(verifier: &TestVerifier, makers: &TestMakers, label: &str) -> TestDevice {
-    let mut device = TestDevice::enrolled(
+    TestDevice::trusted(
         verifier,
         &makers.trusted,
         label,
-        &BootProfile::default_linux(),
+        &[("/usr/bin/bash", b"bash")],
     )
     .await
-    .unwrap();
-    device.swtpm.ima_measure("/usr/bin/bash", b"bash").unwrap();
-    device.start_agent();
-    verifier
-        .wait_for_state(&device.device_id(), DeviceState::Trusted, WAIT)
-        .await
-        .unwrap();
-    device
+    .unwrap()
 }
 
 async fn assert_untrusted_for(
@@ -278,12 +267,12 @@ async fn a_silent_device_times_out_and_recovers_on_a_fresh_pass() {
     let mut device = trusted_device(&verifier, &makers, "gw-silent").await;
     device.stop_agent();
     verifier
-        .wait_for_state(&device.device_id(), DeviceState::TimedOut, WAIT)
+        .settle(&device.device_id(), DeviceState::TimedOut)
         .await
         .unwrap();
     device.start_agent();
     verifier
-        .wait_for_state(&device.device_id(), DeviceState::Trusted, WAIT)
+        .settle(&device.device_id(), DeviceState::Trusted)
         .await
         .unwrap();
 }
@@ -329,99 +318,16 @@ async fn a_tpm_reset_with_a_fresh_boot_log_is_a_reboot() {
     );
 }
 
-/// A hand-driven agent stream, for attacks the real agent would never make.
-struct RawStream {
-    outbound: mpsc::Sender<AgentMessage>,
-    inbound: tonic::Streaming<trustchain_proto::v1::VerifierMessage>,
-}
-
-impl RawStream {
-    async fn open(verifier: &TestVerifier, device: &TestDevice) -> Self {
-        let enrollment = device.enrollment.as_ref().unwrap();
-        let channel = verifier
-            .channel(Some((&enrollment.certificate_pem, &enrollment.key_pem)))
-            .await
-            .unwrap();
-        let (outbound, rx) = mpsc::channel(4);
-        outbound
-            .send(AgentMessage {
-                body: Some(agent_message::Body::Hello(Hello {
-                    device_id: enrollment.device_id.clone(),
-                    agent_version: "raw".into(),
-                })),
-            })
-            .await
-            .unwrap();
-        let inbound = AttestationClient::new(channel)
-            .attest(ReceiverStream::new(rx))
-            .await
-            .unwrap()
-            .into_inner();
-        Self { outbound, inbound }
-    }
-
-    async fn challenge(&mut self) -> Challenge {
-        loop {
-            match self.inbound.message().await.unwrap().unwrap().body.unwrap() {
-                verifier_message::Body::Challenge(c) => return c,
-                verifier_message::Body::Verdict(_) => {}
-            }
-        }
-    }
-
-    async fn answer(&self, evidence: Evidence) {
-        self.outbound
-            .send(AgentMessage {
-                body: Some(agent_message::Body::Evidence(evidence)),
-            })
-            .await
-            .unwrap();
-    }
-}
-
-/// Honest evidence for `challenge` from `device`'s TPM, quoting `nonce` over `banks`.
+/// Honest evidence for `challenge` from `device`'s TPM, quoting `nonce` over `bank`.
 fn evidence(device: &TestDevice, challenge: &Challenge, nonce: &[u8], bank: u16) -> Evidence {
-    let selection: Vec<(u16, Vec<u32>)> = challenge
-        .pcr_selection
-        .iter()
-        .map(|b| (bank, b.pcrs.clone()))
-        .collect();
-    let quote = device.tpm.lock().unwrap().quote(nonce, &selection).unwrap();
-    let ima = std::fs::read_to_string(device.swtpm.ima_log_path()).unwrap();
-    let ima: String = ima
-        .lines()
-        .skip(challenge.ima_offset as usize)
-        .map(|l| format!("{l}\n"))
-        .collect();
-    Evidence {
-        challenge_id: challenge.challenge_id,
-        quote: quote.attest,
-        signature: quote.signature,
-        pcr_values: quote
-            .pcr_values
-            .into_iter()
-            .map(|(a, i, d)| PcrValue {
-                hash_algorithm: u32::from(a),
-                index: i,
-                digest: d,
-            })
-            .collect(),
-        boot_log: if challenge.want_boot_log {
-            std::fs::read(device.swtpm.event_log_path()).unwrap()
-        } else {
-            Vec::new()
-        },
-        boot_log_included: challenge.want_boot_log,
-        ima_offset: challenge.ima_offset,
-        ima_entries: ima.into_bytes(),
-    }
+    device.evidence(challenge, nonce, bank).unwrap()
 }
 
 async fn raw_device(
     verifier: &TestVerifier,
     makers: &TestMakers,
     label: &str,
-) -> (TestDevice, RawStream) {
+) -> (TestDevice, AttestStream) {
     let mut device = TestDevice::enrolled(
         verifier,
         &makers.trusted,
@@ -431,13 +337,14 @@ async fn raw_device(
     .await
     .unwrap();
     device.swtpm.ima_measure("/usr/bin/bash", b"bash").unwrap();
-    let mut stream = RawStream::open(verifier, &device).await;
-    let first = stream.challenge().await;
+    let mut stream = AttestStream::open(verifier, &device).await.unwrap();
+    let first = stream.challenge().await.unwrap();
     stream
         .answer(evidence(&device, &first, &first.nonce, 0x000b))
-        .await;
+        .await
+        .unwrap();
     verifier
-        .wait_for_state(&device.device_id(), DeviceState::Trusted, WAIT)
+        .settle(&device.device_id(), DeviceState::Trusted)
         .await
         .unwrap();
     (device, stream)
@@ -448,15 +355,15 @@ async fn a_replayed_old_quote_is_caught() {
     let makers = TestMakers::generate().unwrap();
     let verifier = raw_verifier(&makers).await;
     let (device, mut stream) = raw_device(&verifier, &makers, "gw-replay").await;
-    let second = stream.challenge().await;
+    let second = stream.challenge().await.unwrap();
     let good = evidence(&device, &second, &second.nonce, 0x000b);
-    stream.answer(good.clone()).await;
-    let third = stream.challenge().await;
+    stream.answer(good.clone()).await.unwrap();
+    let third = stream.challenge().await.unwrap();
     let mut replayed = good;
     replayed.challenge_id = third.challenge_id;
     replayed.boot_log_included = false;
     replayed.boot_log.clear();
-    stream.answer(replayed).await;
+    stream.answer(replayed).await.unwrap();
     assert_untrusted_for(&verifier, &device, "nonce").await;
 }
 
@@ -466,8 +373,8 @@ async fn a_quote_with_another_devices_nonce_is_caught() {
     let verifier = raw_verifier(&makers).await;
     let (device_a, mut stream_a) = raw_device(&verifier, &makers, "gw-nonce-a").await;
     let (device_b, mut stream_b) = raw_device(&verifier, &makers, "gw-nonce-b").await;
-    let challenge_a = stream_a.challenge().await;
-    let challenge_b = stream_b.challenge().await;
+    let challenge_a = stream_a.challenge().await.unwrap();
+    let challenge_b = stream_b.challenge().await.unwrap();
     // B answers its own challenge with a quote over A's nonce.
     stream_b
         .answer(evidence(
@@ -476,7 +383,8 @@ async fn a_quote_with_another_devices_nonce_is_caught() {
             &challenge_a.nonce,
             0x000b,
         ))
-        .await;
+        .await
+        .unwrap();
     assert_untrusted_for(&verifier, &device_b, "nonce").await;
     drop(device_a);
 }
@@ -487,11 +395,11 @@ async fn a_quote_signed_by_another_ak_is_caught() {
     let verifier = raw_verifier(&makers).await;
     let (device_a, _stream_a) = raw_device(&verifier, &makers, "gw-ak-a").await;
     let (device_b, mut stream_b) = raw_device(&verifier, &makers, "gw-ak-b").await;
-    let challenge = stream_b.challenge().await;
+    let challenge = stream_b.challenge().await.unwrap();
     // A genuine TPM (A's) quotes B's nonce: a relay for B.
     let mut relayed = evidence(&device_a, &challenge, &challenge.nonce, 0x000b);
     relayed.ima_entries = evidence(&device_b, &challenge, &challenge.nonce, 0x000b).ima_entries;
-    stream_b.answer(relayed).await;
+    stream_b.answer(relayed).await.unwrap();
     assert_untrusted_for(&verifier, &device_b, "quote_signature").await;
 }
 
@@ -500,11 +408,11 @@ async fn a_flipped_signature_bit_is_caught() {
     let makers = TestMakers::generate().unwrap();
     let verifier = raw_verifier(&makers).await;
     let (device, mut stream) = raw_device(&verifier, &makers, "gw-flip").await;
-    let challenge = stream.challenge().await;
+    let challenge = stream.challenge().await.unwrap();
     let mut tampered = evidence(&device, &challenge, &challenge.nonce, 0x000b);
     let last = tampered.signature.len() - 1;
     tampered.signature[last] ^= 1;
-    stream.answer(tampered).await;
+    stream.answer(tampered).await.unwrap();
     assert_untrusted_for(&verifier, &device, "quote_signature").await;
 }
 
@@ -513,10 +421,11 @@ async fn a_sha1_only_answer_is_a_downgrade() {
     let makers = TestMakers::generate().unwrap();
     let verifier = raw_verifier(&makers).await;
     let (device, mut stream) = raw_device(&verifier, &makers, "gw-sha1").await;
-    let challenge = stream.challenge().await;
+    let challenge = stream.challenge().await.unwrap();
     stream
         .answer(evidence(&device, &challenge, &challenge.nonce, 0x0004))
-        .await;
+        .await
+        .unwrap();
     assert_untrusted_for(&verifier, &device, "required_bank").await;
 }
 
@@ -539,7 +448,7 @@ async fn after_a_verifier_restart_trust_rests_on_a_fresh_challenge() {
     // ...until the device passes a fresh challenge from the new process.
     device.start_agent();
     verifier
-        .wait_for_state(&device.device_id(), DeviceState::Trusted, WAIT)
+        .settle(&device.device_id(), DeviceState::Trusted)
         .await
         .unwrap();
 }
@@ -578,7 +487,7 @@ async fn evidence_parts_past_the_limit_or_undecodable_end_the_stream_without_a_v
     let verifier = raw_verifier(&makers).await;
     let limit = verifier.service.limits().max_evidence_message;
     let (_too_large, mut stream) = raw_device(&verifier, &makers, "gw-parts-big").await;
-    let challenge = stream.challenge().await;
+    let challenge = stream.challenge().await.unwrap();
     for _ in 0..=(limit / (1024 * 1024)) {
         let part = AgentMessage {
             body: Some(agent_message::Body::EvidencePart(EvidencePart {
@@ -593,7 +502,7 @@ async fn evidence_parts_past_the_limit_or_undecodable_end_the_stream_without_a_v
     assert_stream_refused(&mut stream, challenge.challenge_id).await;
 
     let (_garbage, mut stream) = raw_device(&verifier, &makers, "gw-parts-junk").await;
-    let challenge = stream.challenge().await;
+    let challenge = stream.challenge().await.unwrap();
     for (data, last) in [(vec![0xff; 4096], false), (vec![0xff; 10], true)] {
         stream
             .outbound
@@ -609,7 +518,7 @@ async fn evidence_parts_past_the_limit_or_undecodable_end_the_stream_without_a_v
     assert_stream_refused(&mut stream, challenge.challenge_id).await;
 }
 
-async fn assert_stream_refused(stream: &mut RawStream, challenge_id: u64) {
+async fn assert_stream_refused(stream: &mut AttestStream, challenge_id: u64) {
     let outcome = tokio::time::timeout(WAIT, async {
         loop {
             match stream.inbound.message().await {
@@ -636,7 +545,7 @@ async fn parts_of_an_answer_that_missed_its_deadline_are_dropped_as_late() {
     let makers = TestMakers::generate().unwrap();
     let verifier = raw_verifier(&makers).await;
     let (device, mut stream) = raw_device(&verifier, &makers, "gw-parts-late").await;
-    let missed = stream.challenge().await;
+    let missed = stream.challenge().await.unwrap();
     let mut late = evidence(&device, &missed, &missed.nonce, 0x000b);
     late.boot_log =
         vec![0; trustchain_proto::EVIDENCE_WHOLE_BYTES + 2 * trustchain_proto::EVIDENCE_PART_BYTES];
@@ -647,12 +556,13 @@ async fn parts_of_an_answer_that_missed_its_deadline_are_dropped_as_late() {
     for part in parts {
         stream.outbound.send(part).await.unwrap();
     }
-    let next = stream.challenge().await;
+    let next = stream.challenge().await.unwrap();
     assert!(next.challenge_id > missed.challenge_id);
     stream.outbound.send(last).await.unwrap();
     stream
         .answer(evidence(&device, &next, &next.nonce, 0x000b))
-        .await;
+        .await
+        .unwrap();
     let verdict = tokio::time::timeout(WAIT, async {
         loop {
             let message = stream.inbound.message().await.unwrap().unwrap();

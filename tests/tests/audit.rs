@@ -10,66 +10,15 @@
 )]
 
 use std::process::Command;
-use std::time::Duration;
-
-use trustchain_swtpm::{BootProfile, TestMakers};
-use trustchain_tests::{TestDevice, TestVerifier};
-use trustchain_verifier::device::DeviceState;
 
 fn verify(export: &str, public_key: &str, dir: &std::path::Path) -> (bool, String) {
-    let path = dir.join("export.jsonl");
-    std::fs::write(&path, export).unwrap();
-    let output = Command::new(trustchain_tests::workspace_binary("trustchain"))
-        .args(["audit", "verify", "--public-key", public_key])
-        .arg(&path)
-        .output()
-        .unwrap();
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-    )
+    trustchain_tests::audit_verify(export, public_key, dir).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_exported_audit_log_verifies_offline_and_tampering_is_pinpointed() {
-    let makers = TestMakers::generate().unwrap();
-    let verifier = TestVerifier::start_with(&makers.trusted, |c| {
-        c.attestation.default_interval_seconds = 2;
-    })
-    .await
-    .unwrap();
-    let mut device = TestDevice::enrolled(
-        &verifier,
-        &makers.trusted,
-        "gw-audit",
-        &BootProfile::default_linux(),
-    )
-    .await
-    .unwrap();
-    device.start_agent();
-    verifier
-        .wait_for_state(
-            &device.device_id(),
-            DeviceState::Trusted,
-            Duration::from_secs(30),
-        )
-        .await
-        .unwrap();
-    // A periodic checkpoint (the verifier signs one every minute; here, now).
-    verifier.service.checkpoint().unwrap();
-    device
-        .swtpm
-        .extend_unlisted(7, b"tampered secure boot state")
-        .unwrap();
-    verifier
-        .wait_for_state(
-            &device.device_id(),
-            DeviceState::Untrusted,
-            Duration::from_secs(30),
-        )
-        .await
-        .unwrap();
-    device.stop_agent();
+    // Enrolled, trusted, a periodic checkpoint, then an appraisal failure.
+    let (_makers, verifier, device) = trustchain_tests::audit_history("gw-audit").await.unwrap();
 
     // Export with the operator CLI, over mTLS, as a SOC analyst would.
     let dir = verifier.dir.path();

@@ -19,53 +19,27 @@ use trustchain_agent::tpm::esapi::{AkAlgorithm, EsapiTpm};
 use trustchain_proto::v1::admin_client::AdminClient;
 use trustchain_proto::v1::enrollment_client::EnrollmentClient;
 use trustchain_proto::v1::{
-    ActivationChallenge, ActivationResponse, DeviceFacts, EnrollRequest, ListDevicesRequest,
+    ActivationChallenge, ActivationResponse, EnrollRequest, ListDevicesRequest,
 };
-use trustchain_swtpm::{SwtpmDevice, TestMakers, TpmMaker};
+use trustchain_swtpm::{TestMakers, TpmMaker};
 use trustchain_tests::TestVerifier;
+use trustchain_tests::hand_enroll::{BareDevice, facts};
 use trustchain_verifier::device::{DeviceState, EventKind};
 
-struct Device {
-    swtpm: SwtpmDevice,
-    tpm: Arc<Mutex<EsapiTpm>>,
-    state: tempfile::TempDir,
+fn device(maker: &TpmMaker, label: &str, ek: EkChoice) -> BareDevice {
+    BareDevice::start(maker, label, ek).unwrap()
 }
 
-fn device(maker: &TpmMaker, label: &str, ek: EkChoice) -> Device {
-    let swtpm = SwtpmDevice::start(maker, label).unwrap();
-    let state = tempfile::tempdir().unwrap();
-    let tpm = EsapiTpm::new(&swtpm.tcti(), state.path(), ek, AkAlgorithm::Rsa2048).unwrap();
-    Device {
-        swtpm,
-        tpm: Arc::new(Mutex::new(tpm)),
-        state,
-    }
-}
-
-fn request(device: &Device, ek: EkChoice, hostname: &str) -> EnrollRequest {
-    let mut tpm = device.tpm.lock().unwrap();
-    EnrollRequest {
-        ek_certificate: tpm.ek_certificate(ek).unwrap(),
-        ek_intermediates: Vec::new(),
-        ek_public: tpm.ek_public(ek).unwrap(),
-        ak_public: tpm.ak_public().unwrap(),
-        facts: Some(DeviceFacts {
-            hostname: hostname.into(),
-            ..Default::default()
-        }),
-    }
+fn request(device: &BareDevice, ek: EkChoice, hostname: &str) -> EnrollRequest {
+    device.request(ek, facts(hostname)).unwrap()
 }
 
 async fn client(verifier: &TestVerifier) -> EnrollmentClient<tonic::transport::Channel> {
     EnrollmentClient::new(verifier.channel(None).await.unwrap())
 }
 
-fn csr(device: &Device) -> Vec<u8> {
-    StateDir::open(&device.state.path().join("agent"))
-        .unwrap()
-        .new_tls_key("x")
-        .unwrap()
-        .1
+fn csr(device: &BareDevice) -> Vec<u8> {
+    device.csr().unwrap()
 }
 
 /// Asserts a refusal that reveals nothing, and that the verifier logged `reason`. Refusals of a
@@ -92,30 +66,6 @@ fn assert_nothing_written(verifier: &TestVerifier, before: usize) {
         before,
         "a refusal of a peer that had not proved its TPM was written to storage"
     );
-}
-
-/// Begin, the device's TPM2_ActivateCredential, Complete: a refusal after activation.
-async fn begin_and_activate(
-    verifier: &TestVerifier,
-    device: &Device,
-    request: EnrollRequest,
-) -> Result<String, tonic::Status> {
-    let challenge = begin(verifier, request).await?;
-    let secret = device
-        .tpm
-        .lock()
-        .unwrap()
-        .activate_credential(&challenge.credential_blob, &challenge.encrypted_secret)
-        .unwrap();
-    client(verifier)
-        .await
-        .complete(ActivationResponse {
-            attempt_id: challenge.attempt_id,
-            secret,
-            client_csr: csr(device),
-        })
-        .await
-        .map(|r| r.into_inner().device_id)
 }
 
 async fn begin(
@@ -482,13 +432,10 @@ async fn a_different_ek_claiming_an_existing_device_is_refused_and_alerted() {
 
     // The impostor's TPM is genuine: it proves it, and only then is it refused and alerted.
     let impostor = device(&makers.trusted, "gw-17", EkChoice::Rsa2048);
-    let status = begin_and_activate(
-        &verifier,
-        &impostor,
-        request(&impostor, EkChoice::Rsa2048, "gw-17"),
-    )
-    .await
-    .unwrap_err();
+    let status = impostor
+        .enroll_by_hand(&verifier, request(&impostor, EkChoice::Rsa2048, "gw-17"))
+        .await
+        .unwrap_err();
     assert_refused(&status, &verifier, "a different EK");
     let events = verifier.service.storage().events(0, 100).unwrap();
     assert!(
@@ -547,7 +494,8 @@ async fn a_decommissioned_ek_never_enrolls_again_even_with_a_fresh_ak() {
     assert_ne!(code, Some(Code::PermissionDenied), "{error:?}");
 
     dev.tpm.lock().unwrap().rotate_ak().unwrap();
-    let status = begin_and_activate(&verifier, &dev, request(&dev, EkChoice::Rsa2048, "gw-old"))
+    let status = dev
+        .enroll_by_hand(&verifier, request(&dev, EkChoice::Rsa2048, "gw-old"))
         .await
         .unwrap_err();
     assert_refused(&status, &verifier, "decommissioned");

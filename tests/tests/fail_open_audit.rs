@@ -18,20 +18,18 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 use sha2::{Digest, Sha256};
+use trustchain_proto::v1::ListDevicesRequest;
 use trustchain_proto::v1::admin_client::AdminClient;
-use trustchain_proto::v1::{ListDevicesRequest, SignedDocument};
-use trustchain_swtpm::{BootProfile, TestMakers, TpmMaker};
+use trustchain_swtpm::{TestMakers, TpmMaker};
+use trustchain_tests::deployment::{Document, maker_cas, signing_key, try_import};
 use trustchain_tests::{TestDevice, TestVerifier};
 use trustchain_verifier::audit::SigningKey;
 use trustchain_verifier::device::DeviceState;
 use trustchain_verifier::reference::documents::{MakerCa, Revocations, TRUST_LIST_KIND, TrustList};
 use trustchain_verifier::reference::signed::{self, TRUST_LIST_TYPE};
 use trustchain_verifier::storage::{DocumentKind, SledStorage, Storage};
-
-const WAIT: Duration = Duration::from_secs(40);
 
 fn trustchain(args: &[&str]) -> Command {
     let mut command = Command::new(trustchain_tests::workspace_binary("trustchain"));
@@ -63,52 +61,16 @@ fn export(verifier: &TestVerifier, from: Option<u64>) -> String {
 
 /// `trustchain audit verify`: whether it passed, and what it printed.
 fn verify(export: &str, public_key: &str, dir: &Path) -> (bool, String) {
-    let path = dir.join("export.jsonl");
-    std::fs::write(&path, export).unwrap();
-    let output = trustchain(&["audit", "verify", "--public-key", public_key])
-        .arg(&path)
-        .output()
-        .unwrap();
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-    )
+    trustchain_tests::audit_verify(export, public_key, dir).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_audit_export_cut_after_an_earlier_checkpoint_or_at_its_start_is_refused() {
-    let makers = TestMakers::generate().unwrap();
-    let verifier = TestVerifier::start_with(&makers.trusted, |c| {
-        c.attestation.default_interval_seconds = 2;
-    })
-    .await
-    .unwrap();
-    let mut device = TestDevice::enrolled(
-        &verifier,
-        &makers.trusted,
-        "gw-export-cut",
-        &BootProfile::default_linux(),
-    )
-    .await
-    .unwrap();
-    device.start_agent();
-    verifier
-        .wait_for_state(&device.device_id(), DeviceState::Trusted, WAIT)
+    // A periodic checkpoint over the records so far, then the records an attacker wants gone:
+    // the device's boot state is tampered with and the verifier records the failure.
+    let (_makers, verifier, _device) = trustchain_tests::audit_history("gw-export-cut")
         .await
         .unwrap();
-    // A periodic checkpoint over the records so far (the verifier signs one every minute; here,
-    // now), then the records an attacker wants gone: the device's boot state is tampered with
-    // and the verifier records the failure.
-    verifier.service.checkpoint().unwrap();
-    device
-        .swtpm
-        .extend_unlisted(7, b"tampered secure boot state")
-        .unwrap();
-    verifier
-        .wait_for_state(&device.device_id(), DeviceState::Untrusted, WAIT)
-        .await
-        .unwrap();
-    device.stop_agent();
 
     let dir = verifier.dir.path();
     let public_key = verifier.service.signing_public_hex();
@@ -185,26 +147,11 @@ struct TrustAuthority {
     keys: tempfile::TempDir,
 }
 
-fn signing_key(dir: &Path, name: &str) -> SigningKey {
-    let files = trustchain_ca::signing_key::create(dir, name).unwrap();
-    SigningKey::from_pkcs8(&std::fs::read(files.private_key).unwrap()).unwrap()
-}
-
 impl TrustAuthority {
     fn new(maker: &TpmMaker) -> Self {
         let keys = tempfile::tempdir().unwrap();
-        let key = signing_key(keys.path(), "trust-list-authority");
-        let (root, intermediate) = maker.write_pem(keys.path()).unwrap();
-        let maker_cas = [
-            ("test maker root", root),
-            ("test maker intermediate", intermediate),
-        ]
-        .into_iter()
-        .map(|(name, path)| MakerCa {
-            name: name.into(),
-            certificate_pem: std::fs::read_to_string(path).unwrap(),
-        })
-        .collect();
+        let key = signing_key(keys.path(), "trust-list-authority").unwrap();
+        let maker_cas = maker_cas(maker, keys.path()).unwrap();
         Self {
             key,
             maker_cas,
@@ -228,10 +175,6 @@ impl TrustAuthority {
         };
         signed::sign(&list, TRUST_LIST_TYPE, key).unwrap()
     }
-}
-
-async fn admin(verifier: &TestVerifier) -> AdminClient<tonic::transport::Channel> {
-    AdminClient::new(verifier.operator_channel().await.unwrap())
 }
 
 /// Writes one document into the stopped verifier's database, as someone with access to its
@@ -258,24 +201,10 @@ async fn a_newest_trust_list_that_no_longer_verifies_stops_the_verifier_instead_
     .await
     .unwrap();
     let v1 = authority.trust_list(1, Revocations::default(), &authority.key);
-    admin(&verifier)
-        .await
-        .import_trust_list(SignedDocument {
-            document: v1.into_bytes(),
-        })
+    try_import(&verifier, Document::TrustList, &v1)
         .await
         .unwrap();
-    let mut device = TestDevice::enrolled(
-        &verifier,
-        &makers.trusted,
-        "gw-rollback",
-        &BootProfile::default_linux(),
-    )
-    .await
-    .unwrap();
-    device.start_agent();
-    verifier
-        .wait_for_state(&device.device_id(), DeviceState::Trusted, WAIT)
+    let mut device = TestDevice::trusted(&verifier, &makers.trusted, "gw-rollback", &[])
         .await
         .unwrap();
 
@@ -286,15 +215,11 @@ async fn a_newest_trust_list_that_no_longer_verifies_stops_the_verifier_instead_
         ..Revocations::default()
     };
     let v2 = authority.trust_list(2, revoked, &authority.key);
-    admin(&verifier)
-        .await
-        .import_trust_list(SignedDocument {
-            document: v2.into_bytes(),
-        })
+    try_import(&verifier, Document::TrustList, &v2)
         .await
         .unwrap();
     verifier
-        .wait_for_state(&device.device_id(), DeviceState::Untrusted, WAIT)
+        .settle(&device.device_id(), DeviceState::Untrusted)
         .await
         .unwrap();
     assert!(
@@ -309,7 +234,7 @@ async fn a_newest_trust_list_that_no_longer_verifies_stops_the_verifier_instead_
     // While the verifier is stopped, v2 in its database is replaced by a v2 without the
     // revocation, signed by another key. Skipping it would make v1 active again and take the
     // revocation back; the verifier refuses to start instead, naming the list.
-    let attacker = signing_key(authority.keys.path(), "attacker");
+    let attacker = signing_key(authority.keys.path(), "attacker").unwrap();
     let forged = authority.trust_list(2, Revocations::default(), &attacker);
     let refused = verifier
         .restart_after(|config| {
@@ -336,11 +261,7 @@ async fn a_newest_policy_that_no_longer_parses_stops_the_verifier_instead_of_usi
     let verifier = TestVerifier::start(&makers.trusted).await.unwrap();
     for version in [1, 2] {
         let policy = format!("name = \"gateways\"\nversion = {version}\n");
-        admin(&verifier)
-            .await
-            .import_policy(SignedDocument {
-                document: policy.into_bytes(),
-            })
+        try_import(&verifier, Document::Policy, &policy)
             .await
             .unwrap();
     }
@@ -374,7 +295,7 @@ async fn a_revoked_operator_certificate_is_refused_on_its_open_connection_and_at
  {
     let makers = TestMakers::generate().unwrap();
     let verifier = TestVerifier::start(&makers.trusted).await.unwrap();
-    let mut open = admin(&verifier).await;
+    let mut open = verifier.admin().await.unwrap();
     open.list_devices(ListDevicesRequest::default())
         .await
         .unwrap();

@@ -8,23 +8,18 @@
     clippy::indexing_slicing
 )]
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
 use tonic::Code;
 use trustchain_agent::config::EkChoice;
-use trustchain_agent::identity::StateDir;
-use trustchain_agent::tpm::Tpm;
-use trustchain_agent::tpm::esapi::{AkAlgorithm, EsapiTpm};
 use trustchain_proto::v1::admin_client::AdminClient;
-use trustchain_proto::v1::enrollment_client::EnrollmentClient;
-use trustchain_proto::v1::{
-    ActivationResponse, DeviceFacts, DeviceRequest, EnrollRequest, SignedDocument,
-};
-use trustchain_swtpm::{SwtpmDevice, TestMakers, TpmMaker};
-use trustchain_tests::TestVerifier;
+use trustchain_proto::v1::{DeviceFacts, DeviceRequest, EnrollRequest};
+use trustchain_swtpm::{TestMakers, TpmMaker};
+use trustchain_tests::deployment::{Document, signing_key, try_import};
+use trustchain_tests::hand_enroll::{BareDevice, facts};
+use trustchain_tests::{TestVerifier, maker_issuer};
 use trustchain_verifier::audit::SigningKey;
 use trustchain_verifier::device::{DeviceState, EventKind};
 use trustchain_verifier::enrollment::enroller::device_id_for;
@@ -33,79 +28,20 @@ use trustchain_verifier::reference::documents::{
 };
 use trustchain_verifier::reference::signed::{self, TRUST_LIST_TYPE};
 
-struct Device {
-    _swtpm: SwtpmDevice,
-    tpm: Arc<Mutex<EsapiTpm>>,
-    state: tempfile::TempDir,
-}
-
-fn device(maker: &TpmMaker, label: &str) -> Device {
-    let swtpm = SwtpmDevice::start(maker, label).unwrap();
-    let state = tempfile::tempdir().unwrap();
-    let tpm = EsapiTpm::new(
-        &swtpm.tcti(),
-        state.path(),
-        EkChoice::Rsa2048,
-        AkAlgorithm::Rsa2048,
-    )
-    .unwrap();
-    Device {
-        _swtpm: swtpm,
-        tpm: Arc::new(Mutex::new(tpm)),
-        state,
-    }
+fn device(maker: &TpmMaker, label: &str) -> BareDevice {
+    BareDevice::start(maker, label, EkChoice::Rsa2048).unwrap()
 }
 
 /// What the real agent sends for this TPM, claiming `facts`.
-fn request(device: &Device, facts: DeviceFacts) -> EnrollRequest {
-    let mut tpm = device.tpm.lock().unwrap();
-    EnrollRequest {
-        ek_certificate: tpm.ek_certificate(EkChoice::Rsa2048).unwrap(),
-        ek_intermediates: Vec::new(),
-        ek_public: tpm.ek_public(EkChoice::Rsa2048).unwrap(),
-        ak_public: tpm.ak_public().unwrap(),
-        facts: Some(facts),
-    }
+fn request(device: &BareDevice, facts: DeviceFacts) -> EnrollRequest {
+    device.request(EkChoice::Rsa2048, facts).unwrap()
 }
 
-fn facts(hostname: &str) -> DeviceFacts {
-    DeviceFacts {
-        hostname: hostname.into(),
-        ..Default::default()
-    }
-}
-
-fn csr(device: &Device) -> Vec<u8> {
-    StateDir::open(&device.state.path().join("agent"))
-        .unwrap()
-        .new_tls_key("x")
-        .unwrap()
-        .1
-}
-
-/// Begin, TPM2_ActivateCredential in the device's TPM, Complete: the device id, or the refusal
-/// (at Begin or at Complete).
-async fn enroll_by_hand(
-    verifier: &TestVerifier,
-    device: &Device,
-    request: EnrollRequest,
-) -> Result<String, tonic::Status> {
-    let mut client = EnrollmentClient::new(verifier.channel(None).await.unwrap());
-    let challenge = client.begin(request).await?.into_inner();
-    let secret = device
-        .tpm
-        .lock()
-        .unwrap()
-        .activate_credential(&challenge.credential_blob, &challenge.encrypted_secret)
-        .unwrap();
-    client
-        .complete(ActivationResponse {
-            attempt_id: challenge.attempt_id,
-            secret,
-            client_csr: csr(device),
-        })
-        .await
-        .map(|answer| answer.into_inner().device_id)
+/// The same EK sent as a TPM2B_PUBLIC: size-prefixed, the same key in other bytes.
+fn size_prefixed(ek_public: &[u8]) -> Vec<u8> {
+    let mut prefixed = (ek_public.len() as u16).to_be_bytes().to_vec();
+    prefixed.extend_from_slice(ek_public);
+    prefixed
 }
 
 fn assert_refused(status: &tonic::Status) {
@@ -138,9 +74,7 @@ async fn a_decommissioned_tpm_resending_its_ek_size_prefixed_is_still_decommissi
     let verifier = TestVerifier::start(&makers.trusted).await.unwrap();
     let dev = device(&makers.trusted, "gw-reborn");
     let honest = request(&dev, facts("gw-reborn"));
-    let device_id = enroll_by_hand(&verifier, &dev, honest.clone())
-        .await
-        .unwrap();
+    let device_id = dev.enroll_by_hand(&verifier, honest.clone()).await.unwrap();
     assert_eq!(
         device_id,
         device_id_for(&honest.ek_public),
@@ -157,11 +91,9 @@ async fn a_decommissioned_tpm_resending_its_ek_size_prefixed_is_still_decommissi
 
     // The attacker wraps the same EK in a TPM2B size prefix: the same key, other bytes.
     let mut attack = honest.clone();
-    let mut prefixed = (honest.ek_public.len() as u16).to_be_bytes().to_vec();
-    prefixed.extend_from_slice(&honest.ek_public);
-    attack.ek_public = prefixed;
+    attack.ek_public = size_prefixed(&honest.ek_public);
     attack.facts = Some(facts("gw-reborn-2"));
-    let status = enroll_by_hand(&verifier, &dev, attack).await.unwrap_err();
+    let status = dev.enroll_by_hand(&verifier, attack).await.unwrap_err();
     assert_refused(&status);
 
     let devices = verifier.service.storage().devices().unwrap();
@@ -186,8 +118,7 @@ async fn verifier_with_authority(
     makers: &TestMakers,
     keys: &std::path::Path,
 ) -> (TestVerifier, SigningKey) {
-    let files = trustchain_ca::signing_key::create(keys, "trust-list-authority").unwrap();
-    let authority = SigningKey::from_pkcs8(&std::fs::read(files.private_key).unwrap()).unwrap();
+    let authority = signing_key(keys, "trust-list-authority").unwrap();
     let public = keys.join("trust-list-authority.pub");
     let verifier = TestVerifier::start_with(&makers.trusted, |c| {
         c.trust_list_authority = Some(public);
@@ -217,37 +148,20 @@ fn trust_list(maker: &TpmMaker, version: u64, devices: Vec<DeviceMatch>) -> Trus
     }
 }
 
-fn maker_issuer(maker: &TpmMaker) -> String {
-    use x509_parser::prelude::FromDer;
-    let (_, certificate) =
-        x509_parser::certificate::X509Certificate::from_der(maker.intermediate_der()).unwrap();
-    certificate.subject().to_string()
-}
-
 async fn import_trust_list(
     verifier: &TestVerifier,
     list: &TrustList,
     authority: &SigningKey,
 ) -> Result<String, tonic::Status> {
     let document = signed::sign(list, TRUST_LIST_TYPE, authority).unwrap();
-    AdminClient::new(verifier.operator_channel().await.unwrap())
-        .import_trust_list(SignedDocument {
-            document: document.into_bytes(),
-        })
-        .await
-        .map(|r| r.into_inner().note)
+    try_import(verifier, Document::TrustList, &document).await
 }
 
 async fn import_policy(verifier: &TestVerifier, name: &str, class: &str, interval: u64) {
     let text = format!(
         "name = \"{name}\"\nversion = 1\n\n[match]\ndevice_classes = [\"{class}\"]\n\n[tier]\ninterval_seconds = {interval}\n"
     );
-    AdminClient::new(verifier.operator_channel().await.unwrap())
-        .import_policy(SignedDocument {
-            document: text.into_bytes(),
-        })
-        .await
-        .unwrap();
+    try_import(verifier, Document::Policy, &text).await.unwrap();
 }
 
 fn governing_policy(verifier: &TestVerifier, device_id: &str) -> (Option<String>, Duration) {
@@ -308,7 +222,8 @@ async fn a_strict_device_re_enrolling_with_a_lax_class_claim_is_refused_and_stay
     import_policy(&verifier, "lax", "gateway", 600).await;
     import_policy(&verifier, "strict", "plc", 5).await;
 
-    let plc_id = enroll_by_hand(&verifier, &plc, plc_request.clone())
+    let plc_id = plc
+        .enroll_by_hand(&verifier, plc_request.clone())
         .await
         .unwrap();
     let strict = (Some("strict".to_string()), Duration::from_secs(5));
@@ -320,7 +235,7 @@ async fn a_strict_device_re_enrolling_with_a_lax_class_claim_is_refused_and_stay
         device_class: "gateway".into(),
         ..plc_request.facts.clone().unwrap()
     });
-    let status = enroll_by_hand(&verifier, &plc, attack).await.unwrap_err();
+    let status = plc.enroll_by_hand(&verifier, attack).await.unwrap_err();
     assert_refused(&status);
     let alerts = alerts(&verifier);
     assert!(
@@ -342,11 +257,7 @@ async fn a_strict_device_re_enrolling_with_a_lax_class_claim_is_refused_and_stay
         model: "lab sample".into(),
         ..plc_request.facts.clone().unwrap()
     });
-    assert_refused(
-        &enroll_by_hand(&verifier, &plc, remodelled)
-            .await
-            .unwrap_err(),
-    );
+    assert_refused(&plc.enroll_by_hand(&verifier, remodelled).await.unwrap_err());
 
     // A claim never picks the policy: a gateway's TPM claiming "plc" is still a gateway.
     let liar = request(
@@ -357,7 +268,7 @@ async fn a_strict_device_re_enrolling_with_a_lax_class_claim_is_refused_and_stay
             ..Default::default()
         },
     );
-    let liar_id = enroll_by_hand(&verifier, &other, liar).await.unwrap();
+    let liar_id = other.enroll_by_hand(&verifier, liar).await.unwrap();
     assert_eq!(
         governing_policy(&verifier, &liar_id),
         (Some("lax".to_string()), Duration::from_secs(600))
@@ -399,10 +310,8 @@ async fn a_revoked_tpm_resending_its_ek_size_prefixed_is_still_revoked() {
         .unwrap();
 
     let mut attack = honest.clone();
-    let mut prefixed = (honest.ek_public.len() as u16).to_be_bytes().to_vec();
-    prefixed.extend_from_slice(&honest.ek_public);
-    attack.ek_public = prefixed;
-    let status = enroll_by_hand(&verifier, &dev, attack).await.unwrap_err();
+    attack.ek_public = size_prefixed(&honest.ek_public);
+    let status = dev.enroll_by_hand(&verifier, attack).await.unwrap_err();
     assert_refused(&status);
     assert!(verifier.service.storage().devices().unwrap().is_empty());
     let events = verifier.service.storage().events(0, 1000).unwrap();

@@ -8,266 +8,99 @@
     clippy::indexing_slicing
 )]
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
-use trustchain_proto::v1::SignedDocument;
-use trustchain_proto::v1::admin_client::AdminClient;
-use trustchain_swtpm::boot::EV_EFI_BOOT_SERVICES_APPLICATION;
-use trustchain_swtpm::{Bank, BootProfile, TestMakers, TpmMaker};
-use trustchain_tests::{TestDevice, TestVerifier};
+use trustchain_swtpm::BootProfile;
+use trustchain_tests::TestDevice;
+use trustchain_tests::deployment::{
+    Deployment, Document, acme_components, boot_applications, boot_manifest, gateway_policy,
+    manifest_signer, signing_key,
+};
 use trustchain_verifier::audit::SigningKey;
 use trustchain_verifier::device::DeviceState;
 use trustchain_verifier::reference::documents::{
-    BootKind, BootMeasurement, BootReferences, DeviceMatch, MANIFEST_KIND, MakerCa, Manifest,
-    ManifestSigner, Revocations, Scope, TRUST_LIST_KIND, TrustList,
+    DeviceMatch, Manifest, ManifestSigner, Revocations, TrustList,
 };
 use trustchain_verifier::reference::signed::{self, MANIFEST_TYPE, TRUST_LIST_TYPE};
-
-const WAIT: Duration = Duration::from_secs(40);
-
-/// Which trust document an import carries.
-#[derive(Debug, Clone, Copy)]
-enum Kind {
-    TrustList,
-    Manifest,
-    Policy,
-}
-
-/// A deployment with a trust-list authority, one supplier key, and a real verifier.
-struct Deployment {
-    verifier: TestVerifier,
-    makers: TestMakers,
-    authority: SigningKey,
-    acme: SigningKey,
-    maker_pems: Vec<(String, String)>,
-    _keys: tempfile::TempDir,
-}
-
-fn key(dir: &std::path::Path, name: &str) -> SigningKey {
-    let files = trustchain_ca::signing_key::create(dir, name).unwrap();
-    SigningKey::from_pkcs8(&std::fs::read(files.private_key).unwrap()).unwrap()
-}
-
-fn maker_pems(maker: &TpmMaker, dir: &std::path::Path) -> Vec<(String, String)> {
-    let (root, intermediate) = maker.write_pem(dir).unwrap();
-    vec![
-        (
-            "test maker root".into(),
-            std::fs::read_to_string(root).unwrap(),
-        ),
-        (
-            "test maker intermediate".into(),
-            std::fs::read_to_string(intermediate).unwrap(),
-        ),
-    ]
-}
 
 fn der_sha256(pem: &str) -> String {
     let der = pem::parse(pem).unwrap().into_contents();
     hex::encode(Sha256::digest(der))
 }
 
-impl Deployment {
-    async fn start() -> Self {
-        let makers = TestMakers::generate().unwrap();
-        let keys = tempfile::tempdir().unwrap();
-        let authority = key(keys.path(), "trust-list-authority");
-        let acme = key(keys.path(), "acme");
-        let authority_pub = keys.path().join("trust-list-authority.pub");
-        let verifier = TestVerifier::start_with(&makers.trusted, |c| {
-            c.trust_list_authority = Some(authority_pub);
-            c.attestation.default_interval_seconds = 2;
-        })
+/// A verifier taking trust lists from an authority, with Acme's key; nothing imported yet.
+async fn start() -> Deployment {
+    Deployment::builder()
+        .interval(2)
+        .start_bare()
         .await
-        .unwrap();
-        let maker_pems = maker_pems(&makers.trusted, keys.path());
-        Self {
-            verifier,
-            makers,
-            authority,
-            acme,
-            maker_pems,
-            _keys: keys,
-        }
-    }
-
-    fn signer(&self, name: &str, key: &SigningKey, suppliers: &[&str]) -> ManifestSigner {
-        ManifestSigner {
-            name: name.into(),
-            public_key: key.public_hex(),
-            scope: Scope {
-                suppliers: suppliers.iter().map(|s| s.to_string()).collect(),
-                products: vec!["*".into()],
-            },
-        }
-    }
-
-    fn trust_list(
-        &self,
-        version: u64,
-        signers: Vec<ManifestSigner>,
-        revoked: Revocations,
-    ) -> String {
-        let list = TrustList {
-            kind: TRUST_LIST_KIND.into(),
-            version,
-            issued_at: "2026-11-25T00:00:00Z".into(),
-            maker_cas: self
-                .maker_pems
-                .iter()
-                .map(|(name, pem)| MakerCa {
-                    name: name.clone(),
-                    certificate_pem: pem.clone(),
-                })
-                .collect(),
-            // The test maker's TPMs are gateways: the class comes from the trust list by EK
-            // certificate issuer, never from the agent's claim (issue 20, item 3).
-            devices: vec![DeviceMatch {
-                ek_issuer: Some(self.maker_issuer()),
-                device_class: Some("gateway".into()),
-                ..DeviceMatch::default()
-            }],
-            manifest_signers: signers,
-            revoked,
-        };
-        signed::sign(&list, TRUST_LIST_TYPE, &self.authority).unwrap()
-    }
-
-    /// The issuer of the test maker's EK certificates, as the verifier names it.
-    fn maker_issuer(&self) -> String {
-        trustchain_tests::maker_issuer(&self.makers.trusted)
-    }
-
-    async fn admin(&self) -> AdminClient<tonic::transport::Channel> {
-        AdminClient::new(self.verifier.operator_channel().await.unwrap())
-    }
-
-    /// Imports one document over the operator's mTLS: the verifier's note, or its refusal.
-    async fn import(&self, kind: Kind, document: &str) -> Result<String, String> {
-        let mut admin = self.admin().await;
-        let request = SignedDocument {
-            document: document.as_bytes().to_vec(),
-        };
-        let answer = match kind {
-            Kind::TrustList => admin.import_trust_list(request).await,
-            Kind::Manifest => admin.import_manifest(request).await,
-            Kind::Policy => admin.import_policy(request).await,
-        };
-        answer
-            .map(|r| r.into_inner().note)
-            .map_err(|s| s.message().to_string())
-    }
-
-    async fn import_trust_list(&self, document: &str) -> Result<String, String> {
-        self.import(Kind::TrustList, document).await
-    }
-
-    async fn import_manifest(&self, document: &str) -> Result<String, String> {
-        self.import(Kind::Manifest, document).await
-    }
-
-    async fn import_policy(&self, text: &str) -> Result<String, String> {
-        self.import(Kind::Policy, text).await
-    }
-
-    /// Trust list v1 (the test maker, Acme may sign for Acme), manifests for the boot chain and
-    /// kernel 6.1, and a policy admitting them.
-    async fn standard_setup(&self, kernel_component: &str) {
-        let acme = self.signer("acme", &self.acme, &["Acme"]);
-        self.import_trust_list(&self.trust_list(1, vec![acme], Revocations::default()))
-            .await
-            .unwrap();
-        let profile = BootProfile::default_linux();
-        let apps = boot_applications(&profile);
-        self.import_manifest(&sign_manifest(
-            &manifest("boot-chain", "1", &apps[..2]),
-            &self.acme,
-        ))
-        .await
-        .unwrap();
-        self.import_manifest(&sign_manifest(
-            &manifest("kernel", "6.1", &apps[2..]),
-            &self.acme,
-        ))
-        .await
-        .unwrap();
-        self.import_policy(&policy(1, kernel_component))
-            .await
-            .unwrap();
-    }
-
-    async fn device(&self, label: &str, profile: &BootProfile) -> TestDevice {
-        let mut device = TestDevice::enrolled(&self.verifier, &self.makers.trusted, label, profile)
-            .await
-            .unwrap();
-        device.swtpm.ima_measure("/usr/bin/bash", b"bash").unwrap();
-        device.start_agent();
-        device
-    }
-
-    async fn wait(&self, device: &TestDevice, state: DeviceState) {
-        self.verifier
-            .wait_for_state(&device.device_id(), state, WAIT)
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "{e}; last failure: {}",
-                    self.verifier.failure_summary(&device.device_id())
-                )
-            });
-    }
-
-    fn last_failures(&self, device: &TestDevice) -> Vec<trustchain_verifier::verdict::Failure> {
-        self.verifier
-            .service
-            .last_failed_verdict(&device.device_id())
-            .map(|v| v.failures().to_vec())
-            .unwrap_or_default()
-    }
-
-    /// The claims of the device's latest signed result.
-    fn last_result_claims(&self, device: &TestDevice) -> serde_json::Value {
-        let jwt = self
-            .verifier
-            .service
-            .last_result(&device.device_id())
-            .unwrap();
-        let payload = jwt.split('.').nth(1).unwrap();
-        serde_json::from_slice(
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(payload)
-                .unwrap(),
-        )
         .unwrap()
-    }
 }
 
-/// The boot applications a profile measures (shim, GRUB, kernel), with their SHA-256 digests.
-fn boot_applications(profile: &BootProfile) -> Vec<(String, String)> {
-    profile
-        .events()
-        .iter()
-        .filter(|e| e.event_type == EV_EFI_BOOT_SERVICES_APPLICATION)
-        .enumerate()
-        .map(|(i, e)| {
-            let digest = e
-                .digests
-                .iter()
-                .find(|(bank, _)| *bank == Bank::Sha256)
-                .map(|(_, d)| hex::encode(d))
-                .unwrap();
-            (
-                ["shim", "grub", "kernel"]
-                    .get(i)
-                    .unwrap_or(&"app")
-                    .to_string(),
-                digest,
-            )
-        })
-        .collect()
+/// Trust list `version` (the test maker, its TPMs gateways) with `signers`, signed by the
+/// authority.
+fn signed_list(
+    d: &Deployment,
+    version: u64,
+    signers: Vec<ManifestSigner>,
+    revoked: Revocations,
+) -> String {
+    let mut list = d.trust_list(version, revoked);
+    list.manifest_signers = signers;
+    d.sign_trust_list(&list).unwrap()
+}
+
+/// Imports one document over the operator's mTLS: the verifier's note, or its refusal.
+async fn import(d: &Deployment, kind: Document, document: &str) -> Result<String, String> {
+    d.try_import(kind, document)
+        .await
+        .map_err(|s| s.message().to_string())
+}
+
+async fn import_trust_list(d: &Deployment, document: &str) -> Result<String, String> {
+    import(d, Document::TrustList, document).await
+}
+
+async fn import_manifest(d: &Deployment, document: &str) -> Result<String, String> {
+    import(d, Document::Manifest, document).await
+}
+
+async fn import_policy(d: &Deployment, text: &str) -> Result<String, String> {
+    import(d, Document::Policy, text).await
+}
+
+/// Trust list v1 (the test maker, Acme may sign for Acme), manifests for the boot chain and
+/// kernel 6.1, and a policy admitting them.
+async fn standard_setup(d: &Deployment, kernel_component: &str) {
+    let acme = d.acme_signer();
+    import_trust_list(d, &signed_list(d, 1, vec![acme], Revocations::default()))
+        .await
+        .unwrap();
+    let profile = BootProfile::default_linux();
+    let apps = boot_applications(&profile);
+    import_manifest(
+        d,
+        &sign_manifest(&manifest("boot-chain", "1", &apps[..2]), &d.acme),
+    )
+    .await
+    .unwrap();
+    import_manifest(
+        d,
+        &sign_manifest(&manifest("kernel", "6.1", &apps[2..]), &d.acme),
+    )
+    .await
+    .unwrap();
+    import_policy(d, &policy(1, kernel_component))
+        .await
+        .unwrap();
+}
+
+/// The claims of the device's latest signed result.
+fn last_result_claims(d: &Deployment, device: &TestDevice) -> serde_json::Value {
+    let jwt = d.verifier.service.last_result(&device.device_id()).unwrap();
+    trustchain_tests::jwt_claims(&jwt).unwrap()
 }
 
 fn kernel_digest(profile: &BootProfile) -> String {
@@ -275,37 +108,7 @@ fn kernel_digest(profile: &BootProfile) -> String {
 }
 
 fn manifest(product: &str, version: &str, apps: &[(String, String)]) -> Manifest {
-    manifest_from("Acme", product, version, apps)
-}
-
-fn manifest_from(
-    supplier: &str,
-    product: &str,
-    version: &str,
-    apps: &[(String, String)],
-) -> Manifest {
-    Manifest {
-        kind: MANIFEST_KIND.into(),
-        supplier: supplier.into(),
-        product: product.into(),
-        version: version.into(),
-        issued_at: "2026-11-25T00:00:00Z".into(),
-        description: String::new(),
-        boot: BootReferences {
-            events: apps
-                .iter()
-                .map(|(name, digest)| BootMeasurement {
-                    pcr: 4,
-                    kind: BootKind::BootApplication,
-                    description: name.clone(),
-                    digests: BTreeMap::from([("sha256".to_string(), digest.clone())]),
-                })
-                .collect(),
-            kernel_cmdlines: Vec::new(),
-            secure_boot: None,
-        },
-        runtime: BTreeMap::new(),
-    }
+    boot_manifest("Acme", product, version, apps)
 }
 
 fn sign_manifest(manifest: &Manifest, key: &SigningKey) -> String {
@@ -314,30 +117,11 @@ fn sign_manifest(manifest: &Manifest, key: &SigningKey) -> String {
 
 /// A policy for the test gateways: boot applications must match manifests; a 2 s interval.
 fn policy(version: u64, kernel_component: &str) -> String {
-    format!(
-        r#"name = "gateways"
-version = {version}
-
-[match]
-device_classes = ["gateway"]
-
-[tier]
-irreversibility = "medium"
-economic_impact = "medium"
-interval_seconds = 2
-
-[boot]
-check_boot_applications = true
-
-[ima]
-enforce_allowlist = false
-
-[[components]]
-supplier = "Acme"
-product = "boot-chain"
-
-{kernel_component}
-"#
+    gateway_policy(
+        version,
+        2,
+        None,
+        &(acme_components(&["boot-chain"]) + kernel_component),
     )
 }
 
@@ -349,13 +133,18 @@ fn new_kernel() -> BootProfile {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unapproved_kernel_is_caught_and_admitted_once_its_supplier_signs_it() {
-    let d = Deployment::start().await;
-    d.standard_setup(ANY_KERNEL).await;
-    let mut device = d.device("gw-kernel", &BootProfile::default_linux()).await;
-    d.wait(&device, DeviceState::Trusted).await;
+    let d = start().await;
+    standard_setup(&d, ANY_KERNEL).await;
+    let mut device = d
+        .device("gw-kernel", &BootProfile::default_linux())
+        .await
+        .unwrap();
+    d.wait(&device.device_id(), DeviceState::Trusted)
+        .await
+        .unwrap();
 
     // The verdict names what it relied on, and the signed result carries it.
-    let claims = d.last_result_claims(&device);
+    let claims = last_result_claims(&d, &device);
     assert_eq!(claims["trustchain.trust-list-version"], "1");
     assert_eq!(
         claims["trustchain.policy-version"],
@@ -374,8 +163,10 @@ async fn an_unapproved_kernel_is_caught_and_admitted_once_its_supplier_signs_it(
     device.swtpm.reboot(&unapproved).unwrap();
     device.swtpm.ima_measure("/usr/bin/bash", b"bash").unwrap();
     device.start_agent();
-    d.wait(&device, DeviceState::Untrusted).await;
-    let failures = d.last_failures(&device);
+    d.wait(&device.device_id(), DeviceState::Untrusted)
+        .await
+        .unwrap();
+    let failures = d.last_failures(&device.device_id());
     let kernel = failures
         .iter()
         .find(|f| f.rule.name() == "boot_reference_values")
@@ -389,14 +180,16 @@ async fn an_unapproved_kernel_is_caught_and_admitted_once_its_supplier_signs_it(
 
     // The supplier signs a manifest for the new kernel; the device is trusted again.
     let apps = boot_applications(&unapproved);
-    d.import_manifest(&sign_manifest(
-        &manifest("kernel", "6.2", &apps[2..]),
-        &d.acme,
-    ))
+    import_manifest(
+        &d,
+        &sign_manifest(&manifest("kernel", "6.2", &apps[2..]), &d.acme),
+    )
     .await
     .unwrap();
-    d.wait(&device, DeviceState::Trusted).await;
-    let claims = d.last_result_claims(&device);
+    d.wait(&device.device_id(), DeviceState::Trusted)
+        .await
+        .unwrap();
+    let claims = last_result_claims(&d, &device);
     assert!(
         claims["trustchain.manifests"]
             .as_array()
@@ -408,23 +201,24 @@ async fn an_unapproved_kernel_is_caught_and_admitted_once_its_supplier_signs_it(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn manifests_from_unknown_or_out_of_scope_signers_are_not_used() {
-    let d = Deployment::start().await;
-    d.standard_setup(ANY_KERNEL).await;
+    let d = start().await;
+    standard_setup(&d, ANY_KERNEL).await;
     let unapproved = new_kernel();
-    let device = d.device("gw-signers", &unapproved).await;
-    d.wait(&device, DeviceState::Untrusted).await;
+    let device = d.device("gw-signers", &unapproved).await.unwrap();
+    d.wait(&device.device_id(), DeviceState::Untrusted)
+        .await
+        .unwrap();
     let apps = boot_applications(&unapproved);
 
     // Signed by a key the trust list does not know: kept, not used, and the verdict says so.
     let keys = tempfile::tempdir().unwrap();
-    let stranger = key(keys.path(), "stranger");
-    let note = d
-        .import_manifest(&sign_manifest(
-            &manifest("kernel", "6.2", &apps[2..]),
-            &stranger,
-        ))
-        .await
-        .unwrap();
+    let stranger = signing_key(keys.path(), "stranger").unwrap();
+    let note = import_manifest(
+        &d,
+        &sign_manifest(&manifest("kernel", "6.2", &apps[2..]), &stranger),
+    )
+    .await
+    .unwrap();
     assert!(note.contains("NOT USED"), "{note}");
     tokio::time::sleep(Duration::from_secs(5)).await;
     let state = d
@@ -437,7 +231,7 @@ async fn manifests_from_unknown_or_out_of_scope_signers_are_not_used() {
         .state;
     assert_eq!(state, DeviceState::Untrusted);
     let failure = d
-        .last_failures(&device)
+        .last_failures(&device.device_id())
         .into_iter()
         .find(|f| f.rule.name() == "boot_reference_values")
         .unwrap();
@@ -448,19 +242,21 @@ async fn manifests_from_unknown_or_out_of_scope_signers_are_not_used() {
     );
 
     // A signer the trust list admits, but only for another supplier.
-    let other = key(keys.path(), "other");
-    let acme = d.signer("acme", &d.acme, &["Acme"]);
-    let narrow = d.signer("other", &other, &["Other Corp"]);
-    d.import_trust_list(&d.trust_list(2, vec![acme, narrow], Revocations::default()))
-        .await
-        .unwrap();
-    let note = d
-        .import_manifest(&sign_manifest(
-            &manifest("kernel", "6.2-b", &apps[2..]),
-            &other,
-        ))
-        .await
-        .unwrap();
+    let other = signing_key(keys.path(), "other").unwrap();
+    let acme = manifest_signer("acme", &d.acme, &["Acme"]);
+    let narrow = manifest_signer("other", &other, &["Other Corp"]);
+    import_trust_list(
+        &d,
+        &signed_list(&d, 2, vec![acme, narrow], Revocations::default()),
+    )
+    .await
+    .unwrap();
+    let note = import_manifest(
+        &d,
+        &sign_manifest(&manifest("kernel", "6.2-b", &apps[2..]), &other),
+    )
+    .await
+    .unwrap();
     assert!(
         note.contains("NOT USED") && note.contains("outside its scope"),
         "{note}"
@@ -476,7 +272,7 @@ async fn manifests_from_unknown_or_out_of_scope_signers_are_not_used() {
         .state;
     assert_eq!(state, DeviceState::Untrusted);
     let text = d
-        .last_failures(&device)
+        .last_failures(&device.device_id())
         .into_iter()
         .find(|f| f.rule.name() == "boot_reference_values")
         .unwrap()
@@ -484,13 +280,18 @@ async fn manifests_from_unknown_or_out_of_scope_signers_are_not_used() {
     assert!(text.contains("outside its scope"), "{text}");
 
     // The trust list now admits that signer for Acme: its manifest is used, the device recovers.
-    let acme = d.signer("acme", &d.acme, &["Acme"]);
-    let widened = d.signer("other", &other, &["Other Corp", "Acme"]);
-    d.import_trust_list(&d.trust_list(3, vec![acme, widened], Revocations::default()))
+    let acme = manifest_signer("acme", &d.acme, &["Acme"]);
+    let widened = manifest_signer("other", &other, &["Other Corp", "Acme"]);
+    import_trust_list(
+        &d,
+        &signed_list(&d, 3, vec![acme, widened], Revocations::default()),
+    )
+    .await
+    .unwrap();
+    d.wait(&device.device_id(), DeviceState::Trusted)
         .await
         .unwrap();
-    d.wait(&device, DeviceState::Trusted).await;
-    let claims = d.last_result_claims(&device);
+    let claims = last_result_claims(&d, &device);
     assert!(
         claims["trustchain.manifests"]
             .as_array()
@@ -504,12 +305,12 @@ async fn manifests_from_unknown_or_out_of_scope_signers_are_not_used() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn broken_signatures_and_lower_versions_are_refused_at_import() {
-    let d = Deployment::start().await;
-    d.standard_setup(ANY_KERNEL).await;
+    let d = start().await;
+    standard_setup(&d, ANY_KERNEL).await;
 
     // A trust list whose signature is broken (one payload byte changed after signing).
-    let acme = d.signer("acme", &d.acme, &["Acme"]);
-    let good = d.trust_list(5, vec![acme.clone()], Revocations::default());
+    let acme = manifest_signer("acme", &d.acme, &["Acme"]);
+    let good = signed_list(&d, 5, vec![acme.clone()], Revocations::default());
     let mut parts: Vec<String> = good.split('.').map(str::to_string).collect();
     let mut payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(&parts[1])
@@ -517,15 +318,15 @@ async fn broken_signatures_and_lower_versions_are_refused_at_import() {
     let at = payload.len() / 2;
     payload[at] ^= 0x01;
     parts[1] = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&payload);
-    let error = d.import_trust_list(&parts.join(".")).await.unwrap_err();
+    let error = import_trust_list(&d, &parts.join(".")).await.unwrap_err();
     assert!(error.contains("signature does not verify"), "{error}");
 
     // Signed by someone other than the authority.
     let keys = tempfile::tempdir().unwrap();
-    let mallory = key(keys.path(), "mallory");
+    let mallory = signing_key(keys.path(), "mallory").unwrap();
     let list: TrustList = signed::open(&good).unwrap().payload_unchecked().unwrap();
     let forged = signed::sign(&list, TRUST_LIST_TYPE, &mallory).unwrap();
-    assert!(d.import_trust_list(&forged).await.is_err());
+    assert!(import_trust_list(&d, &forged).await.is_err());
 
     // A manifest from a known signer with a broken signature.
     let apps = boot_applications(&BootProfile::default_linux());
@@ -536,34 +337,44 @@ async fn broken_signatures_and_lower_versions_are_refused_at_import() {
         .unwrap();
     signature[0] ^= 0x80;
     parts[2] = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&signature);
-    let error = d.import_manifest(&parts.join(".")).await.unwrap_err();
+    let error = import_manifest(&d, &parts.join(".")).await.unwrap_err();
     assert!(error.contains("signature does not verify"), "{error}");
 
     // Versions only go up: v5 is accepted, then v4 and v5 again are refused; v1 stays in the
     // store, v5 is active.
-    d.import_trust_list(&good).await.unwrap();
-    let lower = d.trust_list(4, vec![acme.clone()], Revocations::default());
-    let error = d.import_trust_list(&lower).await.unwrap_err();
+    import_trust_list(&d, &good).await.unwrap();
+    let lower = signed_list(&d, 4, vec![acme.clone()], Revocations::default());
+    let error = import_trust_list(&d, &lower).await.unwrap_err();
     assert!(error.contains("not above the active version 5"), "{error}");
-    assert!(d.import_trust_list(&good).await.is_err());
+    assert!(import_trust_list(&d, &good).await.is_err());
     assert_eq!(
         d.verifier.service.trust().current().trust_list_version(),
         Some(5)
     );
     // Policies too.
-    let error = d.import_policy(&policy(1, ANY_KERNEL)).await.unwrap_err();
+    let error = import_policy(&d, &policy(1, ANY_KERNEL)).await.unwrap_err();
     assert!(error.contains("not above the active version 1"), "{error}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn revoking_a_device_then_its_maker_ca_untrusts_them_at_the_next_appraisal() {
-    let d = Deployment::start().await;
-    d.standard_setup(ANY_KERNEL).await;
-    let first = d.device("gw-revoke-1", &BootProfile::default_linux()).await;
-    let second = d.device("gw-revoke-2", &BootProfile::default_linux()).await;
-    d.wait(&first, DeviceState::Trusted).await;
-    d.wait(&second, DeviceState::Trusted).await;
-    let acme = d.signer("acme", &d.acme, &["Acme"]);
+    let d = start().await;
+    standard_setup(&d, ANY_KERNEL).await;
+    let first = d
+        .device("gw-revoke-1", &BootProfile::default_linux())
+        .await
+        .unwrap();
+    let second = d
+        .device("gw-revoke-2", &BootProfile::default_linux())
+        .await
+        .unwrap();
+    d.wait(&first.device_id(), DeviceState::Trusted)
+        .await
+        .unwrap();
+    d.wait(&second.device_id(), DeviceState::Trusted)
+        .await
+        .unwrap();
+    let acme = manifest_signer("acme", &d.acme, &["Acme"]);
 
     // Revoke the first device's EK.
     let ek = d
@@ -580,12 +391,14 @@ async fn revoking_a_device_then_its_maker_ca_untrusts_them_at_the_next_appraisal
         }],
         ..Revocations::default()
     };
-    d.import_trust_list(&d.trust_list(2, vec![acme.clone()], revoked.clone()))
+    import_trust_list(&d, &signed_list(&d, 2, vec![acme.clone()], revoked.clone()))
         .await
         .unwrap();
-    d.wait(&first, DeviceState::Untrusted).await;
+    d.wait(&first.device_id(), DeviceState::Untrusted)
+        .await
+        .unwrap();
     let text = d
-        .last_failures(&first)
+        .last_failures(&first.device_id())
         .iter()
         .map(ToString::to_string)
         .collect::<Vec<_>>()
@@ -607,17 +420,19 @@ async fn revoking_a_device_then_its_maker_ca_untrusts_them_at_the_next_appraisal
     assert_eq!(state, DeviceState::Trusted);
 
     // Revoke the maker's intermediate CA (which issued both EK certificates).
-    let intermediate = &d.maker_pems[1].1;
+    let intermediate = &d.maker_cas[1].certificate_pem;
     let revoked = Revocations {
         maker_cas: vec![der_sha256(intermediate)],
         ..revoked
     };
-    d.import_trust_list(&d.trust_list(3, vec![acme], revoked))
+    import_trust_list(&d, &signed_list(&d, 3, vec![acme], revoked))
         .await
         .unwrap();
-    d.wait(&second, DeviceState::Untrusted).await;
+    d.wait(&second.device_id(), DeviceState::Untrusted)
+        .await
+        .unwrap();
     let text = d
-        .last_failures(&second)
+        .last_failures(&second.device_id())
         .iter()
         .map(ToString::to_string)
         .collect::<Vec<_>>()
@@ -637,7 +452,7 @@ async fn revoking_a_device_then_its_maker_ca_untrusts_them_at_the_next_appraisal
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_change_window_admits_old_and_new_kernels_until_it_ends() {
-    let d = Deployment::start().await;
+    let d = start().await;
     // Kernel 6.1 is admitted until a few seconds from now; 6.2 without end.
     let end = time::OffsetDateTime::now_utc() + time::Duration::seconds(12);
     let end = end
@@ -646,27 +461,34 @@ async fn a_change_window_admits_old_and_new_kernels_until_it_ends() {
     let components = format!(
         "[[components]]\nsupplier = \"Acme\"\nproduct = \"kernel\"\nversion = \"6.1\"\nuntil = \"{end}\"\n\n[[components]]\nsupplier = \"Acme\"\nproduct = \"kernel\"\nversion = \"6.2\"\n"
     );
-    d.standard_setup(&components).await;
+    standard_setup(&d, &components).await;
     let updated = new_kernel();
     let apps = boot_applications(&updated);
-    d.import_manifest(&sign_manifest(
-        &manifest("kernel", "6.2", &apps[2..]),
-        &d.acme,
-    ))
+    import_manifest(
+        &d,
+        &sign_manifest(&manifest("kernel", "6.2", &apps[2..]), &d.acme),
+    )
     .await
     .unwrap();
 
     let old = d
         .device("gw-window-old", &BootProfile::default_linux())
-        .await;
-    let new = d.device("gw-window-new", &updated).await;
-    d.wait(&old, DeviceState::Trusted).await;
-    d.wait(&new, DeviceState::Trusted).await;
+        .await
+        .unwrap();
+    let new = d.device("gw-window-new", &updated).await.unwrap();
+    d.wait(&old.device_id(), DeviceState::Trusted)
+        .await
+        .unwrap();
+    d.wait(&new.device_id(), DeviceState::Trusted)
+        .await
+        .unwrap();
 
     // After the window: the old kernel fails, naming its event; the new one passes.
-    d.wait(&old, DeviceState::Untrusted).await;
+    d.wait(&old.device_id(), DeviceState::Untrusted)
+        .await
+        .unwrap();
     let failure = d
-        .last_failures(&old)
+        .last_failures(&old.device_id())
         .into_iter()
         .find(|f| f.rule.name() == "boot_reference_values")
         .unwrap();
@@ -714,8 +536,8 @@ fn keylime_runtime_policy(files: &[(&str, &[u8])], excludes: &[&str]) -> Vec<u8>
 #[tokio::test(flavor = "multi_thread")]
 async fn a_keylime_runtime_policy_decides_the_ima_appraisal() {
     use trustchain_verifier::reference::Policy;
-    let d = Deployment::start().await;
-    d.standard_setup(ANY_KERNEL).await;
+    let d = start().await;
+    standard_setup(&d, ANY_KERNEL).await;
     // The operator imports what the Keylime deployment already had.
     let imported =
         trustchain_verifier::reference::keylime::import_runtime_policy(&keylime_runtime_policy(
@@ -727,10 +549,15 @@ async fn a_keylime_runtime_policy_decides_the_ima_appraisal() {
     policy.ima.enforce_allowlist = true;
     policy.ima.allowlist = imported.runtime;
     policy.ima.excludes = imported.excludes;
-    d.import_policy(&policy.to_toml().unwrap()).await.unwrap();
+    import_policy(&d, &policy.to_toml().unwrap()).await.unwrap();
 
-    let mut device = d.device("gw-keylime", &BootProfile::default_linux()).await;
-    d.wait(&device, DeviceState::Trusted).await;
+    let mut device = d
+        .device("gw-keylime", &BootProfile::default_linux())
+        .await
+        .unwrap();
+    d.wait(&device.device_id(), DeviceState::Trusted)
+        .await
+        .unwrap();
     // An excluded path and an allowed file keep it trusted.
     device
         .swtpm
@@ -761,9 +588,11 @@ async fn a_keylime_runtime_policy_decides_the_ima_appraisal() {
         .swtpm
         .ima_measure("/usr/bin/bash", b"trojaned bash")
         .unwrap();
-    d.wait(&device, DeviceState::Untrusted).await;
+    d.wait(&device.device_id(), DeviceState::Untrusted)
+        .await
+        .unwrap();
     let failures: Vec<_> = d
-        .last_failures(&device)
+        .last_failures(&device.device_id())
         .into_iter()
         .filter(|f| f.rule.name() == "ima_allowlist")
         .collect();
@@ -786,15 +615,17 @@ async fn a_keylime_runtime_policy_decides_the_ima_appraisal() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_quarantine_tier_cuts_the_device_off_on_failure() {
-    let d = Deployment::start().await;
-    d.standard_setup(ANY_KERNEL).await;
+    let d = start().await;
+    standard_setup(&d, ANY_KERNEL).await;
     let quarantine = policy(2, ANY_KERNEL).replace(
         "interval_seconds = 2",
         "interval_seconds = 2\non_failure = \"quarantine\"",
     );
-    d.import_policy(&quarantine).await.unwrap();
-    let device = d.device("gw-quarantine", &new_kernel()).await;
-    d.wait(&device, DeviceState::Quarantined).await;
+    import_policy(&d, &quarantine).await.unwrap();
+    let device = d.device("gw-quarantine", &new_kernel()).await.unwrap();
+    d.wait(&device.device_id(), DeviceState::Quarantined)
+        .await
+        .unwrap();
     let record = d
         .verifier
         .service
@@ -811,20 +642,23 @@ async fn a_quarantine_tier_cuts_the_device_off_on_failure() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn enrollment_admits_only_devices_the_trust_list_admits() {
-    let d = Deployment::start().await;
-    let mut list: TrustList = signed::open(&d.trust_list(1, Vec::new(), Revocations::default()))
+    let d = start().await;
+    let mut list: TrustList = signed::open(&signed_list(&d, 1, Vec::new(), Revocations::default()))
         .unwrap()
         .payload_unchecked()
         .unwrap();
     // A model narrows an entry that names the EK (here by its issuer); alone it is refused.
     list.devices = vec![DeviceMatch {
-        ek_issuer: Some(d.maker_issuer()),
+        ek_issuer: Some(trustchain_tests::maker_issuer(&d.makers.trusted)),
         model: Some("another model".into()),
         ..DeviceMatch::default()
     }];
-    d.import_trust_list(&signed::sign(&list, TRUST_LIST_TYPE, &d.authority).unwrap())
-        .await
-        .unwrap();
+    import_trust_list(
+        &d,
+        &signed::sign(&list, TRUST_LIST_TYPE, &d.authority).unwrap(),
+    )
+    .await
+    .unwrap();
     let refused = TestDevice::enrolled(
         &d.verifier,
         &d.makers.trusted,
@@ -842,13 +676,16 @@ async fn enrollment_admits_only_devices_the_trust_list_admits() {
     );
     list.version = 2;
     list.devices = vec![DeviceMatch {
-        ek_issuer: Some(d.maker_issuer()),
+        ek_issuer: Some(trustchain_tests::maker_issuer(&d.makers.trusted)),
         model: Some("swtpm test device".into()),
         ..DeviceMatch::default()
     }];
-    d.import_trust_list(&signed::sign(&list, TRUST_LIST_TYPE, &d.authority).unwrap())
-        .await
-        .unwrap();
+    import_trust_list(
+        &d,
+        &signed::sign(&list, TRUST_LIST_TYPE, &d.authority).unwrap(),
+    )
+    .await
+    .unwrap();
     TestDevice::enrolled(
         &d.verifier,
         &d.makers.trusted,
@@ -861,9 +698,12 @@ async fn enrollment_admits_only_devices_the_trust_list_admits() {
     // its devices, although the configuration names the maker.
     list.version = 3;
     list.maker_cas.clear();
-    d.import_trust_list(&signed::sign(&list, TRUST_LIST_TYPE, &d.authority).unwrap())
-        .await
-        .unwrap();
+    import_trust_list(
+        &d,
+        &signed::sign(&list, TRUST_LIST_TYPE, &d.authority).unwrap(),
+    )
+    .await
+    .unwrap();
     let unlisted = TestDevice::enrolled(
         &d.verifier,
         &d.makers.trusted,
