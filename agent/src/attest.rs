@@ -21,7 +21,7 @@ use crate::config::AgentConfig;
 use crate::identity::Enrollment;
 use crate::retry::{Backoff, wait_for_tpm, with_tpm};
 use crate::status::Reporter;
-use crate::tpm::{Tpm, TpmError};
+use crate::tpm::{Quote, Tpm, TpmError};
 
 /// Largest boot log the agent sends (real logs are 10-200 KiB).
 pub const MAX_BOOT_LOG: u64 = 4 * 1024 * 1024;
@@ -237,7 +237,23 @@ async fn answer<T: Tpm + 'static>(
     } else {
         Vec::new()
     };
-    Ok(Evidence {
+    Ok(evidence(
+        &challenge,
+        quote,
+        send_boot_log.then_some(boot_log),
+        ima_entries,
+    ))
+}
+
+/// The answer to `challenge`: the quote, its PCR values, the boot log when it is sent, and the
+/// IMA entries from the challenge's offset.
+pub fn evidence(
+    challenge: &Challenge,
+    quote: Quote,
+    boot_log: Option<Vec<u8>>,
+    ima_entries: Vec<u8>,
+) -> Evidence {
+    Evidence {
         challenge_id: challenge.challenge_id,
         quote: quote.attest,
         signature: quote.signature,
@@ -250,11 +266,11 @@ async fn answer<T: Tpm + 'static>(
                 digest,
             })
             .collect(),
-        boot_log,
-        boot_log_included: send_boot_log,
+        boot_log_included: boot_log.is_some(),
+        boot_log: boot_log.unwrap_or_default(),
         ima_offset: challenge.ima_offset,
         ima_entries,
-    })
+    }
 }
 
 #[cfg(test)]

@@ -383,28 +383,17 @@ impl TestDevice {
             .skip(usize::try_from(challenge.ima_offset)?)
             .map(|l| format!("{l}\n"))
             .collect();
-        Ok(trustchain_proto::v1::Evidence {
-            challenge_id: challenge.challenge_id,
-            quote: quote.attest,
-            signature: quote.signature,
-            pcr_values: quote
-                .pcr_values
-                .into_iter()
-                .map(|(a, i, d)| trustchain_proto::v1::PcrValue {
-                    hash_algorithm: u32::from(a),
-                    index: i,
-                    digest: d,
-                })
-                .collect(),
-            boot_log: if challenge.want_boot_log {
-                std::fs::read(self.swtpm.event_log_path())?
-            } else {
-                Vec::new()
-            },
-            boot_log_included: challenge.want_boot_log,
-            ima_offset: challenge.ima_offset,
-            ima_entries: ima.into_bytes(),
-        })
+        let boot_log = if challenge.want_boot_log {
+            Some(std::fs::read(self.swtpm.event_log_path())?)
+        } else {
+            None
+        };
+        Ok(trustchain_agent::attest::evidence(
+            challenge,
+            quote,
+            boot_log,
+            ima.into_bytes(),
+        ))
     }
 
     pub fn stop_agent(&mut self) {

@@ -105,14 +105,7 @@ impl Metrics {
             out,
             "# HELP trustchain_devices Devices by trust state.\n# TYPE trustchain_devices gauge"
         );
-        for state in [
-            DeviceState::Enrolled,
-            DeviceState::Trusted,
-            DeviceState::Untrusted,
-            DeviceState::TimedOut,
-            DeviceState::Quarantined,
-            DeviceState::Decommissioned,
-        ] {
+        for state in DeviceState::ALL {
             let count = devices.iter().filter(|d| d.state == state).count();
             let _ = writeln!(
                 out,
