@@ -62,10 +62,10 @@ impl Policy {
     }
 
     /// What the IMA judgement rests on: the fingerprint of the device's allowlist.
-    pub fn ima_basis(&self) -> String {
+    pub fn ima_basis(&self) -> &str {
         self.governance
             .as_ref()
-            .map(|g| g.references.allowlist.fingerprint().to_string())
+            .map(|g| g.references.allowlist.fingerprint())
             .unwrap_or_default()
     }
 
@@ -519,11 +519,11 @@ pub fn appraise(
                         if ima_rejudge {
                             verdict.notes.push(super::runtime_judgement::note(
                                 prior,
-                                &policy.ima_basis(),
+                                policy.ima_basis(),
                                 replayed.state.entries,
                             ));
                         }
-                        next.ima_judged_under = policy.ima_basis();
+                        next.ima_judged_under = policy.ima_basis().to_string();
                         for index in &replayed.violations {
                             verdict.notes.push(format!(
                                 "IMA violation at entry {index} (flagged, not matched)"
