@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    DnType, DnValue, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
     PKCS_ECDSA_P256_SHA256, SanType, SerialNumber, SubjectPublicKeyInfo,
 };
 use rustls_pki_types::{CertificateDer, CertificateSigningRequestDer};
@@ -19,7 +19,7 @@ use time::{Duration, OffsetDateTime};
 
 use crate::CaError;
 use crate::files::{read_public, read_secret, write_public, write_secret};
-use crate::role::Role;
+use crate::role::{OperatorRole, ROLE_ATTRIBUTE_OID, Role};
 
 const ROOT_CERT: &str = "root.pem";
 const ROOT_KEY: &str = "root.key.pem";
@@ -242,13 +242,26 @@ impl Authority {
         self.issue_with_new_key(params)
     }
 
-    /// An operator's TLS client certificate.
-    pub fn issue_operator(&self, operator: &str) -> Result<IssuedCertificate, CaError> {
-        let params = end_entity_params(
+    /// An operator's TLS client certificate, allowing `roles` (at least one) on the admin calls.
+    pub fn issue_operator(
+        &self,
+        operator: &str,
+        roles: &[OperatorRole],
+    ) -> Result<IssuedCertificate, CaError> {
+        if roles.is_empty() {
+            return Err(CaError::Invalid(
+                "an operator certificate needs at least one role".into(),
+            ));
+        }
+        let mut params = end_entity_params(
             operator,
             Role::Operator,
             ExtendedKeyUsagePurpose::ClientAuth,
         )?;
+        params.distinguished_name.push(
+            DnType::CustomDnType(ROLE_ATTRIBUTE_OID.to_vec()),
+            DnValue::Utf8String(OperatorRole::attribute_value(roles)),
+        );
         self.issue_with_new_key(params)
     }
 
@@ -364,10 +377,26 @@ mod tests {
         assert!(verify_signed_by(&server.der, ca.issuing_der()));
         assert_eq!(peer_identity(&server.der).unwrap().role, Role::Verifier);
 
-        let operator = ca.issue_operator("alice").unwrap();
+        let operator = ca.issue_operator("alice", &[OperatorRole::Viewer]).unwrap();
         let id = peer_identity(&operator.der).unwrap();
         assert_eq!((id.role, id.name.as_str()), (Role::Operator, "alice"));
+        assert_eq!(id.operator_roles, vec![OperatorRole::Viewer]);
         assert_eq!(id.serial_hex, operator.serial_hex);
+        let both = [OperatorRole::PolicyAdmin, OperatorRole::Operator];
+        let id = peer_identity(&ca.issue_operator("bob", &both).unwrap().der).unwrap();
+        assert_eq!(
+            id.operator_roles,
+            vec![OperatorRole::Operator, OperatorRole::PolicyAdmin]
+        );
+        assert!(matches!(
+            ca.issue_operator("carol", &[]),
+            Err(CaError::Invalid(_))
+        ));
+        // A certificate from before roles (no role attribute) holds none.
+        let old =
+            end_entity_params("dave", Role::Operator, ExtendedKeyUsagePurpose::ClientAuth).unwrap();
+        let id = peer_identity(&ca.issue_with_new_key(old).unwrap().der).unwrap();
+        assert_eq!((id.role, id.operator_roles.len()), (Role::Operator, 0));
 
         // An agent asks for "operator" in its CSR; the CA ignores the requested subject.
         let agent_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
@@ -378,6 +407,7 @@ mod tests {
         assert!(agent.key_pem.is_none());
         let id = peer_identity(&agent.der).unwrap();
         assert_eq!((id.role, id.name.as_str()), (Role::Agent, "dev-1234"));
+        assert!(id.operator_roles.is_empty());
         assert!(verify_signed_by(&agent.der, ca.issuing_der()));
 
         // A CSR whose signature does not hold is refused.

@@ -2,8 +2,8 @@
 //!
 //! # Layout
 //! - [`authority`]: the deployment CA on disk (a root and an issuing CA; keys 0600) and issuance.
-//! - [`role`]: who a certificate speaks for (verifier, agent, operator) and how a peer certificate
-//!   is read back into a role; the verifier's authorisation rests on it.
+//! - [`role`]: who a certificate speaks for (verifier, agent, operator, and an operator's roles)
+//!   and how a peer certificate is read back into them; the verifier's authorisation rests on it.
 //! - [`revocation`]: the revocation list and its CRL.
 //! - [`files`]: writing secrets with owner-only permissions, atomically.
 //! - `main.rs`: the `trustchain-ca` command.
@@ -18,7 +18,7 @@ pub mod role;
 pub mod signing_key;
 
 pub use authority::{Authority, IssuedCertificate};
-pub use role::Role;
+pub use role::{OperatorRole, Role};
 
 /// Errors from the CA.
 #[derive(Debug, thiserror::Error)]

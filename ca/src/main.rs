@@ -3,7 +3,7 @@
 //! ```text
 //! trustchain-ca init --dir DIR [--organization NAME]
 //! trustchain-ca issue-verifier --dir DIR --out PREFIX [--dns NAME]... [--ip ADDR]...
-//! trustchain-ca issue-operator --dir DIR --out PREFIX --name NAME
+//! trustchain-ca issue-operator --dir DIR --out PREFIX --name NAME --role ROLE [--role ROLE]...
 //! trustchain-ca revoke-operator --dir DIR --cert OPERATOR.pem
 //! ```
 //! Issued keys are written with mode 0600 next to their certificates (`PREFIX.pem`,
@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use trustchain_ca::files::{write_public, write_secret};
-use trustchain_ca::{Authority, IssuedCertificate};
+use trustchain_ca::{Authority, IssuedCertificate, OperatorRole};
 
 /// TrustChain deployment CA: creates the CA and issues the verifier's and operators' certificates.
 /// Agents get theirs from the verifier at enrollment, from a CSR, so their keys never leave them.
@@ -61,6 +61,11 @@ enum Command {
         /// The operator's name, recorded in the audit log with each action.
         #[arg(long)]
         name: String,
+        /// What the certificate allows (repeatable, at least one): `viewer` reads (devices,
+        /// history, watch, audit export); `operator` also clears and decommissions devices;
+        /// `policy-admin` also imports trust lists, manifests and policies and approves imports.
+        #[arg(long = "role", required = true, value_parser = parse_role)]
+        roles: Vec<OperatorRole>,
     },
     /// Revoke an operator's certificate (one this CA issued): it goes on the CRL the verifier
     /// serves with, and the verifier refuses it on every admin call from then on, open
@@ -92,6 +97,13 @@ enum Command {
     },
 }
 
+fn parse_role(name: &str) -> Result<OperatorRole, String> {
+    OperatorRole::from_name(name).ok_or_else(|| {
+        let known: Vec<&str> = OperatorRole::ALL.iter().map(|r| r.name()).collect();
+        format!("unknown role {name:?}; one of {}", known.join(", "))
+    })
+}
+
 fn write_issued(prefix: &Path, issued: &IssuedCertificate) -> anyhow::Result<()> {
     let cert = prefix.with_extension("pem");
     write_public(&cert, issued.pem.as_bytes())?;
@@ -112,9 +124,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let ca = Authority::load(&dir).context("loading the CA")?;
             write_issued(&out, &ca.issue_verifier(&dns, &ips)?)?;
         }
-        Command::IssueOperator { dir, out, name } => {
+        Command::IssueOperator {
+            dir,
+            out,
+            name,
+            roles,
+        } => {
             let ca = Authority::load(&dir).context("loading the CA")?;
-            write_issued(&out, &ca.issue_operator(&name)?)?;
+            write_issued(&out, &ca.issue_operator(&name, &roles)?)?;
         }
         Command::RevokeOperator { dir, cert, serial } => {
             use trustchain_ca::revocation::Reason;

@@ -217,8 +217,12 @@ mod tests {
     fn an_operator_certificate_is_revoked_once_and_lands_on_the_crl() {
         let dir = tempfile::tempdir().unwrap();
         let ca = Authority::create(dir.path(), "Test").unwrap();
-        let alice = ca.issue_operator("alice").unwrap();
-        let bob = ca.issue_operator("bob").unwrap();
+        let alice = ca
+            .issue_operator("alice", &[crate::OperatorRole::Viewer])
+            .unwrap();
+        let bob = ca
+            .issue_operator("bob", &[crate::OperatorRole::Viewer])
+            .unwrap();
         assert!(!ca.operator_revoked(&alice.serial_hex).unwrap());
         let (serial, added) = ca
             .revoke_operator_certificate(alice.pem.as_bytes(), Reason::KeyCompromise, 1_700_000_000)
@@ -265,7 +269,9 @@ mod tests {
         );
         let other_dir = tempfile::tempdir().unwrap();
         let other = Authority::create(other_dir.path(), "Other").unwrap();
-        let stranger = other.issue_operator("mallory").unwrap();
+        let stranger = other
+            .issue_operator("mallory", &[crate::OperatorRole::Viewer])
+            .unwrap();
         assert!(
             ca.revoke_operator_certificate(stranger.pem.as_bytes(), Reason::KeyCompromise, 0)
                 .is_err()
@@ -283,7 +289,9 @@ mod tests {
     fn crl_lists_revoked_serials_and_verifies() {
         let dir = tempfile::tempdir().unwrap();
         let ca = Authority::create(dir.path(), "Test").unwrap();
-        let op = ca.issue_operator("bob").unwrap();
+        let op = ca
+            .issue_operator("bob", &[crate::OperatorRole::Viewer])
+            .unwrap();
         let der = ca
             .crl(
                 &[RevokedEntry {

@@ -16,7 +16,7 @@ use trustchain_verifier::audit::SigningKey;
 use trustchain_verifier::device::DeviceState;
 use trustchain_verifier::reference::documents::{
     BootKind, BootMeasurement, BootReferences, MANIFEST_KIND, MakerCa, Manifest, ManifestSigner,
-    Revocations, Scope, TRUST_LIST_KIND, TrustList,
+    PolicySigner, Revocations, Scope, TRUST_LIST_KIND, TrustList,
 };
 use trustchain_verifier::reference::signed::{self, MANIFEST_TYPE, TRUST_LIST_TYPE};
 use trustchain_verifier::verdict::Failure;
@@ -153,10 +153,11 @@ pub async fn try_import(
 fn gateway_list(
     maker: &TpmMaker,
     maker_cas: &[MakerCa],
-    acme: &SigningKey,
+    keys: (&SigningKey, &SigningKey),
     version: u64,
     revoked: Revocations,
 ) -> TrustList {
+    let (acme, policy_office) = keys;
     TrustList {
         kind: TRUST_LIST_KIND.into(),
         version,
@@ -164,14 +165,22 @@ fn gateway_list(
         maker_cas: maker_cas.to_vec(),
         devices: vec![crate::maker_class(maker, "gateway")],
         manifest_signers: vec![manifest_signer("acme", acme, &["Acme"])],
+        policy_signers: vec![PolicySigner {
+            name: POLICY_SIGNER.into(),
+            public_key: policy_office.public_hex(),
+        }],
         revoked,
     }
 }
+
+/// The name trust lists give the deployment's policy signer.
+pub const POLICY_SIGNER: &str = "policy-office";
 
 /// What the builder imports before the deployment is handed to the test.
 #[derive(Debug, Default)]
 pub struct DeploymentBuilder {
     interval: Option<u64>,
+    signed_policies: bool,
     manifests: Vec<Manifest>,
     policies: Vec<String>,
 }
@@ -180,6 +189,13 @@ impl DeploymentBuilder {
     /// The verifier's default challenge interval.
     pub fn interval(mut self, seconds: u64) -> Self {
         self.interval = Some(seconds);
+        self
+    }
+
+    /// The verifier requires signed policies (its own default; the harness's is off), and the
+    /// builder's policies are imported signed by the policy office.
+    pub fn signed_policies(mut self) -> Self {
+        self.signed_policies = true;
         self
     }
 
@@ -201,10 +217,13 @@ impl DeploymentBuilder {
         let keys = tempfile::tempdir()?;
         let authority = signing_key(keys.path(), "trust-list-authority")?;
         let acme = signing_key(keys.path(), "acme")?;
+        let policy_office = signing_key(keys.path(), POLICY_SIGNER)?;
         let authority_pub = keys.path().join("trust-list-authority.pub");
         let interval = self.interval;
+        let signed_policies = self.signed_policies;
         let verifier = TestVerifier::start_with(&makers.trusted, |c| {
             c.trust_list_authority = Some(authority_pub);
+            c.require_signed_policies = signed_policies;
             if let Some(interval) = interval {
                 c.attestation.default_interval_seconds = interval;
             }
@@ -214,7 +233,7 @@ impl DeploymentBuilder {
         let list = gateway_list(
             &makers.trusted,
             &maker_cas,
-            &acme,
+            (&acme, &policy_office),
             1,
             Revocations::default(),
         );
@@ -223,6 +242,8 @@ impl DeploymentBuilder {
             makers,
             authority,
             acme,
+            policy_office,
+            signed_policies,
             maker_cas,
             list,
             keys,
@@ -241,7 +262,12 @@ impl DeploymentBuilder {
                 .await?;
         }
         for policy in &policies {
-            d.import(Document::Policy, policy).await?;
+            let document = if d.signed_policies {
+                d.sign_policy(policy)?
+            } else {
+                policy.clone()
+            };
+            d.import(Document::Policy, &document).await?;
         }
         Ok(d)
     }
@@ -255,6 +281,10 @@ pub struct Deployment {
     pub authority: SigningKey,
     /// Acme's manifest-signing key.
     pub acme: SigningKey,
+    /// The policy signer's key (the trust lists' [`POLICY_SIGNER`]).
+    pub policy_office: SigningKey,
+    /// Whether the verifier requires signed policies.
+    pub signed_policies: bool,
     /// The test maker's CAs as the trust lists list them.
     pub maker_cas: Vec<MakerCa>,
     /// Trust list v1 as [`DeploymentBuilder::start`] imports it.
@@ -288,7 +318,7 @@ impl Deployment {
         gateway_list(
             &self.makers.trusted,
             &self.maker_cas,
-            &self.acme,
+            (&self.acme, &self.policy_office),
             version,
             revoked,
         )
@@ -302,6 +332,14 @@ impl Deployment {
     /// `manifest` signed by Acme.
     pub fn sign_manifest(&self, manifest: &Manifest) -> anyhow::Result<String> {
         Ok(signed::sign(manifest, MANIFEST_TYPE, &self.acme)?)
+    }
+
+    /// `policy` (TOML) signed by the policy office.
+    pub fn sign_policy(&self, policy: &str) -> anyhow::Result<String> {
+        Ok(trustchain_verifier::reference::signed_policy::sign(
+            policy,
+            &self.policy_office,
+        )?)
     }
 
     pub async fn admin(&self) -> anyhow::Result<AdminClient<Channel>> {

@@ -70,7 +70,7 @@ impl TestVerifier {
         let (maker_root, maker_intermediate) = maker.write_pem(dir.path())?;
         let root_pem_path = dir.path().join("root.pem");
         write(&root_pem_path, ca.root_pem())?;
-        let operator = ca.issue_operator("test-operator")?;
+        let operator = ca.issue_operator("test-operator", &trustchain_ca::OperatorRole::ALL)?;
 
         let mut config = VerifierConfig {
             listen: "127.0.0.1:0".parse()?,
@@ -86,7 +86,11 @@ impl TestVerifier {
             max_pending_enrollments: 1000,
             storage_cache_mib: 16,
             trust_list_authority: None,
+            // The tests of other rules import unsigned policies; `signed_policies.rs` turns the
+            // rule on (the verifier's own default) and attacks it.
+            require_signed_policies: false,
             attestation: Default::default(),
+            admin: Default::default(),
             webhooks: Vec::new(),
         };
         adjust(&mut config);
@@ -251,6 +255,27 @@ impl TestVerifier {
     pub async fn operator_channel(&self) -> anyhow::Result<Channel> {
         let (cert, key) = (self.operator.0.clone(), self.operator.1.clone());
         self.channel(Some((&cert, &key))).await
+    }
+
+    /// An Admin client for a new operator `name` whose certificate (from this verifier's CA)
+    /// holds `roles`; its serial is the second value.
+    pub async fn admin_as(
+        &self,
+        name: &str,
+        roles: &[trustchain_ca::OperatorRole],
+    ) -> anyhow::Result<(
+        trustchain_proto::v1::admin_client::AdminClient<Channel>,
+        String,
+    )> {
+        let ca = Authority::load(&self.config.ca_dir)?;
+        let issued = ca.issue_operator(name, roles)?;
+        let chain = format!("{}{}", issued.pem, ca.issuing_pem());
+        let key = issued.key_pem.unwrap_or_default();
+        let channel = self.channel(Some((&chain, &key))).await?;
+        Ok((
+            trustchain_proto::v1::admin_client::AdminClient::new(channel),
+            issued.serial_hex,
+        ))
     }
 
     /// Stops the server task.

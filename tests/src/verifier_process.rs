@@ -75,7 +75,8 @@ impl Deployment {
         )?;
         let root_pem_path = dir.join("root.pem");
         std::fs::write(&root_pem_path, ca.root_pem())?;
-        let operator = ca.issue_operator("fault-test-operator")?;
+        let operator =
+            ca.issue_operator("fault-test-operator", &trustchain_ca::OperatorRole::ALL)?;
         let operator_cert = dir.join("operator.pem");
         let operator_key = dir.join("operator.key.pem");
         std::fs::write(

@@ -556,7 +556,9 @@ async fn a_certificate_from_another_ca_cannot_connect() {
     let verifier = TestVerifier::start(&makers.trusted).await.unwrap();
     let other_dir = tempfile::tempdir().unwrap();
     let other = trustchain_ca::Authority::create(other_dir.path(), "Someone Else").unwrap();
-    let operator = other.issue_operator("mallory").unwrap();
+    let operator = other
+        .issue_operator("mallory", &trustchain_ca::OperatorRole::ALL)
+        .unwrap();
     let result = async {
         let channel = verifier
             .channel(Some((&operator.pem, operator.key_pem.as_deref().unwrap())))

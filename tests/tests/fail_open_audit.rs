@@ -171,6 +171,7 @@ impl TrustAuthority {
             maker_cas: self.maker_cas.clone(),
             devices: Vec::new(),
             manifest_signers: Vec::new(),
+            policy_signers: Vec::new(),
             revoked,
         };
         signed::sign(&list, TRUST_LIST_TYPE, key).unwrap()

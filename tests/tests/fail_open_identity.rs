@@ -144,6 +144,7 @@ fn trust_list(maker: &TpmMaker, version: u64, devices: Vec<DeviceMatch>) -> Trus
             .collect(),
         devices,
         manifest_signers: Vec::new(),
+        policy_signers: Vec::new(),
         revoked: Revocations::default(),
     }
 }

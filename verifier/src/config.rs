@@ -39,6 +39,11 @@ pub struct VerifierConfig {
     /// enrollment trusts `maker_anchors`; with an active trust list, its maker CAs replace them.
     #[serde(default)]
     pub trust_list_authority: Option<PathBuf>,
+    /// Whether a policy must be signed (`trustchain policy sign`) by a policy signer the active
+    /// trust list admits to be imported. Default (also when the key is absent): true. A
+    /// deployment that imports unsigned TOML policies sets it to false explicitly.
+    #[serde(default = "default_true")]
+    pub require_signed_policies: bool,
     /// How long an enrollment attempt waits for the credential-activation answer.
     #[serde(default = "default_activation_timeout")]
     pub activation_timeout_seconds: u64,
@@ -52,10 +57,23 @@ pub struct VerifierConfig {
     pub storage_cache_mib: u64,
     #[serde(default)]
     pub attestation: AttestationConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
     /// Where alerts are POSTed (JSON, signed with the verifier's key), e.g.
     /// `[[webhooks]] url = "http://siem.internal:8080/trustchain"`.
     #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,
+}
+
+/// How the admin calls behave (`[admin]`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// The two-person rule: a trust-list or policy import by one policy-admin waits (stored
+    /// durably, by the document's SHA-256) until a different policy-admin approves it
+    /// (`trustchain import approve --digest`). Default: false.
+    #[serde(default)]
+    pub two_person_imports: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -114,6 +132,9 @@ impl AttestationConfig {
     }
 }
 
+fn default_true() -> bool {
+    true
+}
 fn default_activation_timeout() -> u64 {
     60
 }
@@ -245,12 +266,27 @@ mod tests {
     }
 
     #[test]
+    fn without_the_key_policies_must_be_signed() {
+        let dir = tempfile::tempdir().unwrap();
+        let sample = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/verifier.example.toml"
+        ))
+        .unwrap()
+        .replace("require_signed_policies = true", "");
+        let path = dir.path().join("verifier.toml");
+        std::fs::write(&path, sample).unwrap();
+        assert!(VerifierConfig::load(&path).unwrap().require_signed_policies);
+    }
+
+    #[test]
     fn the_documented_sample_parses_and_tiers_pick_intervals() {
         let path = Path::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../docs/verifier.example.toml"
         ));
         let config = VerifierConfig::load(path).unwrap();
+        assert!(config.require_signed_policies && !config.admin.two_person_imports);
         assert_eq!(
             config.attestation.interval_for("plc"),
             Duration::from_secs(1)

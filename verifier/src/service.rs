@@ -101,6 +101,7 @@ pub struct Service {
     trust: Arc<TrustStore>,
     limits: Limits,
     attestation: AttestationConfig,
+    admin: crate::config::AdminConfig,
     /// The commit path of device states (one transition at a time).
     transitions: Transitions,
     /// What this process has seen of each device (see [`Service::watchdog`]).
@@ -186,7 +187,10 @@ impl Service {
                 })?,
             ),
         };
-        let trust = Arc::new(TrustStore::open(storage.clone(), authority)?);
+        let trust = Arc::new(
+            TrustStore::open(storage.clone(), authority)?
+                .requiring_signed_policies(config.require_signed_policies),
+        );
         let committer = crate::storage::commit::Committer::start(&storage).map_err(|source| {
             StartError::Read {
                 path: config.state_dir.clone(),
@@ -213,6 +217,7 @@ impl Service {
             trust,
             limits: Limits::default(),
             attestation: config.attestation.clone(),
+            admin: config.admin.clone(),
             transitions: Transitions::default(),
             activity: Activity::default(),
             committer,
@@ -242,6 +247,10 @@ impl Service {
 
     pub fn attestation_config(&self) -> &AttestationConfig {
         &self.attestation
+    }
+
+    pub fn admin_config(&self) -> &crate::config::AdminConfig {
+        &self.admin
     }
 
     /// The challenge interval: the governing policy's tier, else the configuration's table by

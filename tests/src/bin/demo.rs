@@ -112,6 +112,16 @@ fn trust_documents(
             "demo-os-vendor",
         ],
     )?;
+    run(
+        &ca,
+        &[
+            "supplier-key",
+            "--dir",
+            &path(&keys),
+            "--name",
+            "demo-policy-office",
+        ],
+    )?;
     let learned = run(
         &cli,
         &[
@@ -198,6 +208,11 @@ fn trust_documents(
             "public_key": std::fs::read_to_string(keys.join("demo-os-vendor.pub"))?.trim(),
             "scope": { "suppliers": [SUPPLIER], "products": ["*"] },
         }],
+        // Who may sign policies (the verifier requires signed policies by default).
+        "policy_signers": [{
+            "name": "demo-policy-office",
+            "public_key": std::fs::read_to_string(keys.join("demo-policy-office.pub"))?.trim(),
+        }],
     });
     std::fs::write(
         dir.join("trust-list.json"),
@@ -216,10 +231,23 @@ fn trust_documents(
             &path(&dir.join("trust-list.jws")),
         ],
     )?;
+    run(
+        &cli,
+        &[
+            "policy",
+            "sign",
+            "--key",
+            &path(&keys.join("demo-policy-office.pk8")),
+            "--in",
+            &path(&dir.join("fleet.toml")),
+            "--out",
+            &path(&dir.join("fleet.jws")),
+        ],
+    )?;
     Ok((
         dir.join("trust-list.jws"),
         dir.join("gateway-os-1.0.jws"),
-        dir.join("fleet.toml"),
+        dir.join("fleet.jws"),
     ))
 }
 
@@ -353,6 +381,11 @@ async fn demo(keep_running: bool, state_dir: Option<PathBuf>) -> anyhow::Result<
             &dir.join("operator").to_string_lossy(),
             "--name",
             "soc-analyst",
+            // One person in the demo acts on devices and changes what is trusted.
+            "--role",
+            "operator",
+            "--role",
+            "policy-admin",
         ],
     )?;
     let chain = std::fs::read_to_string(dir.join("verifier.pem"))?
@@ -399,7 +432,7 @@ async fn demo(keep_running: bool, state_dir: Option<PathBuf>) -> anyhow::Result<
         &classes,
     )?;
     println!(
-        "[{:>5.1}s] trust documents: manifest gateway-os 1.0 and policy \"fleet\" learned from {}, checked offline, signed by the supplier; trust list v1 signed by the authority",
+        "[{:>5.1}s] trust documents: manifest gateway-os 1.0 and policy \"fleet\" learned from {}, checked offline, signed by the supplier and the policy office; trust list v1 signed by the authority",
         started.elapsed().as_secs_f64(),
         DEVICES[0]
     );

@@ -79,7 +79,8 @@ impl Deployment {
             server.key_pem.unwrap_or_default().as_bytes(),
         )?;
         std::fs::write(dir.join("root.pem"), ca.root_pem())?;
-        let operator = ca.issue_operator("fault-run-operator")?;
+        let operator =
+            ca.issue_operator("fault-run-operator", &trustchain_ca::OperatorRole::ALL)?;
         let operator = Identity::from_pem(
             format!("{}{}", operator.pem, ca.issuing_pem()),
             operator.key_pem.unwrap_or_default(),

@@ -148,6 +148,7 @@ mod tests {
             maker_cas: Vec::new(),
             devices,
             manifest_signers: Vec::new(),
+            policy_signers: Vec::new(),
             revoked: Default::default(),
         }
     }

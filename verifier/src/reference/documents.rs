@@ -31,6 +31,10 @@ pub struct TrustList {
     /// Who may sign reference manifests, and for what.
     #[serde(default)]
     pub manifest_signers: Vec<ManifestSigner>,
+    /// Who may sign policies (`trustchain policy sign`); with `require_signed_policies` on, a
+    /// policy is imported only signed by one of them.
+    #[serde(default)]
+    pub policy_signers: Vec<PolicySigner>,
     #[serde(default)]
     pub revoked: Revocations,
 }
@@ -73,6 +77,15 @@ pub struct ManifestSigner {
     /// Uncompressed P-256 point, hex (what `trustchain-ca supplier-key` writes to `<name>.pub`).
     pub public_key: String,
     pub scope: Scope,
+}
+
+/// A key that may sign policies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySigner {
+    pub name: String,
+    /// Uncompressed P-256 point, hex (what `trustchain-ca supplier-key` writes to `<name>.pub`).
+    pub public_key: String,
 }
 
 /// What a signer may vouch for: suppliers and products, `*` for any.

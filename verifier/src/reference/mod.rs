@@ -6,6 +6,7 @@
 //! - `documents`: the trust list and reference manifest formats, and a manifest as admitted.
 //! - `assignment`: which devices a trust-list entry names (by EK), and the class it assigns.
 //! - `policy`: the policy format (TOML), tiers, change windows.
+//! - `signed_policy`: policies as JWS, signed by a policy signer the trust list admits.
 //! - `stored`: reading stored trust lists and policies back, failing closed (never an older
 //!   version in place of one that no longer verifies or parses); trust-list content checks.
 //! - `references`: the reference values in force for one device (policy, manifests, the
@@ -17,6 +18,7 @@
 //!   PCR the policy constrains, whatever its type).
 //! - `runtime`: IMA entries against the allowlist (rule `ima_allowlist`).
 //! - `learn`: a draft manifest and policy from a known-good device's logs.
+//! - `pending`: imports waiting for a second policy-admin (the two-person rule).
 //! - `keylime`: imports of Keylime runtime policies and measured-boot reference states.
 //!
 //! What a verdict relied on ([`crate::verdict::Basis`]) is named in the verdict vocabulary.
@@ -29,10 +31,12 @@ pub mod coverage;
 pub mod documents;
 pub mod keylime;
 pub mod learn;
+pub mod pending;
 pub mod policy;
 pub mod references;
 pub mod runtime;
 pub mod signed;
+pub mod signed_policy;
 pub mod stored;
 pub mod trust;
 

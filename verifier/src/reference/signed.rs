@@ -1,4 +1,4 @@
-//! Signed documents: trust lists and reference manifests travel as JWS compact serialisation
+//! Signed documents: trust lists, reference manifests and policies travel as JWS compact serialisation
 //! (RFC 7515), ES256 over a JSON payload, with `typ` naming the document kind and `kid` the
 //! signing key's id.
 //!
@@ -20,6 +20,8 @@ pub const MAX_DOCUMENT_SIZE: usize = 4 * 1024 * 1024;
 pub const TRUST_LIST_TYPE: &str = "trustchain-trust-list+jws";
 /// The JWS `typ` of a reference manifest.
 pub const MANIFEST_TYPE: &str = "trustchain-manifest+jws";
+/// The JWS `typ` of a policy (see `super::signed_policy`).
+pub const POLICY_TYPE: &str = "trustchain-policy+jws";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]

@@ -132,7 +132,10 @@ pub(super) fn latest_policies(
         let name = policy_key_name(&key);
         let text = std::str::from_utf8(&text)
             .map_err(|_| refused("policy", format!("stored {name} is not text")))?;
-        let policy = Policy::from_toml(text).map_err(|error| {
+        let text = super::signed_policy::stored_text(text).map_err(|error| {
+            refused("policy", format!("stored {name} no longer opens: {error}"))
+        })?;
+        let policy = Policy::from_toml(&text).map_err(|error| {
             refused("policy", format!("stored {name} no longer parses: {error}"))
         })?;
         let mut expected = policy.name.clone().into_bytes();
@@ -170,6 +173,7 @@ mod tests {
             maker_cas: Vec::new(),
             devices: Vec::new(),
             manifest_signers: Vec::new(),
+            policy_signers: Vec::new(),
             revoked: Revocations {
                 firmware_versions: firmware_versions.iter().map(|v| v.to_string()).collect(),
                 ..Revocations::default()

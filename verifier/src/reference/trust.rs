@@ -27,6 +27,7 @@ use super::documents::{MANIFEST_KIND, Manifest, ManifestSigner, TRUST_LIST_KIND,
 use super::policy::{Policy, PolicyError, Tier};
 use super::references::References;
 use super::signed::{self, MANIFEST_TYPE, SignedError, TRUST_LIST_TYPE};
+use super::signed_policy::{self as signed_policy, PolicySignatureError};
 use crate::device::DeviceRecord;
 use crate::enrollment::ek_chain::{self, MakerAnchors};
 use crate::storage::{DocumentKind, Storage, StorageError};
@@ -51,6 +52,8 @@ pub enum ImportError {
     Invalid(String),
     #[error("refused: {0}")]
     Policy(#[from] PolicyError),
+    #[error("refused: {0}")]
+    PolicySignature(#[from] PolicySignatureError),
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -468,6 +471,8 @@ pub struct TrustStore {
     current: RwLock<Arc<Snapshot>>,
     /// Imports one at a time: check, store, rebuild, swap.
     imports: Mutex<()>,
+    /// Whether policies must be signed by a policy signer of the active trust list.
+    require_signed_policies: bool,
 }
 
 impl TrustStore {
@@ -481,7 +486,14 @@ impl TrustStore {
             authority,
             current: RwLock::new(Arc::new(snapshot)),
             imports: Mutex::new(()),
+            require_signed_policies: true,
         })
+    }
+
+    /// Whether policies must be signed (on unless the configuration turns it off).
+    pub fn requiring_signed_policies(mut self, required: bool) -> Self {
+        self.require_signed_policies = required;
+        self
     }
 
     /// The active snapshot: hold it for the whole of one appraisal.
@@ -500,7 +512,9 @@ impl TrustStore {
         Ok(())
     }
 
-    pub fn import_trust_list(&self, document: &str) -> Result<Imported, ImportError> {
+    /// What a trust-list import checks of the document alone (signature, kind, content),
+    /// without storing it: a pending import passes this when submitted.
+    pub fn check_trust_list(&self, document: &str) -> Result<TrustList, ImportError> {
         let authority = self.authority.as_ref().ok_or(ImportError::NoAuthority)?;
         let list: TrustList = signed::verify(document, TRUST_LIST_TYPE, authority)?;
         if list.kind != TRUST_LIST_KIND {
@@ -522,6 +536,11 @@ impl TrustStore {
                 .map_err(|e| ImportError::Invalid(format!("signer {}: {e}", signer.name)))?;
         }
         assignment::check_entries(&list).map_err(ImportError::Invalid)?;
+        Ok(list)
+    }
+
+    pub fn import_trust_list(&self, document: &str) -> Result<Imported, ImportError> {
+        let list = self.check_trust_list(document)?;
         let _guard = self.imports.lock().unwrap_or_else(|p| p.into_inner());
         let stored_max = self
             .storage
@@ -603,10 +622,35 @@ impl TrustStore {
         })
     }
 
-    pub fn import_policy(&self, text: &str) -> Result<Imported, ImportError> {
-        let policy = Policy::from_toml(text)?;
+    /// What a policy import checks of the document alone (signature by a policy signer of the
+    /// active trust list, or unsigned when allowed; the policy's format), without storing it.
+    pub fn check_policy(&self, document: &str) -> Result<Policy, ImportError> {
+        let snapshot = self.current();
+        let admitted = signed_policy::admit(
+            document,
+            snapshot.trust_list.as_ref(),
+            self.require_signed_policies,
+        )?;
+        Ok(Policy::from_toml(&admitted.text)?)
+    }
+
+    /// Imports a policy: a JWS from a policy signer the active trust list admits, or TOML text
+    /// when signatures are not required. The document is stored as received.
+    pub fn import_policy(&self, document: &str) -> Result<Imported, ImportError> {
+        // A JWS is stored as its three parts (like trust lists and manifests), TOML as written.
+        let document = if signed_policy::is_signed(document) {
+            document.trim()
+        } else {
+            document
+        };
         let _guard = self.imports.lock().unwrap_or_else(|p| p.into_inner());
         let snapshot = self.current();
+        let admitted = signed_policy::admit(
+            document,
+            snapshot.trust_list.as_ref(),
+            self.require_signed_policies,
+        )?;
+        let policy = Policy::from_toml(&admitted.text)?;
         if let Some(existing) = snapshot.policies.iter().find(|p| p.name == policy.name)
             && policy.version <= existing.version
         {
@@ -619,12 +663,19 @@ impl TrustStore {
         key.push(0);
         key.extend_from_slice(&policy.version.to_be_bytes());
         self.storage
-            .put_document(DocumentKind::Policy, &key, text.as_bytes())?;
+            .put_document(DocumentKind::Policy, &key, document.as_bytes())?;
         self.rebuild()?;
+        let signer = match &admitted.signer {
+            Some(name) => format!("signed by {name}"),
+            None => "unsigned".to_string(),
+        };
         Ok(Imported {
             version: policy.version,
-            digest: sha256_hex(text.as_bytes()),
-            note: format!("policy {} v{} active", policy.name, policy.version),
+            digest: sha256_hex(document.as_bytes()),
+            note: format!(
+                "policy {} v{} active ({signer})",
+                policy.name, policy.version
+            ),
         })
     }
 }
@@ -644,6 +695,7 @@ mod tests {
             maker_cas: Vec::new(),
             devices: Vec::new(),
             manifest_signers: Vec::new(),
+            policy_signers: Vec::new(),
             revoked,
         }
     }

@@ -1,15 +1,19 @@
-//! The Admin gRPC service: operators only. An agent certificate never opens an admin call.
+//! The Admin gRPC service: operators only. An agent certificate never opens an admin call, and
+//! each call needs the operator role `permissions` names for it.
 
 use std::sync::Arc;
 
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use trustchain_ca::Role;
+use trustchain_ca::role::PeerIdentity;
 use trustchain_proto::v1::{self, admin_server::Admin};
 
 use super::auth;
+use super::imports::{self, DocumentImport};
+use super::permissions::{self, AdminCall};
 use crate::attestation::state::Input;
-use crate::device::{DeviceRecord, DeviceState, EventKind, EventRecord};
+use crate::device::{DeviceRecord, DeviceState, EventKind};
 use crate::service::Service;
 
 #[derive(Debug)]
@@ -55,58 +59,43 @@ fn internal(error: impl std::fmt::Display) -> Status {
     super::status::internal("admin", error)
 }
 
-#[derive(Debug, Clone, Copy)]
-enum DocumentImport {
-    TrustList,
-    Manifest,
-    Policy,
-}
-
 impl AdminApi {
-    /// Imports a trust document for an operator; the refusal reason goes back to the operator
-    /// (authenticated) and every outcome into the audit log.
+    /// The caller, if its certificate's roles allow `call`. A refusal is PERMISSION_DENIED and
+    /// an alert in the audit log naming the operator, the call and the missing role.
+    fn permit<T>(&self, request: &Request<T>, call: AdminCall) -> Result<PeerIdentity, Status> {
+        let caller = auth::require(request, Role::Operator)?;
+        let Err(denied) = permissions::check(&caller, call) else {
+            return Ok(caller);
+        };
+        let roles = trustchain_ca::OperatorRole::attribute_value(&caller.operator_roles);
+        let detail = format!(
+            "admin call {} refused for operator {:?} (certificate serial {}, roles {roles:?}): {denied}",
+            call.name(),
+            caller.name,
+            caller.serial_hex,
+        );
+        tracing::warn!(caller = %crate::untrusted_text::Escaped(&caller.name), call = call.name(), "admin call refused");
+        imports::audit(&self.service, EventKind::Alert, detail);
+        Err(Status::permission_denied(format!(
+            "this certificate may not call {}: {denied}",
+            call.name()
+        )))
+    }
+
+    /// Imports a trust document for an operator (see `imports`).
     fn import(
         &self,
         request: Request<v1::SignedDocument>,
         kind: DocumentImport,
     ) -> Result<Response<v1::ImportResult>, Status> {
-        let operator = auth::require(&request, Role::Operator)?;
+        let call = match kind {
+            DocumentImport::TrustList => AdminCall::ImportTrustList,
+            DocumentImport::Manifest => AdminCall::ImportManifest,
+            DocumentImport::Policy => AdminCall::ImportPolicy,
+        };
+        let operator = self.permit(&request, call)?;
         let bytes = request.into_inner().document;
-        if bytes.len() > crate::reference::signed::MAX_DOCUMENT_SIZE {
-            return Err(Status::invalid_argument("document too large"));
-        }
-        let text = String::from_utf8(bytes)
-            .map_err(|_| Status::invalid_argument("document is not UTF-8 text"))?;
-        let trust = self.service.trust();
-        let (what, result) = match kind {
-            DocumentImport::TrustList => ("trust list", trust.import_trust_list(&text)),
-            DocumentImport::Manifest => ("manifest", trust.import_manifest(&text)),
-            DocumentImport::Policy => ("policy", trust.import_policy(&text)),
-        };
-        let detail = match &result {
-            Ok(imported) => format!(
-                "{what} imported by {}: {} (sha256 {})",
-                operator.name, imported.note, imported.digest
-            ),
-            Err(error) => format!("{what} import by {} refused: {error}", operator.name),
-        };
-        if let Err(error) = self.service.storage().append_event(&EventRecord {
-            at_unix_millis: crate::service::now_unix_millis(),
-            kind: EventKind::OperatorAction,
-            device_id: String::new(),
-            detail: detail.clone(),
-        }) {
-            tracing::error!(%error, "cannot record an import");
-        }
-        tracing::info!(detail = %crate::untrusted_text::Escaped(&detail), "trust document import");
-        match result {
-            Ok(imported) => Ok(Response::new(v1::ImportResult {
-                version: imported.version,
-                digest: imported.digest,
-                note: imported.note,
-            })),
-            Err(error) => Err(super::status::import(error)),
-        }
+        imports::import(&self.service, &operator, kind, bytes).map(Response::new)
     }
 
     fn device(&self, device_id: &str) -> Result<DeviceRecord, Status> {
@@ -121,9 +110,10 @@ impl AdminApi {
     fn act(
         &self,
         request: Request<v1::DeviceRequest>,
+        call: AdminCall,
         input: Input,
     ) -> Result<Response<v1::DeviceDetail>, Status> {
-        let operator = auth::require(&request, Role::Operator)?;
+        let operator = self.permit(&request, call)?;
         let message = request.into_inner();
         let device = self
             .service
@@ -170,7 +160,7 @@ impl Admin for AdminApi {
         &self,
         request: Request<v1::ListDevicesRequest>,
     ) -> Result<Response<v1::ListDevicesResponse>, Status> {
-        auth::require(&request, Role::Operator)?;
+        self.permit(&request, AdminCall::ListDevices)?;
         let devices = self.service.storage().devices().map_err(internal)?;
         Ok(Response::new(v1::ListDevicesResponse {
             devices: devices.iter().map(|d| summary(&self.service, d)).collect(),
@@ -181,7 +171,7 @@ impl Admin for AdminApi {
         &self,
         request: Request<v1::DeviceRequest>,
     ) -> Result<Response<v1::DeviceDetail>, Status> {
-        auth::require(&request, Role::Operator)?;
+        self.permit(&request, AdminCall::GetDevice)?;
         let device = self.device(&request.get_ref().device_id)?;
         Ok(Response::new(self.detail(&device)))
     }
@@ -190,14 +180,14 @@ impl Admin for AdminApi {
         &self,
         request: Request<v1::DeviceRequest>,
     ) -> Result<Response<v1::DeviceDetail>, Status> {
-        self.act(request, Input::OperatorCleared)
+        self.act(request, AdminCall::ClearDevice, Input::OperatorCleared)
     }
 
     async fn decommission_device(
         &self,
         request: Request<v1::DeviceRequest>,
     ) -> Result<Response<v1::DeviceDetail>, Status> {
-        self.act(request, Input::Decommission)
+        self.act(request, AdminCall::DecommissionDevice, Input::Decommission)
     }
 
     async fn import_trust_list(
@@ -221,13 +211,23 @@ impl Admin for AdminApi {
         self.import(request, DocumentImport::Policy)
     }
 
+    async fn approve_import(
+        &self,
+        request: Request<v1::ApproveImportRequest>,
+    ) -> Result<Response<v1::ImportResult>, Status> {
+        let approver = self.permit(&request, AdminCall::ApproveImport)?;
+        let message = request.into_inner();
+        imports::approve(&self.service, &approver, &message.digest, &message.comment)
+            .map(Response::new)
+    }
+
     type ExportAuditStream = ReceiverStream<Result<v1::AuditRecord, Status>>;
 
     async fn export_audit(
         &self,
         request: Request<v1::ExportAuditRequest>,
     ) -> Result<Response<Self::ExportAuditStream>, Status> {
-        auth::require(&request, Role::Operator)?;
+        self.permit(&request, AdminCall::ExportAudit)?;
         let from = request.get_ref().from_sequence;
         let lines = self.service.export_audit(from).map_err(internal)?;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
@@ -257,7 +257,7 @@ impl Admin for AdminApi {
         &self,
         request: Request<v1::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        auth::require(&request, Role::Operator)?;
+        self.permit(&request, AdminCall::Watch)?;
         let from = request.get_ref().from_sequence;
         // Subscribe first, then read the backlog: nothing falls between the two, and duplicates
         // are dropped by sequence.

@@ -5,7 +5,10 @@
 //! - `enrollment`: the Enrollment service (no client certificate needed), with its per-source
 //!   rate limit.
 //! - `admin`: the Admin service (operator certificates only).
+//! - `imports`: trust-document imports, and the two-person rule's pending imports and approvals.
 //! - `operators`: the Admin gate: an operator certificate, not revoked (checked on every call).
+//! - `permissions`: the table of admin call to the operator role it needs (viewer, operator,
+//!   policy-admin), checked by each admin call.
 //! - `attestation`: the Attestation stream (agent certificates only).
 //! - `status`: the one mapping of domain errors to gRPC statuses (what detail leaves).
 //! - `connection`: the accepted connection as the gRPC server sees it (a lifetime for peers
@@ -33,7 +36,9 @@ mod attestation;
 pub mod auth;
 mod connection;
 mod enrollment;
+mod imports;
 mod operators;
+pub mod permissions;
 mod status;
 pub mod tls;
 

@@ -14,8 +14,11 @@ pub enum DocumentKind {
     TrustList,
     /// Key: manifest id, NUL, SHA-256 of the JWS; value: the JWS.
     Manifest,
-    /// Key: policy name, NUL, version (big-endian u64); value: the TOML text.
+    /// Key: policy name, NUL, version (big-endian u64); value: the TOML text or the JWS.
     Policy,
+    /// Imports waiting for a second policy-admin (`[admin] two_person_imports`). Key: SHA-256
+    /// of the document, hex; value: the pending import (JSON). Removed once decided.
+    PendingImport,
 }
 
 /// The on-disk layout version this build reads and writes.
@@ -160,6 +163,9 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     ) -> Result<(), StorageError>;
     /// Every stored document of `kind`, in key order.
     fn documents(&self, kind: DocumentKind) -> Result<Documents, StorageError>;
+    /// Removes a document, durably; only pending imports are ever removed (the others keep
+    /// every accepted version).
+    fn remove_document(&self, kind: DocumentKind, key: &[u8]) -> Result<(), StorageError>;
     /// Whether writes currently succeed.
     fn health(&self) -> StorageHealth;
     /// Every key of every tree at one point in time (writes wait meanwhile), for a backup.

@@ -29,6 +29,22 @@ pub enum Command {
     /// Convert a Keylime runtime policy and/or measured-boot reference state into a draft
     /// manifest (and policy).
     ImportKeylime(ImportArgs),
+    /// Sign a policy (TOML) with a policy signer's key (`trustchain-ca supplier-key`, admitted
+    /// in the trust list's `policy_signers`), giving the JWS `trustchain import policy` sends.
+    Sign(SignArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SignArgs {
+    /// The policy signer's key: PKCS#8 DER, P-256.
+    #[arg(long)]
+    key: PathBuf,
+    /// The policy (TOML).
+    #[arg(long = "in")]
+    input: PathBuf,
+    /// Where to write the JWS.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -122,7 +138,29 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Learn(args) => run_learn(args),
         Command::Check(args) => run_check(args),
         Command::ImportKeylime(args) => run_import(args),
+        Command::Sign(args) => run_sign(args),
     }
+}
+
+fn run_sign(args: SignArgs) -> anyhow::Result<ExitCode> {
+    let key_bytes = std::fs::read(&args.key)
+        .map_err(|e| anyhow::anyhow!("reading {}: {e}", args.key.display()))?;
+    let key = trustchain_verifier::audit::SigningKey::from_pkcs8(&key_bytes)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.key.display()))?;
+    let text = std::fs::read_to_string(&args.input)
+        .map_err(|e| anyhow::anyhow!("reading {}: {e}", args.input.display()))?;
+    let document = trustchain_verifier::reference::signed_policy::sign(&text, &key)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.input.display()))?;
+    std::fs::write(&args.out, document + "\n")
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", args.out.display()))?;
+    let public = hex::decode(key.public_hex())?;
+    println!(
+        "signed {} with key {} -> {}",
+        args.input.display(),
+        signed::key_id(&public),
+        args.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A parser's message on one line: TOML errors draw the offending line and a caret below it,

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use trustchain_proto::v1::SignedDocument;
 use trustchain_proto::v1::admin_client::AdminClient;
+use trustchain_proto::v1::{ApproveImportRequest, SignedDocument};
 use trustchain_verifier::audit::SigningKey;
 use trustchain_verifier::reference::documents::{TRUST_LIST_KIND, TrustList};
 use trustchain_verifier::reference::signed::{self, TRUST_LIST_TYPE};
@@ -105,17 +105,31 @@ pub enum Import {
     /// A signed reference manifest (JWS); used only while the trust list admits its signer for
     /// its supplier and product.
     Manifest { file: PathBuf },
-    /// A policy (TOML); refused unless newer than the active version of the same name.
+    /// A policy: the JWS `trustchain policy sign` writes (TOML only where the verifier has
+    /// `require_signed_policies = false`); refused unless newer than the active version.
     Policy { file: PathBuf },
+    /// Approve a trust list or policy another policy-admin imported, which waits under the
+    /// two-person rule (`[admin] two_person_imports`): by the SHA-256 its import printed.
+    Approve {
+        #[arg(long)]
+        digest: String,
+        /// Why, for the audit log.
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
 }
 
 pub fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
     let (file, kind) = match &args.what {
-        Import::TrustList { file } => (file, "trust list"),
-        Import::Manifest { file } => (file, "manifest"),
-        Import::Policy { file } => (file, "policy"),
+        Import::TrustList { file } => (Some(file), "trust list"),
+        Import::Manifest { file } => (Some(file), "manifest"),
+        Import::Policy { file } => (Some(file), "policy"),
+        Import::Approve { .. } => (None, "approved import"),
     };
-    let document = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let document = match file {
+        Some(file) => std::fs::read(file).with_context(|| format!("reading {}", file.display()))?,
+        None => Vec::new(),
+    };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let mut admin = AdminClient::new(args.operator.connect().await?);
@@ -124,12 +138,22 @@ pub fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
             Import::TrustList { .. } => admin.import_trust_list(request).await,
             Import::Manifest { .. } => admin.import_manifest(request).await,
             Import::Policy { .. } => admin.import_policy(request).await,
+            Import::Approve { digest, comment } => {
+                admin
+                    .approve_import(ApproveImportRequest { digest, comment })
+                    .await
+            }
         };
         match result {
             Ok(response) => {
                 let imported = response.into_inner();
+                let outcome = if imported.pending {
+                    "submitted"
+                } else {
+                    "imported"
+                };
                 println!(
-                    "{kind} imported: {} (sha256 {})",
+                    "{kind} {outcome}: {} (sha256 {})",
                     imported.note, imported.digest
                 );
                 Ok(ExitCode::SUCCESS)

@@ -4,7 +4,8 @@
 //! `spent_nonces` (per device: nonces spent and the last few, see `spent_nonces.rs`), `nonces`
 //! (one key per spent nonce, written by layouts v1 and v2; kept, counted, no longer written),
 //! `appraisals` (last good appraisal state per device),
-//! `trust_lists`, `manifests`, `policies` (every accepted version of each document).
+//! `trust_lists`, `manifests`, `policies` (every accepted version of each document),
+//! `pending_imports` (imports awaiting a second policy-admin, removed once decided).
 //!
 //! Layout of this module:
 //! - `trees.rs`: the trees of one open database and what is read straight off them (the

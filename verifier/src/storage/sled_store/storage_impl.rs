@@ -226,6 +226,15 @@ impl Storage for SledStorage {
         self.flush(&trees)
     }
 
+    fn remove_document(&self, kind: DocumentKind, key: &[u8]) -> Result<(), StorageError> {
+        let _writing = self.writes();
+        let trees = self.trees()?;
+        self.run("remove document", || {
+            Self::document_tree(&trees, kind).remove(key).map(|_| ())
+        })?;
+        self.flush(&trees)
+    }
+
     fn documents(&self, kind: DocumentKind) -> Result<Documents, StorageError> {
         let trees = self.trees()?;
         let mut out = Vec::new();

@@ -226,6 +226,7 @@ impl SledStorage {
             DocumentKind::TrustList => &trees.trust_lists,
             DocumentKind::Manifest => &trees.manifests,
             DocumentKind::Policy => &trees.policies,
+            DocumentKind::PendingImport => &trees.pending_imports,
         }
     }
 
