@@ -137,4 +137,20 @@ async fn with_signatures_not_required_unsigned_toml_is_taken_but_a_bad_signature
         .await
         .unwrap();
     assert!(note.contains("v2 active"), "{note}");
+
+    // A trust list naming a policy signer whose key is not a P-256 point is refused.
+    let mut list = d.trust_list(2, Default::default());
+    list.policy_signers[0].public_key = "04abcd".into();
+    let status = d
+        .try_import(Document::TrustList, &d.sign_trust_list(&list).unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains(&format!("signer {POLICY_SIGNER}")),
+        "{}",
+        status.message()
+    );
 }

@@ -531,9 +531,14 @@ impl TrustStore {
                 ImportError::Invalid(format!("maker CA {}: not X.509: {e}", ca.name))
             })?;
         }
-        for signer in &list.manifest_signers {
-            signed::public_key_from_hex(&signer.public_key)
-                .map_err(|e| ImportError::Invalid(format!("signer {}: {e}", signer.name)))?;
+        let signers = list
+            .manifest_signers
+            .iter()
+            .map(|s| (&s.name, &s.public_key));
+        let policy_signers = list.policy_signers.iter().map(|s| (&s.name, &s.public_key));
+        for (name, public_key) in signers.chain(policy_signers) {
+            signed::public_key_from_hex(public_key)
+                .map_err(|e| ImportError::Invalid(format!("signer {name}: {e}")))?;
         }
         assignment::check_entries(&list).map_err(ImportError::Invalid)?;
         Ok(list)
@@ -570,10 +575,11 @@ impl TrustStore {
             version: list.version,
             digest: sha256_hex(document.trim().as_bytes()),
             note: format!(
-                "trust list v{} active: {} maker CAs, {} manifest signers",
+                "trust list v{} active: {} maker CAs, {} manifest signers, {} policy signers",
                 list.version,
                 list.maker_cas.len(),
-                list.manifest_signers.len()
+                list.manifest_signers.len(),
+                list.policy_signers.len()
             ),
         })
     }

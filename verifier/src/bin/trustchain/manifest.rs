@@ -256,6 +256,12 @@ fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
         signed::TRUST_LIST_TYPE => document
             .verify::<TrustList>(signed::TRUST_LIST_TYPE, &key)
             .map(|_| ()),
+        signed::POLICY_TYPE => document
+            .verify::<trustchain_verifier::reference::signed_policy::SignedPolicy>(
+                signed::POLICY_TYPE,
+                &key,
+            )
+            .map(|_| ()),
         other => {
             println!("signature: not checked (unknown document type {other:?})");
             return Ok(ExitCode::from(1));
