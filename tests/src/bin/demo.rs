@@ -1,8 +1,8 @@
 //! The TrustChain demo: a real verifier, the deployment CA and five agents, each on its own real
 //! swtpm device, all separate processes talking gRPC over mutual TLS on loopback. The trust
 //! documents are made with the real commands: a supplier's reference manifest and a policy learned
-//! from a known-good device (`trustchain policy learn`), signed (`trustchain manifest sign`), a
-//! trust list signed by the deployment's authority (`trustchain trust-list sign`), all imported
+//! from a known-good device (`trustchain policy learn`), signed (`trustchain manifest sign`,
+//! `trustchain policy sign`), a trust list signed by the deployment's authority (`trustchain trust-list sign`), all imported
 //! over the operator's mTLS (`trustchain import`). It enrolls the devices, shows their states
 //! live, then attacks two devices: a boot-level implant on one (a digest extended into PCR 4
 //! behind the event log's back) and an unknown program run on another (measured by IMA, not on
@@ -36,6 +36,11 @@ const VICTIM: usize = 2;
 const SECOND_VICTIM: usize = 4;
 const SUPPLIER: &str = "Demo OS Vendor";
 const INTERVAL_SECONDS: u64 = 2;
+
+/// The trust documents, made with the real commands.
+#[path = "demo/documents.rs"]
+mod documents;
+use documents::trust_documents;
 
 /// Child processes, killed when the demo ends.
 struct Processes(Vec<(String, Child)>);
@@ -88,167 +93,6 @@ fn device_class(label: &str) -> &'static str {
     } else {
         "gateway"
     }
-}
-
-/// Trust creation and proof with the real commands: keys, a manifest and policy learned from a
-/// known-good device, signatures, and a trust list. Returns the files to import.
-fn trust_documents(
-    dir: &Path,
-    device: &SwtpmDevice,
-    maker_pems: &[(&str, &Path)],
-    classes: &[(String, &str)],
-) -> anyhow::Result<(PathBuf, PathBuf, PathBuf)> {
-    let ca = binary("trustchain-ca")?;
-    let cli = binary("trustchain")?;
-    let keys = dir.join("keys");
-    run(&ca, &["trust-list-key", "--dir", &path(&keys)])?;
-    run(
-        &ca,
-        &[
-            "supplier-key",
-            "--dir",
-            &path(&keys),
-            "--name",
-            "demo-os-vendor",
-        ],
-    )?;
-    run(
-        &ca,
-        &[
-            "supplier-key",
-            "--dir",
-            &path(&keys),
-            "--name",
-            "demo-policy-office",
-        ],
-    )?;
-    let learned = run(
-        &cli,
-        &[
-            "policy",
-            "learn",
-            "--eventlog",
-            &path(&device.event_log_path()),
-            "--ima",
-            &path(&device.ima_log_path()),
-            "--supplier",
-            SUPPLIER,
-            "--product",
-            "gateway-os",
-            "--version",
-            "1.0",
-            "--name",
-            "fleet",
-            "--out-manifest",
-            &path(&dir.join("gateway-os-1.0.json")),
-            "--out-policy",
-            &path(&dir.join("fleet.toml")),
-        ],
-    )?;
-    for line in learned.lines().filter(|l| !l.trim().is_empty()).take(6) {
-        println!("          policy learn: {}", line.trim());
-    }
-    // The operator reviews the draft and sets the fleet's tier: a 2 s interval for the demo.
-    let draft = std::fs::read_to_string(dir.join("fleet.toml"))?;
-    let mut policy = trustchain_verifier::reference::Policy::from_toml(&draft)?;
-    policy.tier.interval_seconds = Some(INTERVAL_SECONDS);
-    policy.tier.evidence =
-        Some(trustchain_verifier::reference::policy::EvidenceRequired::BootAndIma);
-    policy.tier.on_failure = Some(trustchain_verifier::reference::policy::FailureAction::Alert);
-    std::fs::write(dir.join("fleet.toml"), policy.to_toml()?)?;
-    // The policy checked offline against the device's logs before the rollout.
-    run(
-        &cli,
-        &[
-            "policy",
-            "check",
-            "--policy",
-            &path(&dir.join("fleet.toml")),
-            "--eventlog",
-            &path(&device.event_log_path()),
-            "--ima",
-            &path(&device.ima_log_path()),
-            "--manifest",
-            &path(&dir.join("gateway-os-1.0.json")),
-        ],
-    )?;
-    run(
-        &cli,
-        &[
-            "manifest",
-            "sign",
-            "--key",
-            &path(&keys.join("demo-os-vendor.pk8")),
-            "--in",
-            &path(&dir.join("gateway-os-1.0.json")),
-            "--out",
-            &path(&dir.join("gateway-os-1.0.jws")),
-        ],
-    )?;
-    let mut maker_cas = Vec::new();
-    for (name, pem) in maker_pems {
-        maker_cas.push(serde_json::json!({
-            "name": name,
-            "certificate_pem": std::fs::read_to_string(pem)?,
-        }));
-    }
-    let list = serde_json::json!({
-        "kind": "trustchain.trust-list.v1",
-        "version": 1,
-        "issued_at": "2026-11-25T00:00:00Z",
-        "maker_cas": maker_cas,
-        // Each device admitted by its EK, with the class the operator gives it (the class an
-        // agent claims is only a reported fact).
-        "devices": classes
-            .iter()
-            .map(|(ek, class)| serde_json::json!({ "ek_public_sha256": ek, "device_class": class }))
-            .collect::<Vec<_>>(),
-        "manifest_signers": [{
-            "name": "demo-os-vendor",
-            "public_key": std::fs::read_to_string(keys.join("demo-os-vendor.pub"))?.trim(),
-            "scope": { "suppliers": [SUPPLIER], "products": ["*"] },
-        }],
-        // Who may sign policies (the verifier requires signed policies by default).
-        "policy_signers": [{
-            "name": "demo-policy-office",
-            "public_key": std::fs::read_to_string(keys.join("demo-policy-office.pub"))?.trim(),
-        }],
-    });
-    std::fs::write(
-        dir.join("trust-list.json"),
-        serde_json::to_string_pretty(&list)?,
-    )?;
-    run(
-        &cli,
-        &[
-            "trust-list",
-            "sign",
-            "--key",
-            &path(&keys.join("trust-list-authority.pk8")),
-            "--in",
-            &path(&dir.join("trust-list.json")),
-            "--out",
-            &path(&dir.join("trust-list.jws")),
-        ],
-    )?;
-    run(
-        &cli,
-        &[
-            "policy",
-            "sign",
-            "--key",
-            &path(&keys.join("demo-policy-office.pk8")),
-            "--in",
-            &path(&dir.join("fleet.toml")),
-            "--out",
-            &path(&dir.join("fleet.jws")),
-        ],
-    )?;
-    Ok((
-        dir.join("trust-list.jws"),
-        dir.join("gateway-os-1.0.jws"),
-        dir.join("fleet.jws"),
-    ))
 }
 
 fn free_port() -> anyhow::Result<u16> {
