@@ -8,6 +8,7 @@
 //! Real parts: the verifier in process on a loopback TLS port, swtpm devices, real enrollment;
 //! every device connection goes through the agent's own connector
 //! (`trustchain_agent::bound_channel`).
+#![allow(clippy::unwrap_used, clippy::panic)]
 
 use trustchain_swtpm::{BootProfile, TestMakers};
 use trustchain_tests::stream::AttestStream;
