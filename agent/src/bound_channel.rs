@@ -205,7 +205,8 @@ struct BindingConnector {
 type Connecting =
     Pin<Box<dyn Future<Output = Result<TokioIo<TlsStream<TcpStream>>, std::io::Error>> + Send>>;
 
-impl tower_service::Service<Uri> for BindingConnector {
+// tonic's re-export of tower's `Service`: no dependency of our own for one trait.
+impl tonic::codegen::Service<Uri> for BindingConnector {
     type Response = TokioIo<TlsStream<TcpStream>>;
     type Error = std::io::Error;
     type Future = Connecting;
