@@ -3,12 +3,13 @@
 //! relays the genuine quotes back. Each quote's qualifyingData is SHA-256(nonce || TLS exporter)
 //! of the connection the genuine agent holds, so on the fake's connection it fails
 //! `channel_binding`. So does a quote over the bare nonce. The honest paths (the real agent, and a
-//! hand-driven device binding to its own connection) pass.
+//! hand-driven device binding to its own connection) pass. The verifier speaks TLS 1.3 only, whose
+//! exporter the binding rests on: a TLS 1.2 client cannot connect.
 //!
 //! Real parts: the verifier in process on a loopback TLS port, swtpm devices, real enrollment;
 //! every device connection goes through the agent's own connector
 //! (`trustchain_agent::bound_channel`).
-#![allow(clippy::unwrap_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use trustchain_swtpm::{BootProfile, TestMakers};
 use trustchain_tests::stream::AttestStream;
@@ -160,4 +161,40 @@ async fn a_quote_over_the_bare_nonce_fails_channel_binding() {
         .unwrap();
     stream.answer(bare).await.unwrap();
     assert_failed_with(&verifier, &device, "channel_binding").await;
+}
+
+/// Connects to the verifier with rustls limited to `version`, trusting the deployment root.
+async fn handshake(
+    verifier: &TestVerifier,
+    version: &'static rustls::SupportedProtocolVersion,
+) -> std::io::Result<()> {
+    use rustls_pki_types::pem::PemObject as _;
+    let root = std::fs::read(&verifier.root_pem_path)?;
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in rustls_pki_types::CertificateDer::pem_slice_iter(&root) {
+        roots.add(certificate.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(verifier.address).await?;
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map(drop)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_verifier_refuses_tls_1_2_whose_exporter_the_binding_cannot_rest_on() {
+    let makers = TestMakers::generate().unwrap();
+    let verifier = verifier(&makers).await;
+    handshake(&verifier, &rustls::version::TLS13)
+        .await
+        .expect("a TLS 1.3 handshake");
+    let refused = handshake(&verifier, &rustls::version::TLS12).await;
+    assert!(refused.is_err(), "a TLS 1.2 client connected");
 }
