@@ -16,7 +16,8 @@ use trustchain_proto::v1::{
     AgentMessage, Challenge, Evidence, Hello, PcrValue, TrustState, agent_message, verifier_message,
 };
 
-use crate::client::{ClientError, connect};
+use crate::bound_channel::ChannelBinding;
+use crate::client::{ClientError, connect_bound};
 use crate::config::AgentConfig;
 use crate::identity::Enrollment;
 use crate::retry::{Backoff, wait_for_tpm, with_tpm};
@@ -113,8 +114,9 @@ async fn session<T: Tpm + 'static>(
     last_reset_count: &mut Option<u32>,
     status: &mut Reporter,
 ) -> Result<(), AttestError> {
-    let channel = connect(config, Some(enrollment)).await?;
-    let mut client = AttestationClient::new(channel).max_decoding_message_size(64 * 1024);
+    let bound = connect_bound(config, enrollment).await?;
+    let binding = bound.binding;
+    let mut client = AttestationClient::new(bound.channel).max_decoding_message_size(64 * 1024);
     let (outbound, rx) = mpsc::channel::<AgentMessage>(4);
     let hello = AgentMessage {
         body: Some(agent_message::Body::Hello(Hello {
@@ -131,7 +133,7 @@ async fn session<T: Tpm + 'static>(
     while let Some(message) = inbound.message().await? {
         match message.body {
             Some(verifier_message::Body::Challenge(challenge)) => {
-                let evidence = answer(config, tpm, challenge, last_reset_count).await?;
+                let evidence = answer(config, tpm, challenge, &binding, last_reset_count).await?;
                 // Large evidence (a boot log, the IMA log after a reboot) goes in parts of a few
                 // KiB: the verifier keeps one stream per device, and a stream's receive buffer
                 // stays as large as the largest message it carried.
@@ -212,6 +214,7 @@ async fn answer<T: Tpm + 'static>(
     config: &AgentConfig,
     tpm: &Arc<Mutex<T>>,
     challenge: Challenge,
+    binding: &ChannelBinding,
     last_reset_count: &mut Option<u32>,
 ) -> Result<Evidence, AttestError> {
     let selection: Vec<(u16, Vec<u32>)> = challenge
@@ -224,8 +227,9 @@ async fn answer<T: Tpm + 'static>(
             )
         })
         .collect();
-    let nonce = challenge.nonce.clone();
-    let quote = with_tpm(tpm, move |t| t.quote(&nonce, &selection)).await?;
+    // The quote answers this challenge on this connection only (the relay defence).
+    let qualifying = binding.qualifying_data(&challenge.nonce);
+    let quote = with_tpm(tpm, move |t| t.quote(&qualifying, &selection)).await?;
     // IMA is read after the quote, so the list holds at least every entry the quoted PCR 10
     // covers; the verifier replays to the prefix that matches and asks for the rest next time.
     let ima_entries = ima_after(&config.ima_log, challenge.ima_offset)?;

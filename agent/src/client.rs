@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
+use crate::bound_channel::{BindError, BoundChannel, ClientPem, Target};
 use crate::config::AgentConfig;
 use crate::identity::Enrollment;
 
@@ -20,6 +21,33 @@ pub enum ClientError {
     Address { url: String, detail: String },
     #[error("connecting to the verifier: {0}")]
     Connect(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Bound(#[from] BindError),
+}
+
+/// Opens the attestation channel: mutual TLS 1.3 over one connection whose exporter binds the
+/// quotes (see [`crate::bound_channel`]).
+pub async fn connect_bound(
+    config: &AgentConfig,
+    identity: &Enrollment,
+) -> Result<BoundChannel, ClientError> {
+    let ca = std::fs::read_to_string(&config.ca_certificate).map_err(|source| ClientError::Ca {
+        path: config.ca_certificate.clone(),
+        source,
+    })?;
+    let server_name = config.server_name();
+    let target = Target {
+        url: &config.verifier_url,
+        server_name: &server_name,
+        ca_pem: &ca,
+        connect_timeout: Duration::from_secs(10),
+        local_address: None,
+    };
+    let pem = ClientPem {
+        certificate_pem: identity.certificate_pem.clone(),
+        key_pem: identity.key_pem.clone(),
+    };
+    Ok(crate::bound_channel::connect(&target, Some(&pem)).await?)
 }
 
 /// Opens a channel to the verifier. With `identity`, the connection is mutual TLS.

@@ -7,6 +7,8 @@
 //!   `tpm::ak_blob` (the saved AK, a 0600 file).
 //! - [`identity`]: the agent's state directory (TLS key 0600, certificates, device id).
 //! - [`client`]: the TLS channel to the verifier.
+//! - [`bound_channel`]: the attestation channel: one TLS 1.3 connection whose exporter binds
+//!   each quote to it (shared with the test devices and the load generator).
 //! - [`enroll`]: enrollment (EK certificate, credential activation, certificates from a CSR).
 //! - [`retry`]: the shared reconnection backoff, the wait for a TPM that stopped answering, and
 //!   TPM work off the reactor (below `attest` and `enroll`).
@@ -18,6 +20,7 @@
 //! authorisation; it only creates an AK under the EK and asks for quotes.
 
 pub mod attest;
+pub mod bound_channel;
 pub mod client;
 pub mod config;
 pub mod enroll;

@@ -4,10 +4,12 @@
 //! - `proto/trustchain.proto`: the wire contract (enrollment, attestation stream, admin/watch).
 //! - `build.rs`: code generation with `protox` + `tonic-prost-build` (no system `protoc`).
 //! - [`v1`]: the generated messages, clients and servers.
+//! - [`binding`]: the quote's channel binding (qualifyingData), one definition for both sides.
 //!
 //! Generated types stop at the gRPC edge: each side converts them once into its own domain types
 //! that cannot hold invalid states, and appraisal code never sees a prost type.
 
+pub mod binding;
 pub mod codec;
 mod parts;
 

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+pub use trustchain_agent::bound_channel::{BoundChannel, ChannelBinding, ClientPem};
 use trustchain_agent::config::{AgentConfig, EkChoice, FactsConfig};
 use trustchain_ca::Authority;
 use trustchain_swtpm::{SwtpmDevice, TpmMaker};
@@ -238,6 +239,13 @@ impl TestVerifier {
             .tls_config(tls)?
             .connect()
             .await?)
+    }
+
+    /// An attestation channel as a device: one TLS 1.3 connection, with the exporter a
+    /// device binds its quotes to (the agent's own connector).
+    pub async fn bound_channel(&self, identity: &ClientPem) -> anyhow::Result<BoundChannel> {
+        let root = std::fs::read_to_string(&self.root_pem_path)?;
+        bound_channel(&self.url(), &root, identity, None).await
     }
 
     /// The operator's certificate chain and key, written as files (for the `trustchain` CLI).
@@ -671,4 +679,27 @@ pub async fn audit_history(
         .await?;
     device.stop_agent();
     Ok((makers, verifier, device))
+}
+
+/// A client identity as tonic takes it.
+pub fn tonic_identity(pem: &ClientPem) -> Identity {
+    Identity::from_pem(&pem.certificate_pem, &pem.key_pem)
+}
+
+/// Connects as a device the way the agent does (`trustchain_agent::bound_channel`), to the
+/// verifier at `url` (`https://`, certificate name "localhost"), from `source` when given.
+pub async fn bound_channel(
+    url: &str,
+    root_pem: &str,
+    identity: &ClientPem,
+    source: Option<std::net::IpAddr>,
+) -> anyhow::Result<BoundChannel> {
+    let target = trustchain_agent::bound_channel::Target {
+        url,
+        server_name: "localhost",
+        ca_pem: root_pem,
+        connect_timeout: std::time::Duration::from_secs(5),
+        local_address: source,
+    };
+    Ok(trustchain_agent::bound_channel::connect(&target, Some(identity)).await?)
 }

@@ -10,13 +10,15 @@ use trustchain_proto::v1::{
 };
 
 use crate::deployment::WAIT;
-use crate::{TestDevice, TestVerifier};
+use crate::{ChannelBinding, ClientPem, TestDevice, TestVerifier};
 
 /// An open attestation stream, authenticated with a device's certificate.
 #[derive(Debug)]
 pub struct AttestStream {
     pub outbound: mpsc::Sender<AgentMessage>,
     pub inbound: tonic::Streaming<VerifierMessage>,
+    /// The stream's connection, whose exporter an honest quote is bound to.
+    pub binding: ChannelBinding,
 }
 
 impl AttestStream {
@@ -27,7 +29,12 @@ impl AttestStream {
         certificate_pem: &str,
         key_pem: &str,
     ) -> anyhow::Result<Self> {
-        let channel = verifier.channel(Some((certificate_pem, key_pem))).await?;
+        let bound = verifier
+            .bound_channel(&ClientPem {
+                certificate_pem: certificate_pem.into(),
+                key_pem: key_pem.into(),
+            })
+            .await?;
         let (outbound, rx) = mpsc::channel(8);
         outbound
             .send(AgentMessage {
@@ -37,11 +44,15 @@ impl AttestStream {
                 })),
             })
             .await?;
-        let inbound = AttestationClient::new(channel)
+        let inbound = AttestationClient::new(bound.channel)
             .attest(ReceiverStream::new(rx))
             .await?
             .into_inner();
-        Ok(Self { outbound, inbound })
+        Ok(Self {
+            outbound,
+            inbound,
+            binding: bound.binding,
+        })
     }
 
     /// Opens the stream as an enrolled swtpm device.
@@ -57,6 +68,11 @@ impl AttestStream {
             &enrollment.key_pem,
         )
         .await
+    }
+
+    /// The qualifyingData an honest quote answering `challenge` on this stream carries.
+    pub fn bound(&self, challenge: &Challenge) -> [u8; 32] {
+        self.binding.qualifying_data(&challenge.nonce)
     }
 
     /// The next message from the verifier, within [`WAIT`].

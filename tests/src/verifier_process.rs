@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use trustchain_ca::Authority;
 use trustchain_proto::evidence_messages;
 use trustchain_proto::v1::attestation_client::AttestationClient;
@@ -24,6 +24,7 @@ use trustchain_proto::v1::{
 use trustchain_swtpm::TestMakers;
 
 use crate::soft_tpm::{SoftTpm, answer, enroll_request};
+use crate::{BoundChannel, ClientPem};
 
 /// Everything a verifier process needs on disk, and how to reach it.
 pub struct Deployment {
@@ -158,12 +159,12 @@ impl Deployment {
     }
 
     /// A TLS channel to the verifier, as a device (`identity`) or anonymous (enrollment).
-    pub async fn channel(&self, identity: Option<Identity>) -> anyhow::Result<Channel> {
+    pub async fn channel(&self, identity: Option<ClientPem>) -> anyhow::Result<Channel> {
         let mut tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(self.ca.root_pem()))
             .domain_name("localhost");
         if let Some(identity) = identity {
-            tls = tls.identity(identity);
+            tls = tls.identity(crate::tonic_identity(&identity));
         }
         Ok(Endpoint::from_shared(self.url())?
             .tls_config(tls)?
@@ -171,6 +172,11 @@ impl Deployment {
             .timeout(Duration::from_secs(20))
             .connect()
             .await?)
+    }
+
+    /// An attestation channel as a device, bound as the agent binds it.
+    pub async fn bound_channel(&self, identity: &ClientPem) -> anyhow::Result<BoundChannel> {
+        crate::bound_channel(&self.url(), self.ca.root_pem(), identity, None).await
     }
 
     /// One metric from /metrics (None if the endpoint or the metric is absent).
@@ -302,7 +308,7 @@ impl Drop for VerifierProcess {
 pub enum Enrollment {
     Accepted {
         device_id: String,
-        identity: Identity,
+        identity: ClientPem,
         /// The client certificate (DER).
         certificate: Vec<u8>,
     },
@@ -353,7 +359,10 @@ pub async fn complete(
             )) + deployment.ca.issuing_pem();
             Ok(Enrollment::Accepted {
                 device_id: result.device_id,
-                identity: Identity::from_pem(cert, key.serialize_pem()),
+                identity: ClientPem {
+                    certificate_pem: cert,
+                    key_pem: key.serialize_pem(),
+                },
                 certificate: result.client_certificate,
             })
         }
@@ -404,14 +413,14 @@ pub struct Behaviour {
 /// appends every verdict to `verdicts`. Measures two files per round (IMA grows).
 pub async fn attest_stream(
     deployment: &Deployment,
-    identity: Identity,
+    identity: ClientPem,
     tpm: &mut SoftTpm,
     device_id: &str,
     behaviour: &Behaviour,
     incarnation: u64,
     verdicts: &mut Vec<Verdict>,
 ) -> anyhow::Result<()> {
-    let channel = deployment.channel(Some(identity)).await?;
+    let bound = deployment.bound_channel(&identity).await?;
     let (tx, rx) = mpsc::channel(4);
     tx.send(AgentMessage {
         body: Some(agent_message::Body::Hello(Hello {
@@ -420,7 +429,7 @@ pub async fn attest_stream(
         })),
     })
     .await?;
-    let mut inbound = AttestationClient::new(channel)
+    let mut inbound = AttestationClient::new(bound.channel)
         .attest(ReceiverStream::new(rx))
         .await?
         .into_inner();
@@ -445,7 +454,11 @@ pub async fn attest_stream(
                 if delay > 0 {
                     tokio::time::sleep(Duration::from_millis(delay)).await;
                 }
-                let evidence = answer(tpm, &challenge, &challenge.nonce)?;
+                let evidence = answer(
+                    tpm,
+                    &challenge,
+                    &bound.binding.qualifying_data(&challenge.nonce),
+                )?;
                 nonces.insert(challenge.challenge_id, challenge.nonce.clone());
                 for message in evidence_messages(evidence) {
                     tx.send(message).await?;
@@ -478,7 +491,7 @@ pub struct DeviceLog {
     pub verdicts: Vec<Verdict>,
     pub stream_errors: u64,
     /// The client certificate of the last accepted enrollment, and the TPM (to attest again).
-    pub identity: Option<Identity>,
+    pub identity: Option<ClientPem>,
     pub tpm: Option<SoftTpm>,
 }
 

@@ -340,7 +340,7 @@ async fn raw_device(
     let mut stream = AttestStream::open(verifier, &device).await.unwrap();
     let first = stream.challenge().await.unwrap();
     stream
-        .answer(evidence(&device, &first, &first.nonce, 0x000b))
+        .answer(evidence(&device, &first, &stream.bound(&first), 0x000b))
         .await
         .unwrap();
     verifier
@@ -356,7 +356,7 @@ async fn a_replayed_old_quote_is_caught() {
     let verifier = raw_verifier(&makers).await;
     let (device, mut stream) = raw_device(&verifier, &makers, "gw-replay").await;
     let second = stream.challenge().await.unwrap();
-    let good = evidence(&device, &second, &second.nonce, 0x000b);
+    let good = evidence(&device, &second, &stream.bound(&second), 0x000b);
     stream.answer(good.clone()).await.unwrap();
     let third = stream.challenge().await.unwrap();
     let mut replayed = good;
@@ -364,7 +364,8 @@ async fn a_replayed_old_quote_is_caught() {
     replayed.boot_log_included = false;
     replayed.boot_log.clear();
     stream.answer(replayed).await.unwrap();
-    assert_untrusted_for(&verifier, &device, "nonce").await;
+    // The old quote is bound to the old nonce: its extraData is not this challenge's.
+    assert_untrusted_for(&verifier, &device, "channel_binding").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -380,12 +381,12 @@ async fn a_quote_with_another_devices_nonce_is_caught() {
         .answer(evidence(
             &device_b,
             &challenge_b,
-            &challenge_a.nonce,
+            &stream_b.binding.qualifying_data(&challenge_a.nonce),
             0x000b,
         ))
         .await
         .unwrap();
-    assert_untrusted_for(&verifier, &device_b, "nonce").await;
+    assert_untrusted_for(&verifier, &device_b, "channel_binding").await;
     drop(device_a);
 }
 
@@ -397,8 +398,9 @@ async fn a_quote_signed_by_another_ak_is_caught() {
     let (device_b, mut stream_b) = raw_device(&verifier, &makers, "gw-ak-b").await;
     let challenge = stream_b.challenge().await.unwrap();
     // A genuine TPM (A's) quotes B's nonce: a relay for B.
-    let mut relayed = evidence(&device_a, &challenge, &challenge.nonce, 0x000b);
-    relayed.ima_entries = evidence(&device_b, &challenge, &challenge.nonce, 0x000b).ima_entries;
+    let bound = stream_b.bound(&challenge);
+    let mut relayed = evidence(&device_a, &challenge, &bound, 0x000b);
+    relayed.ima_entries = evidence(&device_b, &challenge, &bound, 0x000b).ima_entries;
     stream_b.answer(relayed).await.unwrap();
     assert_untrusted_for(&verifier, &device_b, "quote_signature").await;
 }
@@ -409,7 +411,7 @@ async fn a_flipped_signature_bit_is_caught() {
     let verifier = raw_verifier(&makers).await;
     let (device, mut stream) = raw_device(&verifier, &makers, "gw-flip").await;
     let challenge = stream.challenge().await.unwrap();
-    let mut tampered = evidence(&device, &challenge, &challenge.nonce, 0x000b);
+    let mut tampered = evidence(&device, &challenge, &stream.bound(&challenge), 0x000b);
     let last = tampered.signature.len() - 1;
     tampered.signature[last] ^= 1;
     stream.answer(tampered).await.unwrap();
@@ -423,7 +425,12 @@ async fn a_sha1_only_answer_is_a_downgrade() {
     let (device, mut stream) = raw_device(&verifier, &makers, "gw-sha1").await;
     let challenge = stream.challenge().await.unwrap();
     stream
-        .answer(evidence(&device, &challenge, &challenge.nonce, 0x0004))
+        .answer(evidence(
+            &device,
+            &challenge,
+            &stream.bound(&challenge),
+            0x0004,
+        ))
         .await
         .unwrap();
     assert_untrusted_for(&verifier, &device, "required_bank").await;
@@ -546,7 +553,7 @@ async fn parts_of_an_answer_that_missed_its_deadline_are_dropped_as_late() {
     let verifier = raw_verifier(&makers).await;
     let (device, mut stream) = raw_device(&verifier, &makers, "gw-parts-late").await;
     let missed = stream.challenge().await.unwrap();
-    let mut late = evidence(&device, &missed, &missed.nonce, 0x000b);
+    let mut late = evidence(&device, &missed, &stream.bound(&missed), 0x000b);
     late.boot_log =
         vec![0; trustchain_proto::EVIDENCE_WHOLE_BYTES + 2 * trustchain_proto::EVIDENCE_PART_BYTES];
     late.boot_log_included = true;
@@ -560,7 +567,7 @@ async fn parts_of_an_answer_that_missed_its_deadline_are_dropped_as_late() {
     assert!(next.challenge_id > missed.challenge_id);
     stream.outbound.send(last).await.unwrap();
     stream
-        .answer(evidence(&device, &next, &next.nonce, 0x000b))
+        .answer(evidence(&device, &next, &stream.bound(&next), 0x000b))
         .await
         .unwrap();
     let verdict = tokio::time::timeout(WAIT, async {

@@ -353,7 +353,10 @@ async fn replay_old_quote(
         .unwrap()
         .nonce
         .clone();
-    let channel = deployment.channel(log.identity.clone()).await.unwrap();
+    let bound = deployment
+        .bound_channel(log.identity.as_ref().unwrap())
+        .await
+        .unwrap();
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tx.send(AgentMessage {
         body: Some(agent_message::Body::Hello(Hello {
@@ -363,7 +366,7 @@ async fn replay_old_quote(
     })
     .await
     .unwrap();
-    let mut inbound = AttestationClient::new(channel)
+    let mut inbound = AttestationClient::new(bound.channel)
         .attest(ReceiverStream::new(rx))
         .await
         .unwrap()
@@ -378,7 +381,8 @@ async fn replay_old_quote(
             Some(verifier_message::Body::Challenge(challenge)) => {
                 assert!(!challenge.pcr_selection.is_empty());
                 // The old challenge's nonce, and the boot log whether asked for or not.
-                let mut evidence = answer(tpm, &challenge, &old_nonce).unwrap();
+                let mut evidence =
+                    answer(tpm, &challenge, &bound.binding.qualifying_data(&old_nonce)).unwrap();
                 evidence.boot_log = tpm.boot_log.clone();
                 tx.send(AgentMessage {
                     body: Some(agent_message::Body::Evidence(evidence)),
@@ -392,7 +396,7 @@ async fn replay_old_quote(
                     TrustState::Untrusted as i32,
                     "a replayed quote from an earlier process was accepted"
                 );
-                return format!("{device_id}: untrusted (nonce rule)");
+                return format!("{device_id}: untrusted (channel_binding rule)");
             }
             None => {}
         }

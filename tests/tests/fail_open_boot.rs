@@ -78,10 +78,10 @@ fn policy(version: u64, interval: u64) -> String {
     gateway_policy(version, interval, None, &acme_components(&["gateway"]))
 }
 
-/// What the device's real TPM says for `challenge`, with the boot log when asked.
-fn honest(device: &TestDevice, challenge: &Challenge) -> Evidence {
+/// What the device's real TPM says for `challenge` on `stream`, with the boot log when asked.
+fn honest(device: &TestDevice, stream: &AttestStream, challenge: &Challenge) -> Evidence {
     device
-        .evidence(challenge, &challenge.nonce, 0x000b)
+        .evidence(challenge, &stream.bound(challenge), 0x000b)
         .unwrap()
 }
 
@@ -100,13 +100,19 @@ async fn an_answer_that_leaves_out_a_requested_boot_log_fails_and_the_rejudgemen
     let mut stream = AttestStream::open(&d.verifier, &device).await.unwrap();
     let first = stream.challenge().await.unwrap();
     assert!(first.want_boot_log);
-    stream.answer(honest(&device, &first)).await.unwrap();
+    stream
+        .answer(honest(&device, &stream, &first))
+        .await
+        .unwrap();
     d.wait(&device.device_id(), DeviceState::Trusted)
         .await
         .unwrap();
     let second = stream.challenge().await.unwrap();
     assert!(!second.want_boot_log, "a judged log is not asked for again");
-    stream.answer(honest(&device, &second)).await.unwrap();
+    stream
+        .answer(honest(&device, &stream, &second))
+        .await
+        .unwrap();
 
     // A new policy version: the log must be judged under it, so the verifier asks for it.
     d.import(Document::Policy, &policy(2, 4)).await.unwrap();
@@ -116,10 +122,13 @@ async fn an_answer_that_leaves_out_a_requested_boot_log_fails_and_the_rejudgemen
             break challenge;
         }
         // Built before the import reached this stream's round.
-        stream.answer(honest(&device, &challenge)).await.unwrap();
+        stream
+            .answer(honest(&device, &stream, &challenge))
+            .await
+            .unwrap();
     };
     // The attacker keeps the old judgement: the PCRs still match the accepted log.
-    let mut omitted = honest(&device, &third);
+    let mut omitted = honest(&device, &stream, &third);
     omitted.boot_log.clear();
     omitted.boot_log_included = false;
     stream.answer(omitted).await.unwrap();
@@ -148,7 +157,10 @@ async fn an_answer_that_leaves_out_a_requested_boot_log_fails_and_the_rejudgemen
         .unwrap();
     let fourth = stream.challenge().await.unwrap();
     assert!(fourth.want_boot_log, "not judged yet: still asked for");
-    stream.answer(honest(&device, &fourth)).await.unwrap();
+    stream
+        .answer(honest(&device, &stream, &fourth))
+        .await
+        .unwrap();
     d.wait(&device.device_id(), DeviceState::Trusted)
         .await
         .unwrap();
@@ -165,7 +177,10 @@ async fn an_answer_that_leaves_out_a_requested_boot_log_fails_and_the_rejudgemen
         .unwrap();
     assert_eq!(rejudged.len(), 1, "{rejudged:?}");
     assert!(rejudged[0].contains("/gateways/2"), "{rejudged:?}");
-    stream.answer(honest(&device, &fifth)).await.unwrap();
+    stream
+        .answer(honest(&device, &stream, &fifth))
+        .await
+        .unwrap();
 }
 
 /// An event the attacker adds to the boot log for a measurement really extended into PCR 4 (an

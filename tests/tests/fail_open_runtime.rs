@@ -189,7 +189,8 @@ impl HandDriven {
     /// One honest round: the next challenge answered as a genuine agent would.
     async fn honest_round(&mut self) -> (Challenge, VerdictNotice) {
         let challenge = self.challenge().await;
-        let evidence = answer(&mut self.tpm, &challenge, &challenge.nonce).unwrap();
+        let bound = self.stream.bound(&challenge);
+        let evidence = answer(&mut self.tpm, &challenge, &bound).unwrap();
         let verdict = self.send(evidence).await;
         (challenge, verdict)
     }
@@ -328,7 +329,12 @@ async fn an_answer_that_leaves_out_the_start_of_a_rejudged_ima_list_is_refused()
         "a re-judgement asks for entry 0 on"
     );
     // The attacker answers with only the entries after the old offset, hiding the start.
-    let mut evidence = answer(&mut device.tpm, &challenge, &challenge.nonce).unwrap();
+    let mut evidence = answer(
+        &mut device.tpm,
+        &challenge,
+        &device.stream.bound(&challenge),
+    )
+    .unwrap();
     let tail: String = String::from_utf8(evidence.ima_entries.clone())
         .unwrap()
         .lines()
@@ -394,7 +400,12 @@ async fn an_honest_pass_of_an_untrusted_device_is_not_signed_affirming() {
 
     // One forged answer (a flipped signature bit): an integrity failure, sticky.
     let challenge = device.challenge().await;
-    let mut evidence = answer(&mut device.tpm, &challenge, &challenge.nonce).unwrap();
+    let mut evidence = answer(
+        &mut device.tpm,
+        &challenge,
+        &device.stream.bound(&challenge),
+    )
+    .unwrap();
     let last = evidence.signature.len() - 1;
     evidence.signature[last] ^= 1;
     let verdict = device.send(evidence).await;

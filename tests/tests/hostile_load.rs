@@ -157,7 +157,7 @@ async fn honest_devices_keep_their_interval_while_unknown_clients_flood_the_veri
     for (i, device) in honest.into_iter().enumerate() {
         let address = source(1, u8::try_from(i + 1).unwrap());
         let channel = deployment
-            .channel(Some(device.identity.clone()), address)
+            .bound_channel(&device.identity, address)
             .await
             .unwrap();
         attesting.push(tokio::spawn(sim::attest(channel, device, attest_until)));

@@ -60,6 +60,7 @@ pub fn ear_claims(context: &ResultContext<'_>, verdict: &Verdict, issued_at: i64
         Rule::QuoteSigner,
         Rule::QuoteMagicAndType,
         Rule::Nonce,
+        Rule::ChannelBinding,
         Rule::ChallengeAnswered,
     ]);
     // The trust list no longer admits the device, its maker CA or its TPM firmware.
@@ -243,7 +244,12 @@ mod tests {
         assert_eq!(vector(&claims, "instance-identity"), CONTRAINDICATED);
         assert_eq!(vector(&claims, "hardware"), CONTRAINDICATED);
 
-        for rule in [Rule::QuoteSigner, Rule::QuoteSignature, Rule::Nonce] {
+        for rule in [
+            Rule::QuoteSigner,
+            Rule::QuoteSignature,
+            Rule::Nonce,
+            Rule::ChannelBinding,
+        ] {
             let mut forged = backed();
             forged.fail(Failure::new(rule, "forged"));
             let claims = ear_claims(&context(DeviceState::Untrusted, None), &forged, 1);

@@ -27,8 +27,12 @@ pub enum Rule {
     QuoteSignature,
     /// qualifiedSigner is the enrolled AK's name.
     QuoteSigner,
-    /// extraData is the outstanding nonce, unexpired and never used before.
+    /// The outstanding nonce is unexpired and never used before.
     Nonce,
+    /// extraData is SHA-256(nonce || the TLS exporter of the stream's own connection): the quote
+    /// was made for this challenge on this connection, not relayed from another (nor over the
+    /// bare nonce).
+    ChannelBinding,
     /// The PCR values cover exactly the signed selection and hash to pcrDigest.
     PcrDigest,
     /// The required PCR bank (sha256 unless policy says otherwise) is quoted: no SHA-1 downgrade.
@@ -68,6 +72,7 @@ impl Rule {
             Rule::QuoteSignature => "quote_signature",
             Rule::QuoteSigner => "quote_signer",
             Rule::Nonce => "nonce",
+            Rule::ChannelBinding => "channel_binding",
             Rule::PcrDigest => "pcr_digest",
             Rule::RequiredBank => "required_bank",
             Rule::ClockMonotonic => "clock_monotonic",

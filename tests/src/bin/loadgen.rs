@@ -24,6 +24,7 @@ use trustchain_proto::v1::{
     ActivationResponse, AgentMessage, Hello, TrustState, agent_message, verifier_message,
 };
 use trustchain_swtpm::{BootProfile, TestMakers};
+use trustchain_tests::ClientPem;
 use trustchain_tests::soft_tpm::{MeasuredFile, SoftTpm, answer, enroll_request};
 
 /// The same allocator as the verifier's: the load generator shares the machine's two cores with
@@ -177,6 +178,7 @@ async fn run() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (rss_baseline, _) = proc_figures(pid);
     let root_pem = ca.root_pem().to_string();
+    let root_pem_bound = root_pem.clone();
     let issuing_pem = ca.issuing_pem().to_string();
     let url = format!("https://127.0.0.1:{port}");
     let connect_from = move |identity: Option<Identity>, source: Option<std::net::IpAddr>| {
@@ -286,7 +288,10 @@ async fn run() -> anyhow::Result<()> {
             Ok::<_, anyhow::Error>((
                 tpm,
                 result.device_id,
-                Identity::from_pem(cert, key.serialize_pem()),
+                ClientPem {
+                    certificate_pem: cert,
+                    key_pem: key.serialize_pem(),
+                },
             ))
         }));
     }
@@ -302,17 +307,20 @@ async fn run() -> anyhow::Result<()> {
         fleet.len() as f64 / enrolled_in.as_secs_f64()
     );
 
-    // Connect every device's own mTLS channel first (handshakes are not appraisals).
+    // Connect every device's own mTLS channel first (handshakes are not appraisals), as the
+    // agent does: one TLS 1.3 connection each, whose exporter the device binds its quotes to.
     let connect_started = Instant::now();
+    let (bound_url, bound_root) = (format!("https://127.0.0.1:{port}"), root_pem_bound.clone());
     let mut connecting = Vec::new();
     let gate = Arc::new(Semaphore::new(64));
     for (index, (tpm, device_id, identity)) in fleet.into_iter().enumerate() {
-        let connect_from = connect_from.clone();
+        let (url, root) = (bound_url.clone(), bound_root.clone());
         let gate = gate.clone();
         let source = source_for(index)?;
         connecting.push(tokio::spawn(async move {
             let _permit = gate.acquire().await?;
-            let channel = connect_from(Some(identity), Some(source)).await?;
+            let channel =
+                trustchain_tests::bound_channel(&url, &root, &identity, Some(source)).await?;
             Ok::<_, anyhow::Error>((tpm, device_id, channel))
         }));
     }
@@ -373,7 +381,8 @@ async fn run() -> anyhow::Result<()> {
                 })),
             })
             .await?;
-            let mut inbound = AttestationClient::new(channel)
+            let binding = channel.binding;
+            let mut inbound = AttestationClient::new(channel.channel)
                 .attest(ReceiverStream::new(rx))
                 .await?
                 .into_inner();
@@ -397,7 +406,11 @@ async fn run() -> anyhow::Result<()> {
                                 .for_each(|k| tpm.measure_shared(&measured_file(round, k))),
                         }
                         round += 1;
-                        let evidence = answer(&mut tpm, &challenge, &challenge.nonce)?;
+                        let evidence = answer(
+                            &mut tpm,
+                            &challenge,
+                            &binding.qualifying_data(&challenge.nonce),
+                        )?;
                         sent_at = Instant::now();
                         sent_boot_log = challenge.want_boot_log;
                         let messages = if whole_evidence {

@@ -8,11 +8,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use trustchain_ca::Authority;
 use trustchain_proto::v1::admin_client::AdminClient;
 use trustchain_proto::v1::{ExportAuditRequest, ListDevicesRequest};
 use trustchain_swtpm::TestMakers;
+
+use crate::{BoundChannel, ClientPem};
 
 /// One audit record, as the export names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,7 +33,7 @@ pub struct Deployment {
     pub makers: TestMakers,
     root_pem: String,
     issuing_pem: String,
-    operator: Identity,
+    operator: ClientPem,
     verifier: Option<Child>,
 }
 
@@ -81,10 +83,10 @@ impl Deployment {
         std::fs::write(dir.join("root.pem"), ca.root_pem())?;
         let operator =
             ca.issue_operator("fault-run-operator", &trustchain_ca::OperatorRole::ALL)?;
-        let operator = Identity::from_pem(
-            format!("{}{}", operator.pem, ca.issuing_pem()),
-            operator.key_pem.unwrap_or_default(),
-        );
+        let operator = ClientPem {
+            certificate_pem: format!("{}{}", operator.pem, ca.issuing_pem()),
+            key_pem: operator.key_pem.unwrap_or_default(),
+        };
         let makers = TestMakers::generate()?;
         let (maker_root, maker_intermediate) = makers.trusted.write_pem(&dir)?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
@@ -184,14 +186,14 @@ impl Deployment {
     pub async fn channel_to(
         &self,
         address: SocketAddr,
-        identity: Option<Identity>,
+        identity: Option<ClientPem>,
         source: Option<IpAddr>,
     ) -> anyhow::Result<Channel> {
         let mut tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(&self.root_pem))
             .domain_name("localhost");
         if let Some(identity) = identity {
-            tls = tls.identity(identity);
+            tls = tls.identity(crate::tonic_identity(&identity));
         }
         Ok(Endpoint::from_shared(format!("https://{address}"))?
             .tls_config(tls)?
@@ -203,10 +205,36 @@ impl Deployment {
 
     pub async fn channel(
         &self,
-        identity: Option<Identity>,
+        identity: Option<ClientPem>,
         source: Option<IpAddr>,
     ) -> anyhow::Result<Channel> {
         self.channel_to(self.address(), identity, source).await
+    }
+
+    /// An attestation channel as a device (to `address`, e.g. a proxy), bound as the agent
+    /// binds it.
+    pub async fn bound_channel_to(
+        &self,
+        address: SocketAddr,
+        identity: &ClientPem,
+        source: Option<IpAddr>,
+    ) -> anyhow::Result<BoundChannel> {
+        crate::bound_channel(
+            &format!("https://{address}"),
+            &self.root_pem,
+            identity,
+            source,
+        )
+        .await
+    }
+
+    pub async fn bound_channel(
+        &self,
+        identity: &ClientPem,
+        source: Option<IpAddr>,
+    ) -> anyhow::Result<BoundChannel> {
+        self.bound_channel_to(self.address(), identity, source)
+            .await
     }
 
     pub async fn admin(&self) -> anyhow::Result<AdminClient<Channel>> {

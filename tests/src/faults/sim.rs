@@ -5,9 +5,10 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use crate::BoundChannel;
+use crate::ClientPem;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Identity};
 use trustchain_proto::evidence_messages;
 use trustchain_proto::v1::attestation_client::AttestationClient;
 use trustchain_proto::v1::enrollment_client::EnrollmentClient;
@@ -24,7 +25,7 @@ pub struct SimDevice {
     pub label: String,
     pub device_id: String,
     pub tpm: SoftTpm,
-    pub identity: Identity,
+    pub identity: ClientPem,
 }
 
 impl std::fmt::Debug for SimDevice {
@@ -70,7 +71,10 @@ pub async fn enroll(
         label: label.into(),
         device_id: result.device_id,
         tpm,
-        identity: Identity::from_pem(certificate, key.serialize_pem()),
+        identity: ClientPem {
+            certificate_pem: certificate,
+            key_pem: key.serialize_pem(),
+        },
     })
 }
 
@@ -116,7 +120,7 @@ impl AttestLog {
 }
 
 /// Answers every challenge honestly on one stream until `deadline`.
-pub async fn attest(channel: Channel, mut device: SimDevice, deadline: Instant) -> AttestLog {
+pub async fn attest(channel: BoundChannel, mut device: SimDevice, deadline: Instant) -> AttestLog {
     let mut log = AttestLog {
         device_id: device.device_id.clone(),
         ..AttestLog::default()
@@ -128,7 +132,7 @@ pub async fn attest(channel: Channel, mut device: SimDevice, deadline: Instant) 
 }
 
 async fn attest_inner(
-    channel: Channel,
+    channel: BoundChannel,
     device: &mut SimDevice,
     deadline: Instant,
     log: &mut AttestLog,
@@ -142,7 +146,8 @@ async fn attest_inner(
             })),
         })
         .await?;
-    let mut inbound = AttestationClient::new(channel)
+    let binding = channel.binding;
+    let mut inbound = AttestationClient::new(channel.channel)
         .attest(ReceiverStream::new(rx))
         .await?
         .into_inner();
@@ -160,7 +165,11 @@ async fn attest_inner(
         match message.body {
             Some(verifier_message::Body::Challenge(challenge)) => {
                 log.challenges.push(Instant::now());
-                let evidence = answer(&mut device.tpm, &challenge, &challenge.nonce)?;
+                let evidence = answer(
+                    &mut device.tpm,
+                    &challenge,
+                    &binding.qualifying_data(&challenge.nonce),
+                )?;
                 for message in evidence_messages(evidence) {
                     outbound.send(message).await?;
                 }

@@ -105,7 +105,13 @@ fn quote_failure(error: &QuoteError) -> Failure {
         | QuoteError::UnsupportedKey
         | QuoteError::Sha1Signature => Rule::QuoteSignature,
         QuoteError::SignerMismatch => Rule::QuoteSigner,
-        QuoteError::NonceMismatch => Rule::Nonce,
+        QuoteError::NonceMismatch => {
+            return Failure::new(
+                Rule::ChannelBinding,
+                "extraData is not SHA-256(nonce || TLS exporter) of this connection: a quote \
+                 made for another connection (relayed) or over the bare nonce",
+            );
+        }
         _ => Rule::PcrDigest,
     };
     Failure::new(rule, error.to_string())
@@ -254,7 +260,7 @@ pub fn appraise(
         &evidence.signature,
         &QuoteExpectations {
             key,
-            nonce: &challenge.nonce,
+            nonce: &challenge.bound,
             pcr_values: &evidence.pcr_values,
         },
     ) {

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use super::nonce::ChallengeNonce;
 use crate::evidence::ima::ImaState;
 use crate::evidence::quote::PcrValues;
 use crate::evidence::tpm::{ClockInfo, PcrSelection};
@@ -15,7 +16,10 @@ use crate::evidence::tpm::{ClockInfo, PcrSelection};
 #[derive(Debug, Clone)]
 pub struct Challenge {
     pub id: u64,
-    pub nonce: [u8; 32],
+    pub nonce: ChallengeNonce,
+    /// The quote's expected qualifyingData: the nonce bound to the stream's TLS connection
+    /// (`ChannelExporter::bind`).
+    pub bound: [u8; 32],
     pub selection: PcrSelection,
     pub want_boot_log: bool,
     pub ima_offset: u64,

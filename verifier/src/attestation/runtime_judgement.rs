@@ -61,7 +61,8 @@ mod tests {
     fn an_answer_that_skips_the_start_names_the_rule() {
         let challenge = Challenge {
             id: 1,
-            nonce: [0; 32],
+            nonce: crate::attestation::nonce::ChallengeNonce::draw().unwrap(),
+            bound: [0; 32],
             selection: PcrSelection::new(Vec::new()),
             want_boot_log: false,
             ima_offset: 0,

@@ -12,12 +12,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use tokio::sync::mpsc;
 use trustchain_proto::v1::{self, agent_message, verifier_message};
 
 use super::appraisal::{self, AppraisalState, Challenge, Evidence, Policy};
 use super::assembly::Assembly;
+use super::binding::ChannelExporter;
+use super::nonce::ChallengeNonce;
 use super::state::{self, Input, Recovery};
 use crate::device::{DeviceRecord, DeviceState};
 use crate::enrollment::keys::ak_qualified_name;
@@ -164,10 +165,12 @@ async fn send(outbound: &Outbound, body: verifier_message::Body) -> bool {
 /// How a device state is told to the agent (the network edge owns the wire enumeration).
 pub type StateToWire = fn(DeviceState) -> v1::TrustState;
 
-/// Runs one agent's stream until it ends. `device_id` comes from the client certificate.
+/// Runs one agent's stream until it ends. `device_id` comes from the client certificate;
+/// `exporter` is the TLS exporter of the stream's connection, which every quote must be bound to.
 pub async fn run(
     service: Arc<Service>,
     device_id: String,
+    exporter: ChannelExporter,
     mut inbound: impl Inbound,
     outbound: Outbound,
     state_to_wire: StateToWire,
@@ -187,7 +190,15 @@ pub async fn run(
     }
     tracing::info!(device = %device_id, "attestation stream open");
     service.metrics().stream_opened();
-    run_stream(&service, &device_id, &mut inbound, &outbound, state_to_wire).await;
+    run_stream(
+        &service,
+        &device_id,
+        exporter,
+        &mut inbound,
+        &outbound,
+        state_to_wire,
+    )
+    .await;
     service.metrics().stream_closed();
     tracing::info!(device = %device_id, "attestation stream closed");
 }
@@ -210,7 +221,7 @@ struct Round<'a, I> {
     outbound: &'a Outbound,
     state_to_wire: StateToWire,
     missed_limit: u32,
-    rng: SystemRandom,
+    exporter: ChannelExporter,
     next_id: u64,
     want_full: bool,
     missed: u32,
@@ -231,6 +242,7 @@ struct Round<'a, I> {
 async fn run_stream(
     service: &Arc<Service>,
     device_id: &str,
+    exporter: ChannelExporter,
     inbound: &mut impl Inbound,
     outbound: &Outbound,
     state_to_wire: StateToWire,
@@ -245,7 +257,7 @@ async fn run_stream(
             .attestation_config()
             .timeout_after_missed_intervals
             .max(1),
-        rng: SystemRandom::new(),
+        exporter,
         next_id: 1,
         want_full: true,
         missed: 0,
@@ -278,7 +290,7 @@ impl<I: Inbound> Round<'_, I> {
             outbound,
             state_to_wire,
             missed_limit,
-            rng,
+            exporter,
             next_id,
             want_full,
             missed,
@@ -331,10 +343,13 @@ impl<I: Inbound> Round<'_, I> {
                 || crate::clock::now_unix_millis() / 1000
                     >= prior.boot_judged_until.min(g.valid_until)
         });
-        let mut nonce = [0u8; 32];
-        if rng.fill(&mut nonce).is_err() {
-            return Step::Stop;
-        }
+        let nonce = match ChallengeNonce::draw() {
+            Ok(nonce) => nonce,
+            Err(error) => {
+                tracing::error!(device = %device_id, %error, "no nonce; closing the stream");
+                return Step::Stop;
+            }
+        };
         let selection = selection(&policy);
         // IMA entries judged under another allowlist are asked for again, all of them.
         let ima_rejudge =
@@ -343,6 +358,7 @@ impl<I: Inbound> Round<'_, I> {
             }) && policy.ima_rejudgement_due(&prior);
         let challenge = Challenge {
             id: *next_id,
+            bound: exporter.bind(&nonce),
             nonce,
             selection,
             want_boot_log: *want_full || prior.boot_reset_count.is_none() || boot_rejudge,
@@ -357,7 +373,7 @@ impl<I: Inbound> Round<'_, I> {
         let started = Instant::now();
         let wire = v1::Challenge {
             challenge_id: challenge.id,
-            nonce: challenge.nonce.to_vec(),
+            nonce: challenge.nonce.as_bytes().to_vec(),
             expires_in_millis: u32::try_from(interval.as_millis()).unwrap_or(u32::MAX),
             pcr_selection: challenge
                 .selection
@@ -449,7 +465,7 @@ impl<I: Inbound> Round<'_, I> {
         // verdict is sent: the commit below covers it.
         let fresh = match service
             .storage()
-            .consume_nonce_deferred(&challenge.nonce, device_id)
+            .consume_nonce_deferred(challenge.nonce.as_bytes(), device_id)
         {
             Ok(fresh) => fresh,
             Err(error) => {
@@ -510,7 +526,7 @@ impl<I: Inbound> Round<'_, I> {
                 .is_some_and(|g| g.tier.on_failure == FailureAction::Quarantine);
         let result = ResultContext {
             device_id,
-            nonce: &challenge.nonce,
+            nonce: challenge.nonce.as_bytes(),
             standing: standing_after(&device, verdict.passed(), quarantine),
             valid_for_seconds: (interval * missed_limit).as_secs().max(1),
             allowlist: outcome.allowlist_applied.as_deref(),

@@ -54,6 +54,11 @@ impl Attestation for AttestationApi {
         request: Request<Streaming<v1::AgentMessage>>,
     ) -> Result<Response<Self::AttestStream>, Status> {
         let agent = auth::require(&request, Role::Agent)?;
+        // Quotes are bound to this connection's TLS exporter: without it no quote could be
+        // checked against the channel, so no stream opens (fail closed).
+        let exporter = super::connection::EdgeInfo::of_request(&request)
+            .and_then(super::connection::EdgeInfo::exporter)
+            .ok_or_else(|| Status::failed_precondition("no channel binding"))?;
         let device = self
             .service
             .storage()
@@ -74,6 +79,7 @@ impl Attestation for AttestationApi {
         tokio::spawn(crate::attestation::session::run(
             self.service.clone(),
             agent.name,
+            exporter,
             AgentStream(request.into_inner()),
             outbound,
             super::admin::state_to_proto,

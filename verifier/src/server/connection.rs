@@ -20,6 +20,9 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::server::TlsStream;
 use tonic::transport::server::Connected;
 use trustchain_ca::role::{PeerIdentity, peer_identity};
+use trustchain_proto::binding::{EXPORTER_LABEL, EXPORTER_LEN};
+
+use crate::attestation::binding::ChannelExporter;
 
 /// The address a limit counts against: the IPv4 address, or the /64 prefix of an IPv6 address
 /// (one host usually holds a whole /64, so counting single IPv6 addresses would limit nothing).
@@ -102,6 +105,10 @@ impl Drop for SourceSlot {
 pub(crate) struct EdgeInfo {
     remote: Option<SocketAddr>,
     certificate: ClientCertificate,
+    /// The connection's TLS exporter (label `trustchain_proto::binding::EXPORTER_LABEL`, no
+    /// context), derived once after the handshake; `None` if rustls could not give it, and then
+    /// no attestation stream opens on this connection.
+    exporter: Option<[u8; EXPORTER_LEN]>,
 }
 
 #[derive(Debug, Clone)]
@@ -121,15 +128,24 @@ impl EdgeInfo {
                 ClientCertificate::Identity(Arc::new(id))
             }),
         };
+        let exporter = tls
+            .export_keying_material([0u8; EXPORTER_LEN], EXPORTER_LABEL, None)
+            .ok();
         Self {
             remote: tcp.peer_addr().ok(),
             certificate,
+            exporter,
         }
     }
 
     /// The connection's info as a request carries it.
     pub(crate) fn of_request<T>(request: &tonic::Request<T>) -> Option<&Self> {
         request.extensions().get::<Self>()
+    }
+
+    /// The connection's TLS exporter, which every quote on it must be bound to.
+    pub(crate) fn exporter(&self) -> Option<ChannelExporter> {
+        self.exporter.map(ChannelExporter::new)
     }
 
     pub(crate) fn remote(&self) -> Option<SocketAddr> {

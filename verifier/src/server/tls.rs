@@ -109,7 +109,9 @@ fn build(
             .build()
             .map_err(|e| config_error("client verifier")(e.to_string()))?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
+        // TLS 1.3 only: each attestation quote is bound to the connection's exporter (RFC 8446
+        // §7.5), which TLS 1.2 makes safe only with the extended master secret.
+        .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| config_error("protocol versions")(e.to_string()))?
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain.to_vec(), key.clone_key())
