@@ -8,6 +8,7 @@ pub mod hand_enroll;
 pub mod soft_tpm;
 pub mod stream;
 pub mod verifier_process;
+pub mod webhook_receiver;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -88,6 +89,7 @@ impl TestVerifier {
             trust_list_authority: None,
             attestation: Default::default(),
             webhooks: Vec::new(),
+            limits: Default::default(),
         };
         adjust(&mut config);
         let (service, address, shutdown, task) = Self::launch(&config).await?;
@@ -116,10 +118,8 @@ impl TestVerifier {
         tokio::task::JoinHandle<()>,
     )> {
         let service = Service::start(config)?;
-        tokio::spawn(trustchain_verifier::webhooks::run(
-            service.clone(),
-            config.webhooks.clone(),
-        ));
+        let webhooks = trustchain_verifier::webhooks::Webhooks::new(&config.webhooks)?;
+        tokio::spawn(webhooks.run(service.clone()));
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let address = listener.local_addr()?;
         let (shutdown, signal) = oneshot::channel::<()>();

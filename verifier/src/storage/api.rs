@@ -160,6 +160,13 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     ) -> Result<(), StorageError>;
     /// Every stored document of `kind`, in key order.
     fn documents(&self, kind: DocumentKind) -> Result<Documents, StorageError>;
+    /// The webhook outbox: the audit sequence up to which the receiver at `webhook` (its URL)
+    /// acknowledged every alert; `None` before the webhook's first start. The alerts themselves
+    /// are the state-change records of the audit log, written in the transaction that changes
+    /// the state, so the outbox is one cursor per webhook and cannot grow.
+    fn webhook_cursor(&self, webhook: &str) -> Result<Option<u64>, StorageError>;
+    /// Moves a webhook's cursor, durably (after a 2xx answer, or at its first start).
+    fn put_webhook_cursor(&self, webhook: &str, sequence: u64) -> Result<(), StorageError>;
     /// Whether writes currently succeed.
     fn health(&self) -> StorageHealth;
     /// Every key of every tree at one point in time (writes wait meanwhile), for a backup.

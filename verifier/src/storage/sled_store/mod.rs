@@ -4,7 +4,8 @@
 //! `spent_nonces` (per device: nonces spent and the last few, see `spent_nonces.rs`), `nonces`
 //! (one key per spent nonce, written by layouts v1 and v2; kept, counted, no longer written),
 //! `appraisals` (last good appraisal state per device),
-//! `trust_lists`, `manifests`, `policies` (every accepted version of each document).
+//! `trust_lists`, `manifests`, `policies` (every accepted version of each document),
+//! `webhook_outbox` (per webhook URL: the audit sequence its receiver acknowledged up to).
 //!
 //! Layout of this module:
 //! - `trees.rs`: the trees of one open database and what is read straight off them (the
@@ -17,6 +18,7 @@
 //!   its recovery, the seal thread.
 //! - `store.rs`: [`SledStorage`] and its write paths (nonce, device, device with its audit
 //!   line, flush); `storage_impl.rs`: the [`Storage`] trait on it.
+//! - `outbox.rs`: the webhook outbox's cursors.
 //! - `store_tests.rs`: the store against real databases (reopen, migration, damage, export).
 //!
 //! Failure model. sled latches its first I/O error (e.g. ENOSPC) and refuses every later write
@@ -32,6 +34,7 @@
 mod codec;
 mod group_commit;
 mod open;
+mod outbox;
 mod shared;
 mod storage_impl;
 mod store;

@@ -21,10 +21,11 @@ pub(super) struct Trees {
     pub(super) trust_lists: sled::Tree,
     pub(super) manifests: sled::Tree,
     pub(super) policies: sled::Tree,
+    pub(super) webhook_outbox: sled::Tree,
 }
 
 /// Tree names, in the order exports list them.
-pub(super) const TREE_NAMES: [&str; 12] = [
+pub(super) const TREE_NAMES: [&str; 13] = [
     "meta",
     "devices",
     "hostnames",
@@ -36,6 +37,7 @@ pub(super) const TREE_NAMES: [&str; 12] = [
     "trust_lists",
     "manifests",
     "policies",
+    "webhook_outbox",
     // sled's default tree: never written by the verifier, exported for completeness.
     "__sled__default",
 ];
@@ -79,6 +81,7 @@ impl Trees {
             trust_lists: db.open_tree("trust_lists")?,
             manifests: db.open_tree("manifests")?,
             policies: db.open_tree("policies")?,
+            webhook_outbox: db.open_tree("webhook_outbox")?,
             db,
         })
     }
@@ -96,6 +99,7 @@ impl Trees {
             "trust_lists" => &self.trust_lists,
             "manifests" => &self.manifests,
             "policies" => &self.policies,
+            "webhook_outbox" => &self.webhook_outbox,
             "__sled__default" => &self.db,
             _ => return None,
         })
