@@ -218,8 +218,9 @@ async fn alerts_written_while_the_receiver_is_down_survive_a_restart_and_arrive_
     wait_for_count(&deployment, "timed_out", DEVICES).await;
     // Let the verifier try (and fail) to deliver before it dies.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let failed = "trustchain_webhook_attempts_total{outcome=\"failed\"}";
     assert!(
-        verifier.log_tail().contains("alert not delivered; kept"),
+        deployment.metric(failed).await.unwrap_or(0.0) >= 1.0,
         "{}",
         verifier.log_tail()
     );
@@ -249,6 +250,8 @@ async fn alerts_written_while_the_receiver_is_down_survive_a_restart_and_arrive_
     assert_eq!(alerted, ids);
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(receiver.posts.try_recv().is_err(), "an alert arrived twice");
+    let delivered = "trustchain_webhook_attempts_total{outcome=\"delivered\"}";
+    assert_eq!(deployment.metric(delivered).await, Some(DEVICES as f64));
     verifier.stop();
 }
 

@@ -123,6 +123,7 @@ async fn deliver(service: &Service, hook: &Hook, change: &StateChange) {
                 "the alert could not be signed".into(),
             )),
         };
+        service.metrics().webhook_attempt(outcome.is_ok());
         match outcome {
             Ok(()) => {
                 tracing::info!(%url, sequence = change.sequence, attempt, "alert delivered");
