@@ -117,8 +117,8 @@ impl TestVerifier {
         oneshot::Sender<()>,
         tokio::task::JoinHandle<()>,
     )> {
-        let service = Service::start(config)?;
         let webhooks = trustchain_verifier::webhooks::Webhooks::new(&config.webhooks)?;
+        let service = Service::start(config)?;
         tokio::spawn(webhooks.run(service.clone()));
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let address = listener.local_addr()?;

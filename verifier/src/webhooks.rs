@@ -59,7 +59,7 @@ pub fn body(change: &StateChange) -> Vec<u8> {
 
 /// Alerts seen live, with their JWTs, for the delivery loops to send in preference to the audit
 /// log's copy. Bounded: past it the oldest go (their loops send the audit log's copy).
-const LIVE_KEPT: usize = 4096;
+const LIVE_KEPT: usize = 1024;
 
 /// The configured webhooks, checked and ready (see [`Webhooks::new`]).
 #[derive(Debug)]
@@ -125,6 +125,27 @@ impl Webhooks {
                 *up_to = (*up_to).max(sequence);
                 moved
             });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_or_empty_ca_file_stops_the_start_naming_the_webhook() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        for ca_file in [dir.path().join("absent.pem"), empty] {
+            let config = WebhookConfig {
+                ca_file: Some(ca_file.clone()),
+                ..WebhookConfig::new("https://127.0.0.1:9/alerts")
+            };
+            let err = Webhooks::new(&[config]).unwrap_err().to_string();
+            assert!(err.starts_with("webhooks[0]"), "{err}");
+            assert!(err.contains(&ca_file.display().to_string()), "{err}");
         }
     }
 }

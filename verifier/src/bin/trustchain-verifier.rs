@@ -81,8 +81,10 @@ fn init_tracing(json: bool) {
 
 async fn serve(config: PathBuf) -> anyhow::Result<()> {
     let config = VerifierConfig::load(&config)?;
-    let service = Service::start(&config).context("starting the verifier")?;
+    // Webhook files (CA, client certificate) are read first: a bad one stops the start before
+    // the state database is touched.
     let webhooks = trustchain_verifier::webhooks::Webhooks::new(&config.webhooks)?;
+    let service = Service::start(&config).context("starting the verifier")?;
     // Marks where this process's records begin in the audit chain (trust after a restart must
     // rest on appraisals recorded after this line).
     service
