@@ -129,13 +129,10 @@ async fn calls_on_one_connection(verifier: &TestVerifier, count: usize) -> Vec<t
 async fn a_zero_limit_stops_the_start_naming_its_key() {
     let dir = tempfile::tempdir().unwrap();
     let deployment = Deployment::create(dir.path(), &dir.path().join("state"), 5, 3).unwrap();
-    let base = std::fs::read_to_string(&deployment.config_path).unwrap();
     let log = dir.path().join("verifier.log");
-    std::fs::write(
-        &deployment.config_path,
-        format!("{base}\n[limits]\nmax_unauthenticated_per_source = 0\n"),
-    )
-    .unwrap();
+    deployment
+        .configure("[limits]\nmax_unauthenticated_per_source = 0\n")
+        .unwrap();
     let refused = deployment
         .start(deployment.command(), &log)
         .await
@@ -146,13 +143,12 @@ async fn a_zero_limit_stops_the_start_naming_its_key() {
         "{refused}"
     );
     // A valid value (a site behind one NAT address) starts.
-    std::fs::write(
-        &deployment.config_path,
-        format!(
-            "{base}\n[limits]\nmax_unauthenticated_per_source = 512\nenrollment_per_second = 50.0\n"
-        ),
-    )
-    .unwrap();
+    deployment
+        .configure(
+            "[limits]\nmax_unauthenticated_per_source = 512\n\
+             enrollment_per_second = 50.0\n",
+        )
+        .unwrap();
     deployment
         .start(deployment.command(), &log)
         .await

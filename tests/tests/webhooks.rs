@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED, UnparsedPublicKey};
 use trustchain_swtpm::{BootProfile, TestMakers};
+use trustchain_tests::verifier_process::free_port;
 use trustchain_tests::webhook_receiver;
 use trustchain_tests::{TestDevice, TestVerifier};
 use trustchain_verifier::config::WebhookConfig;
@@ -18,11 +19,7 @@ use trustchain_verifier::device::DeviceState;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_signed_alert_arrives_even_when_the_receiver_was_down_at_first() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port().unwrap();
     let makers = TestMakers::generate().unwrap();
     let verifier = TestVerifier::start_with(&makers.trusted, |c| {
         c.attestation.default_interval_seconds = 2;

@@ -16,19 +16,11 @@ use std::time::{Duration, Instant};
 use trustchain_ca::Authority;
 use trustchain_swtpm::{BootProfile, TestMakers};
 use trustchain_tests::soft_tpm::SoftTpm;
-use trustchain_tests::verifier_process::{Behaviour, Deployment, run_device};
+use trustchain_tests::verifier_process::{Behaviour, Deployment, free_port, run_device};
 use trustchain_tests::webhook_receiver::{self, server_tls};
 use trustchain_tests::{TestDevice, TestVerifier};
 use trustchain_verifier::config::WebhookConfig;
 use trustchain_verifier::device::DeviceState;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 async fn listen(port: u16) -> tokio::net::TcpListener {
     tokio::net::TcpListener::bind(("127.0.0.1", port))
@@ -138,10 +130,11 @@ async fn an_alert_reaches_the_receiver_the_ca_vouches_for_and_never_an_impostor(
 async fn a_plain_http_webhook_is_refused_at_start_unless_allowed_explicitly() {
     let dir = tempfile::tempdir().unwrap();
     let deployment = Deployment::create(dir.path(), &dir.path().join("state"), 5, 3).unwrap();
-    let base = std::fs::read_to_string(&deployment.config_path).unwrap();
-    let port = free_port();
-    let plain = format!("{base}\n[[webhooks]]\nurl = \"http://127.0.0.1:{port}/alerts\"\n");
-    std::fs::write(&deployment.config_path, &plain).unwrap();
+    let plain = format!(
+        "[[webhooks]]\nurl = \"http://127.0.0.1:{}/alerts\"\n",
+        free_port().unwrap()
+    );
+    deployment.configure(&plain).unwrap();
     let log = dir.path().join("verifier.log");
     let refused = deployment
         .start(deployment.command(), &log)
@@ -154,11 +147,9 @@ async fn a_plain_http_webhook_is_refused_at_start_unless_allowed_explicitly() {
     );
 
     // The same URL with the explicit switch starts.
-    std::fs::write(
-        &deployment.config_path,
-        format!("{plain}allow_insecure_http = true\n"),
-    )
-    .unwrap();
+    deployment
+        .configure(&format!("{plain}allow_insecure_http = true\n"))
+        .unwrap();
     deployment
         .start(deployment.command(), &log)
         .await
@@ -175,16 +166,13 @@ async fn alerts_written_while_the_receiver_is_down_survive_a_restart_and_arrive_
     let siem = Authority::create(&dir.path().join("siem"), "SIEM").unwrap();
     let ca_file = dir.path().join("siem-root.pem");
     webhook_receiver::write_root(&siem, &ca_file).unwrap();
-    let port = free_port();
-    let base = std::fs::read_to_string(&deployment.config_path).unwrap();
-    std::fs::write(
-        &deployment.config_path,
-        format!(
-            "{base}\n[[webhooks]]\nurl = \"https://127.0.0.1:{port}/alerts\"\n\
+    let port = free_port().unwrap();
+    deployment
+        .configure(&format!(
+            "[[webhooks]]\nurl = \"https://127.0.0.1:{port}/alerts\"\n\
              ca_file = {ca_file:?}\nmax_retry_delay_seconds = 1\n"
-        ),
-    )
-    .unwrap();
+        ))
+        .unwrap();
     let log = dir.path().join("verifier.log");
     let mut verifier = deployment.start(deployment.command(), &log).await.unwrap();
 
