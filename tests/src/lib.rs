@@ -8,6 +8,7 @@ pub mod hand_enroll;
 pub mod soft_tpm;
 pub mod stream;
 pub mod verifier_process;
+pub mod webhook_receiver;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -93,6 +94,7 @@ impl TestVerifier {
             attestation: Default::default(),
             admin: Default::default(),
             webhooks: Vec::new(),
+            limits: Default::default(),
         };
         adjust(&mut config);
         let (service, address, shutdown, task) = Self::launch(&config).await?;
@@ -120,11 +122,9 @@ impl TestVerifier {
         oneshot::Sender<()>,
         tokio::task::JoinHandle<()>,
     )> {
+        let webhooks = trustchain_verifier::webhooks::Webhooks::new(&config.webhooks)?;
         let service = Service::start(config)?;
-        tokio::spawn(trustchain_verifier::webhooks::run(
-            service.clone(),
-            config.webhooks.clone(),
-        ));
+        tokio::spawn(webhooks.run(service.clone()));
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let address = listener.local_addr()?;
         let (shutdown, signal) = oneshot::channel::<()>();

@@ -38,6 +38,8 @@ pub struct Deployment {
     pub root_pem_path: PathBuf,
     pub operator_cert: PathBuf,
     pub operator_key: PathBuf,
+    /// The configuration as [`Deployment::create`] wrote it.
+    base_config: String,
 }
 
 impl std::fmt::Debug for Deployment {
@@ -49,7 +51,8 @@ impl std::fmt::Debug for Deployment {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
+/// A loopback port free at the time of the call.
+pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
@@ -93,21 +96,19 @@ impl Deployment {
         let port = free_port()?;
         let metrics_port = free_port()?;
         let config_path = dir.join("verifier.toml");
-        std::fs::write(
-            &config_path,
-            format!(
-                "listen = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n\
+        let base_config = format!(
+            "listen = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n\
                  state_dir = {:?}\nca_dir = {:?}\ntls_certificate = {:?}\ntls_key = {:?}\n\
                  maker_anchors = [{root:?}]\nmaker_intermediates = [{intermediate:?}]\n\
                  activation_timeout_seconds = 30\n\
                  [attestation]\ndefault_interval_seconds = {interval_seconds}\n\
                  timeout_after_missed_intervals = {missed}\n",
-                state_dir,
-                dir.join("ca"),
-                dir.join("verifier.pem"),
-                dir.join("verifier.key.pem"),
-            ),
-        )?;
+            state_dir,
+            dir.join("ca"),
+            dir.join("verifier.pem"),
+            dir.join("verifier.key.pem"),
+        );
+        std::fs::write(&config_path, &base_config)?;
         Ok(Self {
             dir: dir.to_path_buf(),
             ca,
@@ -119,7 +120,22 @@ impl Deployment {
             root_pem_path,
             operator_cert,
             operator_key,
+            base_config,
         })
+    }
+
+    /// Rewrites the configuration file as created plus `extra` (TOML appended after its
+    /// `[attestation]` table: `[limits]`, `[[webhooks]]`), for the next start.
+    pub fn configure(&self, extra: &str) -> anyhow::Result<()> {
+        std::fs::write(
+            &self.config_path,
+            format!(
+                "{}
+{extra}",
+                self.base_config
+            ),
+        )?;
+        Ok(())
     }
 
     /// `trustchain-verifier serve` on this deployment (not yet waited for).

@@ -1,4 +1,13 @@
 //! The verifier's configuration file (TOML). `docs/verifier.example.toml` documents every key.
+//!
+//! - `limits`: the `[limits]` section and the network edge's [`Limits`].
+//! - `webhooks`: `[[webhooks]]` entries ([`WebhookConfig`]).
+
+mod limits;
+mod webhooks;
+
+pub use limits::{Limits, LimitsConfig};
+pub use webhooks::WebhookConfig;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -59,10 +68,13 @@ pub struct VerifierConfig {
     pub attestation: AttestationConfig,
     #[serde(default)]
     pub admin: AdminConfig,
-    /// Where alerts are POSTed (JSON, signed with the verifier's key), e.g.
-    /// `[[webhooks]] url = "http://siem.internal:8080/trustchain"`.
+    /// Where alerts are POSTed (JSON, signed with the verifier's key, over HTTPS), e.g.
+    /// `[[webhooks]] url = "https://siem.internal:8443/trustchain" ca_file = "..."`.
     #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,
+    /// The network edge's caps (`[limits]`); every key optional.
+    #[serde(default)]
+    pub limits: LimitsConfig,
 }
 
 /// How the admin calls behave (`[admin]`).
@@ -74,20 +86,6 @@ pub struct AdminConfig {
     /// (`trustchain import approve --digest`). Default: false.
     #[serde(default)]
     pub two_person_imports: bool,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookConfig {
-    /// `http://host:port/path` (plain HTTP; put a TLS-terminating proxy in front for remote sinks).
-    pub url: String,
-    /// How long to keep retrying one alert, with exponential backoff. Default 600.
-    #[serde(default = "default_webhook_give_up")]
-    pub give_up_after_seconds: u64,
-}
-
-fn default_webhook_give_up() -> u64 {
-    600
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -173,13 +171,36 @@ impl VerifierConfig {
             path: path.to_path_buf(),
             detail: e.to_string(),
         })?;
-        if !(1..=1024 * 1024).contains(&config.storage_cache_mib) {
-            return Err(ConfigError::Parse {
-                path: path.to_path_buf(),
-                detail: "storage_cache_mib must be 1 to 1048576".into(),
-            });
-        }
+        config.validate().map_err(|detail| ConfigError::Parse {
+            path: path.to_path_buf(),
+            detail,
+        })?;
         Ok(config)
+    }
+
+    /// The checks that need no file, with the offending key named (also run by
+    /// `Service::start`, for configurations built in code).
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=1024 * 1024).contains(&self.storage_cache_mib) {
+            return Err("storage_cache_mib must be 1 to 1048576".into());
+        }
+        self.limits.to_limits()?;
+        for (index, webhook) in self.webhooks.iter().enumerate() {
+            webhook.validate(index)?;
+            // The outbox keeps one cursor per URL.
+            if self
+                .webhooks
+                .iter()
+                .take(index)
+                .any(|w| w.url == webhook.url)
+            {
+                return Err(format!(
+                    "webhooks[{index}].url {:?} is listed twice",
+                    webhook.url
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// sled's page cache in bytes.
@@ -189,60 +210,6 @@ impl VerifierConfig {
 
     pub fn activation_timeout(&self) -> Duration {
         Duration::from_secs(self.activation_timeout_seconds)
-    }
-}
-
-/// Bounds on the network edge (enforced by `server`; the session reads the evidence size).
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// Time a client has to complete the TLS handshake.
-    pub handshake_timeout: Duration,
-    /// Handshakes in progress at once; further connections wait in the kernel backlog.
-    pub max_concurrent_handshakes: usize,
-    /// Handshakes in progress at once from one source address (IPv6: one /64); a connection
-    /// beyond it is closed at once. Keeps a single flooding host to a few handshake slots.
-    pub max_handshakes_per_source: usize,
-    /// Connections without a client certificate (enrolling agents) open at once.
-    pub max_unauthenticated_connections: usize,
-    /// The same, from one source address.
-    pub max_unauthenticated_per_source: usize,
-    /// How long a connection without a client certificate may stay open: long enough to enroll
-    /// (begin, TPM activation, complete), short enough that idle unknown clients go away.
-    pub unauthenticated_lifetime: Duration,
-    /// Largest gRPC message accepted on the enrollment service.
-    pub max_enrollment_message: usize,
-    /// Largest evidence message (boot log and IMA batch included).
-    pub max_evidence_message: usize,
-    /// Largest Admin message (trust lists, manifests and Keylime policies are imported through it).
-    pub max_admin_message: usize,
-    /// Concurrent HTTP/2 streams one connection may open.
-    pub max_streams_per_connection: u32,
-    /// Enrollment calls one source address may make in a burst (an enrollment is two calls)...
-    pub enrollment_burst: u32,
-    /// ...and per second after it. A whole site behind one NAT re-enrolling after a power cut
-    /// gets through at this pace (agents retry with backoff); a flooding host cannot do more.
-    pub enrollment_per_second: f64,
-    /// Source addresses the enrollment rate limit remembers at once.
-    pub enrollment_tracked_sources: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            handshake_timeout: Duration::from_secs(10),
-            max_concurrent_handshakes: 512,
-            max_handshakes_per_source: 64,
-            max_unauthenticated_connections: 1024,
-            max_unauthenticated_per_source: 64,
-            unauthenticated_lifetime: Duration::from_secs(120),
-            max_enrollment_message: 64 * 1024,
-            max_evidence_message: 8 * 1024 * 1024,
-            max_admin_message: 16 * 1024 * 1024,
-            max_streams_per_connection: 16,
-            enrollment_burst: 60,
-            enrollment_per_second: 5.0,
-            enrollment_tracked_sources: 65_536,
-        }
     }
 }
 
@@ -308,5 +275,43 @@ mod tests {
             Duration::from_secs(MIN_INTERVAL_SECONDS)
         );
         assert!(toml::from_str::<VerifierConfig>("listen = 1").is_err());
+        // The documented [limits] are the defaults, and the sample webhook is HTTPS.
+        let documented = config.limits.to_limits().unwrap();
+        let defaults = Limits::default();
+        assert_eq!(documented.handshake_timeout, defaults.handshake_timeout);
+        assert_eq!(
+            documented.max_unauthenticated_per_source,
+            defaults.max_unauthenticated_per_source
+        );
+        assert_eq!(documented.enrollment_burst, defaults.enrollment_burst);
+        assert!(config.webhooks[0].url.starts_with("https://"));
+        assert!(config.webhooks[0].ca_file.is_some());
+    }
+
+    #[test]
+    fn a_sample_with_a_zero_limit_or_a_plain_http_webhook_is_refused_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let sample = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/verifier.example.toml"
+        ))
+        .unwrap();
+        let path = dir.path().join("verifier.toml");
+        for (from, to, key) in [
+            (
+                "enrollment_burst = 60",
+                "enrollment_burst = 0",
+                "limits.enrollment_burst",
+            ),
+            (
+                "url = \"https://",
+                "url = \"http://",
+                "webhooks[0].allow_insecure_http",
+            ),
+        ] {
+            std::fs::write(&path, sample.replace(from, to)).unwrap();
+            let err = VerifierConfig::load(&path).unwrap_err();
+            assert!(err.to_string().contains(key), "{err}");
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! Prometheus metrics on their own plain-HTTP listener (GET /metrics): devices per state,
 //! appraisals by outcome, appraisal latency, the wait for durable writes before each verdict,
-//! open streams, enrollment outcomes, audit-log size.
+//! open streams, enrollment outcomes, audit-log size, webhook deliveries.
 //! Read-only; it exposes counts, never device evidence.
 
 use std::fmt::Write as _;
@@ -63,6 +63,8 @@ pub struct Metrics {
     streams: AtomicU64,
     enrollments_accepted: AtomicU64,
     enrollments_refused: AtomicU64,
+    webhook_delivered: AtomicU64,
+    webhook_failed_attempts: AtomicU64,
 }
 
 impl Metrics {
@@ -94,6 +96,15 @@ impl Metrics {
             self.enrollments_accepted.fetch_add(1, Ordering::Relaxed);
         } else {
             self.enrollments_refused.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A webhook attempt: delivered (2xx), or failed (the alert stays in the outbox).
+    pub fn webhook_attempt(&self, delivered: bool) {
+        if delivered {
+            self.webhook_delivered.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.webhook_failed_attempts.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -160,6 +171,14 @@ impl Metrics {
             out,
             "trustchain_enrollments_total{{outcome=\"refused\"}} {}",
             load(&self.enrollments_refused)
+        );
+        // Failed attempts rising while delivered stays still: a receiver is down or refused
+        // (its alerts wait in the outbox).
+        let _ = writeln!(
+            out,
+            "# HELP trustchain_webhook_attempts_total Webhook delivery attempts by outcome.\n# TYPE trustchain_webhook_attempts_total counter\ntrustchain_webhook_attempts_total{{outcome=\"delivered\"}} {}\ntrustchain_webhook_attempts_total{{outcome=\"failed\"}} {}",
+            load(&self.webhook_delivered),
+            load(&self.webhook_failed_attempts)
         );
         let _ = writeln!(
             out,

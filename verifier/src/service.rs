@@ -72,6 +72,8 @@ pub enum StartError {
         path: std::path::PathBuf,
         detail: String,
     },
+    #[error("configuration: {0}")]
+    Config(String),
 }
 
 /// The verifier's TLS identity as configured (PEM): `server::tls` checks it and serves it.
@@ -155,6 +157,9 @@ impl Service {
     /// Opens the state database and the CA, and reads the TLS identity (which `server` checks
     /// and serves).
     pub fn start(config: &VerifierConfig) -> Result<Arc<Self>, StartError> {
+        // `VerifierConfig::load` checked these already; a configuration built in code has not.
+        config.validate().map_err(StartError::Config)?;
+        let limits = config.limits.to_limits().map_err(StartError::Config)?;
         let storage: Arc<dyn Storage> = Arc::new(SledStorage::open_with_cache(
             &config.state_dir,
             config.storage_cache_bytes(),
@@ -215,7 +220,7 @@ impl Service {
             revocations: Revocations::default(),
             enroller,
             trust,
-            limits: Limits::default(),
+            limits,
             attestation: config.attestation.clone(),
             admin: config.admin.clone(),
             transitions: Transitions::default(),

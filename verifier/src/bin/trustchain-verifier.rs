@@ -81,6 +81,9 @@ fn init_tracing(json: bool) {
 
 async fn serve(config: PathBuf) -> anyhow::Result<()> {
     let config = VerifierConfig::load(&config)?;
+    // Webhook files (CA, client certificate) are read first: a bad one stops the start before
+    // the state database is touched.
+    let webhooks = trustchain_verifier::webhooks::Webhooks::new(&config.webhooks)?;
     let service = Service::start(&config).context("starting the verifier")?;
     // Marks where this process's records begin in the audit chain (trust after a restart must
     // rest on appraisals recorded after this line).
@@ -103,10 +106,7 @@ async fn serve(config: PathBuf) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     tracing::info!(address = %listener.local_addr()?, "verifier listening");
-    tokio::spawn(trustchain_verifier::webhooks::run(
-        service.clone(),
-        config.webhooks.clone(),
-    ));
+    tokio::spawn(webhooks.run(service.clone()));
     if let Some(address) = config.metrics_listen {
         let metrics = tokio::net::TcpListener::bind(address)
             .await

@@ -29,7 +29,8 @@
 //! - enrollment calls are rate-limited per source address (token bucket) and refused with
 //!   RESOURCE_EXHAUSTED before anything is decoded or written.
 //!
-//! Nothing on these paths writes to storage.
+//! Nothing on these paths writes to storage. The caps are the configuration's `[limits]`
+//! (`config/limits.rs`: defaults, bounds checked at start), read through `Service::limits`.
 
 mod admin;
 mod attestation;

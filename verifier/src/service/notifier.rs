@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::device::{DeviceState, EventKind};
+use crate::device::{DeviceState, EventKind, EventRecord};
 use crate::storage::{Storage, StorageError};
 
 /// A device's state change, as relying parties see it.
@@ -82,35 +82,30 @@ pub fn change_detail(previous: DeviceState, current: DeviceState, reason: &str) 
 
 /// State changes recorded in the audit log with sequence >= `from`.
 pub fn backlog(storage: &dyn Storage, from: u64) -> Result<Vec<StateChange>, StorageError> {
-    let mut out = Vec::new();
-    for (sequence, event) in storage.events(from.max(1), usize::MAX)? {
-        if event.kind != EventKind::StateChanged {
-            continue;
-        }
-        // The detail is written by `change_detail` as "<from> -> <to>: <reason>".
-        let Some((states, reason)) = event.detail.split_once(": ") else {
-            continue;
-        };
-        let Some((previous, current)) = states.split_once(" -> ") else {
-            continue;
-        };
-        let (Some(previous), Some(current)) = (
-            DeviceState::from_name(previous),
-            DeviceState::from_name(current),
-        ) else {
-            continue;
-        };
-        out.push(StateChange {
-            sequence,
-            device_id: event.device_id,
-            previous,
-            current,
-            reason: reason.to_string(),
-            result_jwt: String::new(),
-            at_unix_millis: event.at_unix_millis,
-        });
+    Ok(storage
+        .events(from.max(1), usize::MAX)?
+        .into_iter()
+        .filter_map(|(sequence, event)| change_of(sequence, event))
+        .collect())
+}
+
+/// The state change an audit record holds, if it is one (its JWT is not in the audit log).
+pub fn change_of(sequence: u64, event: EventRecord) -> Option<StateChange> {
+    if event.kind != EventKind::StateChanged {
+        return None;
     }
-    Ok(out)
+    // The detail is written by `change_detail` as "<from> -> <to>: <reason>".
+    let (states, reason) = event.detail.split_once(": ")?;
+    let (previous, current) = states.split_once(" -> ")?;
+    Some(StateChange {
+        sequence,
+        device_id: event.device_id,
+        previous: DeviceState::from_name(previous)?,
+        current: DeviceState::from_name(current)?,
+        reason: reason.to_string(),
+        result_jwt: String::new(),
+        at_unix_millis: event.at_unix_millis,
+    })
 }
 
 /// A state change between its write and its publication.

@@ -166,6 +166,13 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// Removes a document, durably; only pending imports are ever removed (the others keep
     /// every accepted version).
     fn remove_document(&self, kind: DocumentKind, key: &[u8]) -> Result<(), StorageError>;
+    /// The webhook outbox: the audit sequence up to which the receiver at `webhook` (its URL)
+    /// acknowledged every alert; `None` before the webhook's first start. The alerts themselves
+    /// are the state-change records of the audit log, written in the transaction that changes
+    /// the state, so the outbox is one cursor per webhook and cannot grow.
+    fn webhook_cursor(&self, webhook: &str) -> Result<Option<u64>, StorageError>;
+    /// Moves a webhook's cursor, durably (after a 2xx answer, or at its first start).
+    fn put_webhook_cursor(&self, webhook: &str, sequence: u64) -> Result<(), StorageError>;
     /// Whether writes currently succeed.
     fn health(&self) -> StorageHealth;
     /// Every key of every tree at one point in time (writes wait meanwhile), for a backup.

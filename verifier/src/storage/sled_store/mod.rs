@@ -6,6 +6,7 @@
 //! `appraisals` (last good appraisal state per device),
 //! `trust_lists`, `manifests`, `policies` (every accepted version of each document),
 //! `pending_imports` (imports awaiting a second policy-admin, removed once decided).
+//! `webhook_outbox` (per webhook URL: the audit sequence its receiver acknowledged up to).
 //!
 //! Layout of this module:
 //! - `trees.rs`: the trees of one open database and what is read straight off them (the
@@ -18,6 +19,7 @@
 //!   its recovery, the seal thread.
 //! - `store.rs`: [`SledStorage`] and its write paths (nonce, device, device with its audit
 //!   line, flush); `storage_impl.rs`: the [`Storage`] trait on it.
+//! - `outbox.rs`: the webhook outbox's cursors.
 //! - `store_tests.rs`: the store against real databases (reopen, migration, damage, export).
 //!
 //! Failure model. sled latches its first I/O error (e.g. ENOSPC) and refuses every later write
@@ -33,6 +35,7 @@
 mod codec;
 mod group_commit;
 mod open;
+mod outbox;
 mod shared;
 mod storage_impl;
 mod store;

@@ -257,6 +257,14 @@ impl Storage for SledStorage {
             .collect()
     }
 
+    fn webhook_cursor(&self, webhook: &str) -> Result<Option<u64>, StorageError> {
+        self.outbox_cursor(webhook)
+    }
+
+    fn put_webhook_cursor(&self, webhook: &str, sequence: u64) -> Result<(), StorageError> {
+        self.put_outbox_cursor(webhook, sequence)
+    }
+
     fn health(&self) -> StorageHealth {
         let failure = self
             .shared

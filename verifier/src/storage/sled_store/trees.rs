@@ -22,10 +22,11 @@ pub(super) struct Trees {
     pub(super) manifests: sled::Tree,
     pub(super) policies: sled::Tree,
     pub(super) pending_imports: sled::Tree,
+    pub(super) webhook_outbox: sled::Tree,
 }
 
 /// Tree names, in the order exports list them.
-pub(super) const TREE_NAMES: [&str; 13] = [
+pub(super) const TREE_NAMES: [&str; 14] = [
     "meta",
     "devices",
     "hostnames",
@@ -38,6 +39,7 @@ pub(super) const TREE_NAMES: [&str; 13] = [
     "manifests",
     "policies",
     "pending_imports",
+    "webhook_outbox",
     // sled's default tree: never written by the verifier, exported for completeness.
     "__sled__default",
 ];
@@ -82,6 +84,7 @@ impl Trees {
             manifests: db.open_tree("manifests")?,
             policies: db.open_tree("policies")?,
             pending_imports: db.open_tree("pending_imports")?,
+            webhook_outbox: db.open_tree("webhook_outbox")?,
             db,
         })
     }
@@ -100,6 +103,7 @@ impl Trees {
             "manifests" => &self.manifests,
             "policies" => &self.policies,
             "pending_imports" => &self.pending_imports,
+            "webhook_outbox" => &self.webhook_outbox,
             "__sled__default" => &self.db,
             _ => return None,
         })
