@@ -88,6 +88,7 @@ impl TestVerifier {
             trust_list_authority: None,
             attestation: Default::default(),
             webhooks: Vec::new(),
+            siem: Default::default(),
         };
         adjust(&mut config);
         let (service, address, shutdown, task) = Self::launch(&config).await?;
@@ -120,6 +121,7 @@ impl TestVerifier {
             service.clone(),
             config.webhooks.clone(),
         ));
+        trustchain_verifier::siem::start(&service, &config.siem)?;
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let address = listener.local_addr()?;
         let (shutdown, signal) = oneshot::channel::<()>();

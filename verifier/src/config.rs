@@ -56,6 +56,9 @@ pub struct VerifierConfig {
     /// `[[webhooks]] url = "http://siem.internal:8080/trustchain"`.
     #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,
+    /// SIEM export of state changes and alerts (`[siem.syslog]`, `[siem.ecs]`); off if absent.
+    #[serde(default)]
+    pub siem: crate::siem::config::SiemConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -158,6 +161,13 @@ impl VerifierConfig {
                 detail: "storage_cache_mib must be 1 to 1048576".into(),
             });
         }
+        config
+            .siem
+            .validate()
+            .map_err(|detail| ConfigError::Parse {
+                path: path.to_path_buf(),
+                detail,
+            })?;
         Ok(config)
     }
 

@@ -107,6 +107,7 @@ async fn serve(config: PathBuf) -> anyhow::Result<()> {
         service.clone(),
         config.webhooks.clone(),
     ));
+    trustchain_verifier::siem::start(&service, &config.siem).context("starting the SIEM export")?;
     if let Some(address) = config.metrics_listen {
         let metrics = tokio::net::TcpListener::bind(address)
             .await

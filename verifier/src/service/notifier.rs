@@ -82,8 +82,21 @@ pub fn change_detail(previous: DeviceState, current: DeviceState, reason: &str) 
 
 /// State changes recorded in the audit log with sequence >= `from`.
 pub fn backlog(storage: &dyn Storage, from: u64) -> Result<Vec<StateChange>, StorageError> {
+    Ok(backlog_page(storage, from, usize::MAX)?.0)
+}
+
+/// State changes among the next `records` audit records from sequence `from` on, and the last
+/// sequence read (None if there was no record): readers that page through the log (the SIEM
+/// export) hold at most a page in memory however long their sink was down.
+pub fn backlog_page(
+    storage: &dyn Storage,
+    from: u64,
+    records: usize,
+) -> Result<(Vec<StateChange>, Option<u64>), StorageError> {
     let mut out = Vec::new();
-    for (sequence, event) in storage.events(from.max(1), usize::MAX)? {
+    let mut last = None;
+    for (sequence, event) in storage.events(from.max(1), records)? {
+        last = Some(sequence);
         if event.kind != EventKind::StateChanged {
             continue;
         }
@@ -110,7 +123,7 @@ pub fn backlog(storage: &dyn Storage, from: u64) -> Result<Vec<StateChange>, Sto
             at_unix_millis: event.at_unix_millis,
         });
     }
-    Ok(out)
+    Ok((out, last))
 }
 
 /// A state change between its write and its publication.

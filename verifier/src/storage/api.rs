@@ -160,6 +160,10 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     ) -> Result<(), StorageError>;
     /// Every stored document of `kind`, in key order.
     fn documents(&self, kind: DocumentKind) -> Result<Documents, StorageError>;
+    /// The last audit sequence the export sink `sink` delivered; 0 if it never delivered.
+    fn export_cursor(&self, sink: &str) -> Result<u64, StorageError>;
+    /// Moves the sink's cursor to `sequence`, durably (never backwards).
+    fn put_export_cursor(&self, sink: &str, sequence: u64) -> Result<(), StorageError>;
     /// Whether writes currently succeed.
     fn health(&self) -> StorageHealth;
     /// Every key of every tree at one point in time (writes wait meanwhile), for a backup.
