@@ -28,9 +28,16 @@ use trustchain_verifier::siem::{EcsConfig, SyslogConfig};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// A receiver's TLS identity from its own CA; returns the server config and the CA file that
-/// trusts it.
-fn receiver_pki(dir: &Path, name: &str) -> (Arc<rustls::ServerConfig>, PathBuf) {
+/// A receiver's PKI: its own CA, the receiver's TLS identity from it, the CA file that trusts
+/// it, and a client certificate (chain, key files) from the same CA.
+struct ReceiverPki {
+    tls: Arc<rustls::ServerConfig>,
+    ca_file: PathBuf,
+    client: (PathBuf, PathBuf),
+}
+
+/// `require_client`: the receiver asks for a client certificate from its own CA.
+fn receiver_pki(dir: &Path, name: &str, require_client: bool) -> ReceiverPki {
     let ca = Authority::create(&dir.join(name), name).unwrap();
     let server = ca
         .issue_verifier(&["localhost".into()], &["127.0.0.1".parse().unwrap()])
@@ -41,15 +48,41 @@ fn receiver_pki(dir: &Path, name: &str) -> (Arc<rustls::ServerConfig>, PathBuf) 
         .collect();
     let key = PrivateKeyDer::from_pem_slice(server.key_pem.unwrap().as_bytes()).unwrap();
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
         .unwrap();
+    let builder = if require_client {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(ca.root_pem().as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .unwrap();
+        builder.with_client_cert_verifier(verifier)
+    } else {
+        builder.with_no_client_auth()
+    };
+    let tls = Arc::new(builder.with_single_cert(chain, key).unwrap());
     let ca_file = dir.join(format!("{name}.pem"));
     std::fs::write(&ca_file, ca.root_pem()).unwrap();
-    (Arc::new(config), ca_file)
+    let client = ca.issue_operator("trustchain-verifier").unwrap();
+    let client_files = (
+        dir.join(format!("{name}-client.pem")),
+        dir.join(format!("{name}-client.key")),
+    );
+    std::fs::write(
+        &client_files.0,
+        format!("{}{}", client.pem, ca.issuing_pem()),
+    )
+    .unwrap();
+    std::fs::write(&client_files.1, client.key_pem.unwrap()).unwrap();
+    ReceiverPki {
+        tls,
+        ca_file,
+        client: client_files,
+    }
 }
 
 /// What a receiver saw, kept across its restarts.
@@ -288,7 +321,12 @@ fn check_ecs(path: &Path, expected: &[StateChange]) {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_state_change_reaches_syslog_and_ecs_once_in_order_across_restarts() {
     let pki = tempfile::tempdir().unwrap();
-    let (tls, ca_file) = receiver_pki(pki.path(), "syslog-ca");
+    // The receiver asks for a client certificate: the verifier presents the configured one.
+    let ReceiverPki {
+        tls,
+        ca_file,
+        client,
+    } = receiver_pki(pki.path(), "syslog-ca", true);
     let port = free_port();
     let seen = Arc::new(Seen::default());
     let receiver = Receiver::start(port, tls.clone(), seen.clone()).await;
@@ -296,7 +334,11 @@ async fn every_state_change_reaches_syslog_and_ecs_once_in_order_across_restarts
     let makers = TestMakers::generate().unwrap();
     let verifier = TestVerifier::start_with(&makers.trusted, |c| {
         c.attestation.default_interval_seconds = 2;
-        c.siem.syslog = Some(syslog_config(port, ca_file));
+        c.siem.syslog = Some(SyslogConfig {
+            client_cert: Some(client.0.clone()),
+            client_key: Some(client.1.clone()),
+            ..syslog_config(port, ca_file)
+        });
         c.siem.ecs = Some(EcsConfig {
             path: ecs_path.clone(),
         });
@@ -374,11 +416,11 @@ async fn every_state_change_reaches_syslog_and_ecs_once_in_order_across_restarts
 #[tokio::test(flavor = "multi_thread")]
 async fn a_receiver_with_a_certificate_from_another_ca_receives_nothing() {
     let pki = tempfile::tempdir().unwrap();
-    let (impostor_tls, _) = receiver_pki(pki.path(), "impostor-ca");
-    let (_, ca_file) = receiver_pki(pki.path(), "syslog-ca");
+    let impostor = receiver_pki(pki.path(), "impostor-ca", false);
+    let ca_file = receiver_pki(pki.path(), "syslog-ca", false).ca_file;
     let port = free_port();
     let seen = Arc::new(Seen::default());
-    let receiver = Receiver::start(port, impostor_tls, seen.clone()).await;
+    let receiver = Receiver::start(port, impostor.tls, seen.clone()).await;
     let makers = TestMakers::generate().unwrap();
     let verifier = TestVerifier::start_with(&makers.trusted, |c| {
         c.attestation.default_interval_seconds = 2;

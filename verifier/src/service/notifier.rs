@@ -239,4 +239,33 @@ mod tests {
         let later = now + UNPUBLISHED_GIVE_UP + Duration::from_secs(1);
         assert_eq!(sequences(&order.release(later)), vec![4]);
     }
+
+    #[test]
+    fn the_backlog_is_read_a_page_at_a_time_and_says_how_far_it_read() {
+        use crate::device::EventRecord;
+        let dir = tempfile::tempdir().unwrap();
+        let storage = crate::storage::SledStorage::open(&dir.path().join("db")).unwrap();
+        let event = |kind, detail: &str| EventRecord {
+            at_unix_millis: 1,
+            kind,
+            device_id: "d".into(),
+            detail: detail.into(),
+        };
+        let change = change_detail(DeviceState::Enrolled, DeviceState::Trusted, "passed");
+        storage
+            .append_event(&event(EventKind::StateChanged, &change))
+            .unwrap();
+        storage
+            .append_event(&event(EventKind::VerifierStarted, "pid 1"))
+            .unwrap();
+        storage
+            .append_event(&event(EventKind::StateChanged, &change))
+            .unwrap();
+        let (first, last) = backlog_page(&storage, 1, 2).unwrap();
+        assert_eq!((sequences(&first), last), (vec![1], Some(2)));
+        let (rest, last) = backlog_page(&storage, 3, 2).unwrap();
+        assert_eq!((sequences(&rest), last), (vec![3], Some(3)));
+        assert_eq!(rest[0].reason, "passed");
+        assert_eq!(backlog_page(&storage, 4, 2).unwrap(), (vec![], None));
+    }
 }

@@ -73,6 +73,7 @@ pub async fn run<S: Sink>(
     tracing::info!(sink = name, cursor, "SIEM export started");
     loop {
         // Read what the log holds up to `limit`, a page at a time.
+        let mut unreadable = false;
         while queue.len() < PAGE && scanned < limit {
             let Some(store) = storage(&service) else {
                 return;
@@ -86,6 +87,7 @@ pub async fn run<S: Sink>(
                 }
                 Err(error) => {
                     tracing::error!(sink = name, %error, "reading the audit log; will retry");
+                    unreadable = true;
                     break;
                 }
             }
@@ -111,7 +113,7 @@ pub async fn run<S: Sink>(
                 tracing::error!(sink = name, cursor, %error, "storing the export cursor");
             }
         }
-        if failed || scanned < limit && queue.is_empty() {
+        if failed || unreadable {
             if service.strong_count() == 0 {
                 return;
             }
