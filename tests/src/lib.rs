@@ -95,6 +95,7 @@ impl TestVerifier {
             admin: Default::default(),
             webhooks: Vec::new(),
             limits: Default::default(),
+            siem: Default::default(),
         };
         adjust(&mut config);
         let (service, address, shutdown, task) = Self::launch(&config).await?;
@@ -125,6 +126,7 @@ impl TestVerifier {
         let webhooks = trustchain_verifier::webhooks::Webhooks::new(&config.webhooks)?;
         let service = Service::start(config)?;
         tokio::spawn(webhooks.run(service.clone()));
+        trustchain_verifier::siem::start(&service, &config.siem)?;
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let address = listener.local_addr()?;
         let (shutdown, signal) = oneshot::channel::<()>();

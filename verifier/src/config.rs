@@ -75,6 +75,9 @@ pub struct VerifierConfig {
     /// The network edge's caps (`[limits]`); every key optional.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// SIEM export of state changes and alerts (`[siem.syslog]`, `[siem.ecs]`); off if absent.
+    #[serde(default)]
+    pub siem: crate::siem::config::SiemConfig,
 }
 
 /// How the admin calls behave (`[admin]`).
@@ -175,6 +178,13 @@ impl VerifierConfig {
             path: path.to_path_buf(),
             detail,
         })?;
+        config
+            .siem
+            .validate()
+            .map_err(|detail| ConfigError::Parse {
+                path: path.to_path_buf(),
+                detail,
+            })?;
         Ok(config)
     }
 

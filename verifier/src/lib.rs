@@ -23,7 +23,8 @@
 //!   webhooks, `service::transitions` for device states, `service::schedule`,
 //!   `service::activity`, `service::latest_results`, `service::revocation`,
 //!   `service::audit_seal`).
-//! - [`metrics`], [`webhooks`]: the Prometheus listener and alert delivery, fed by the service.
+//! - [`metrics`], [`webhooks`]: the Prometheus listener and alert delivery, fed by the service;
+//!   [`siem`]: state changes and alerts to syslog (RFC 5424 over TLS) and ECS JSON lines.
 //! - [`config`]: the configuration file and the network edge's [`config::Limits`];
 //!   [`clock`]: the wall clock for records.
 //!
@@ -46,6 +47,7 @@ pub mod reference;
 pub mod results;
 pub mod server;
 pub mod service;
+pub mod siem;
 pub mod storage;
 pub mod untrusted_text;
 pub mod verdict;

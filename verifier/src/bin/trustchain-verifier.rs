@@ -107,6 +107,7 @@ async fn serve(config: PathBuf) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", config.listen))?;
     tracing::info!(address = %listener.local_addr()?, "verifier listening");
     tokio::spawn(webhooks.run(service.clone()));
+    trustchain_verifier::siem::start(&service, &config.siem).context("starting the SIEM export")?;
     if let Some(address) = config.metrics_listen {
         let metrics = tokio::net::TcpListener::bind(address)
             .await

@@ -82,11 +82,24 @@ pub fn change_detail(previous: DeviceState, current: DeviceState, reason: &str) 
 
 /// State changes recorded in the audit log with sequence >= `from`.
 pub fn backlog(storage: &dyn Storage, from: u64) -> Result<Vec<StateChange>, StorageError> {
-    Ok(storage
-        .events(from.max(1), usize::MAX)?
-        .into_iter()
-        .filter_map(|(sequence, event)| change_of(sequence, event))
-        .collect())
+    Ok(backlog_page(storage, from, usize::MAX)?.0)
+}
+
+/// State changes among the next `records` audit records from sequence `from` on, and the last
+/// sequence read (None if there was no record): readers that page through the log (the SIEM
+/// export) hold at most a page in memory however long their sink was down.
+pub fn backlog_page(
+    storage: &dyn Storage,
+    from: u64,
+    records: usize,
+) -> Result<(Vec<StateChange>, Option<u64>), StorageError> {
+    let mut out = Vec::new();
+    let mut last = None;
+    for (sequence, event) in storage.events(from.max(1), records)? {
+        last = Some(sequence);
+        out.extend(change_of(sequence, event));
+    }
+    Ok((out, last))
 }
 
 /// The state change an audit record holds, if it is one (its JWT is not in the audit log).
@@ -220,5 +233,34 @@ mod tests {
         assert!(order.ready(change(4), now).is_empty());
         let later = now + UNPUBLISHED_GIVE_UP + Duration::from_secs(1);
         assert_eq!(sequences(&order.release(later)), vec![4]);
+    }
+
+    #[test]
+    fn the_backlog_is_read_a_page_at_a_time_and_says_how_far_it_read() {
+        use crate::device::EventRecord;
+        let dir = tempfile::tempdir().unwrap();
+        let storage = crate::storage::SledStorage::open(&dir.path().join("db")).unwrap();
+        let event = |kind, detail: &str| EventRecord {
+            at_unix_millis: 1,
+            kind,
+            device_id: "d".into(),
+            detail: detail.into(),
+        };
+        let change = change_detail(DeviceState::Enrolled, DeviceState::Trusted, "passed");
+        storage
+            .append_event(&event(EventKind::StateChanged, &change))
+            .unwrap();
+        storage
+            .append_event(&event(EventKind::VerifierStarted, "pid 1"))
+            .unwrap();
+        storage
+            .append_event(&event(EventKind::StateChanged, &change))
+            .unwrap();
+        let (first, last) = backlog_page(&storage, 1, 2).unwrap();
+        assert_eq!((sequences(&first), last), (vec![1], Some(2)));
+        let (rest, last) = backlog_page(&storage, 3, 2).unwrap();
+        assert_eq!((sequences(&rest), last), (vec![3], Some(3)));
+        assert_eq!(rest[0].reason, "passed");
+        assert_eq!(backlog_page(&storage, 4, 2).unwrap(), (vec![], None));
     }
 }

@@ -173,6 +173,10 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn webhook_cursor(&self, webhook: &str) -> Result<Option<u64>, StorageError>;
     /// Moves a webhook's cursor, durably (after a 2xx answer, or at its first start).
     fn put_webhook_cursor(&self, webhook: &str, sequence: u64) -> Result<(), StorageError>;
+    /// The last audit sequence the export sink `sink` delivered; 0 if it never delivered.
+    fn export_cursor(&self, sink: &str) -> Result<u64, StorageError>;
+    /// Moves the sink's cursor to `sequence`, durably (never backwards).
+    fn put_export_cursor(&self, sink: &str, sequence: u64) -> Result<(), StorageError>;
     /// Whether writes currently succeed.
     fn health(&self) -> StorageHealth;
     /// Every key of every tree at one point in time (writes wait meanwhile), for a backup.

@@ -1,5 +1,5 @@
 //! The sled implementation of [`Storage`]. Trees:
-//! `meta` (schema version), `devices` (id -> JSON), `hostnames` (hostname -> id),
+//! `meta` (schema version, export cursors), `devices` (id -> JSON), `hostnames` (hostname -> id),
 //! `events` (big-endian sequence -> a hash-chained audit record, see `crate::audit`),
 //! `spent_nonces` (per device: nonces spent and the last few, see `spent_nonces.rs`), `nonces`
 //! (one key per spent nonce, written by layouts v1 and v2; kept, counted, no longer written),
@@ -14,6 +14,7 @@
 //! - `open.rs`: the start-up path (check on a scratch copy, migration, the seal).
 //! - `codec.rs`: how values are encoded into and decoded from the trees (JSON records, a
 //!   device's spent-nonce record).
+//! - `cursors.rs`: export sinks' cursors (last delivered audit sequence, in `meta`).
 //! - `group_commit.rs`: one flush shared by concurrent writers.
 //! - `shared.rs`: the state every handle shares: the open trees, the write-failure latch and
 //!   its recovery, the seal thread.
@@ -33,6 +34,7 @@
 //! [`StorageError::Unavailable`]: crate::storage::StorageError::Unavailable
 
 mod codec;
+mod cursors;
 mod group_commit;
 mod open;
 mod outbox;

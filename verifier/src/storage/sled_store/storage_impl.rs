@@ -207,6 +207,14 @@ impl Storage for SledStorage {
         Ok(())
     }
 
+    fn export_cursor(&self, sink: &str) -> Result<u64, StorageError> {
+        self.read_export_cursor(sink)
+    }
+
+    fn put_export_cursor(&self, sink: &str, sequence: u64) -> Result<(), StorageError> {
+        self.write_export_cursor(sink, sequence)
+    }
+
     fn commit(&self) -> Result<(), StorageError> {
         let trees = self.trees()?;
         self.flush(&trees)
