@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every fuzz target for N seconds (default 10) on stable Rust (-s none: no sanitizer, panics
+# Runs every fuzz target (or the TARGETs named after N) for N seconds (default 10) on stable Rust (-s none: no sanitizer, panics
 # still caught), seeded from ../shared/testdata. Installs cargo-fuzz if missing. Crashes are saved
 # under fuzz/artifacts/TARGET/; the script exits non-zero if any target failed.
 set -euo pipefail
@@ -7,9 +7,13 @@ cd "$(dirname "$0")/.."
 seconds="${1:-10}"
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 testdata=../shared/testdata
-targets=(eventlog ima tpm_structures quote device_path)
-for target in "${targets[@]}"; do mkdir -p "fuzz/corpus/$target"; done
+all=(eventlog ima tpm_structures quote device_path signature_list)
+targets=("${all[@]}")
+if (($# > 1)); then targets=("${@:2}"); fi
+for target in "${all[@]}"; do mkdir -p "fuzz/corpus/$target"; done
 cp -f "$testdata"/eventlogs/*.bin fuzz/corpus/eventlog/
+# Real logs carry real PK, KEK, db and dbx values; the target decodes them from the log.
+cp -f "$testdata"/eventlogs/*.bin fuzz/corpus/signature_list/
 cp -f "$testdata"/ima/* fuzz/corpus/ima/ && rm -f fuzz/corpus/ima/*.json
 cp -f "$testdata"/quotes/gce-cos-85-no-nonce/*.bin fuzz/corpus/tpm_structures/
 # The quote target reads [attest length (1 byte)] [TPMS_ATTEST] [TPMT_SIGNATURE].

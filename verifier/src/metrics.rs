@@ -1,4 +1,5 @@
-//! Prometheus metrics on their own plain-HTTP listener (GET /metrics): devices per state,
+//! Prometheus metrics on their own plain-HTTP listener (GET /metrics): devices per state, silent
+//! devices,
 //! appraisals by outcome, appraisal latency, the wait for durable writes before each verdict,
 //! open streams, enrollment outcomes, audit-log size, webhook deliveries.
 //! Read-only; it exposes counts, never device evidence.
@@ -13,7 +14,7 @@ use hyper::body::Bytes;
 use hyper::{Request, Response, StatusCode};
 use tokio::net::TcpListener;
 
-use crate::device::DeviceState;
+use crate::device::{DeviceRecord, DeviceState};
 use crate::storage::Storage;
 
 /// Upper bounds (seconds) of the histograms' buckets.
@@ -108,8 +109,8 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition.
-    pub fn render(&self, storage: &dyn Storage) -> String {
+    /// The Prometheus text exposition; `silent` says whether a device has gone silent.
+    pub fn render(&self, storage: &dyn Storage, silent: &dyn Fn(&DeviceRecord) -> bool) -> String {
         let mut out = String::new();
         let devices = storage.devices().unwrap_or_default();
         let _ = writeln!(
@@ -124,6 +125,13 @@ impl Metrics {
                 state.name()
             );
         }
+        // Operators alert on this: a timed-out device, or one (untrusted ones included, which
+        // stay untrusted through silence) not heard from within its timeout window.
+        let _ = writeln!(
+            out,
+            "# HELP trustchain_devices_silent Devices timed out or not heard from within their timeout window.\n# TYPE trustchain_devices_silent gauge\ntrustchain_devices_silent {}",
+            devices.iter().filter(|d| silent(d)).count()
+        );
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let _ = writeln!(
             out,

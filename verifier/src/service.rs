@@ -5,7 +5,8 @@
 //! `Service` ties together parts that each own one thing, with a narrow interface:
 //! - `notifier`: state changes from their write to their publication, in audit order, for
 //!   watchers and webhooks, and the backlog read from the audit log;
-//! - `activity`: what this process has seen of each device (traffic, last appraisal, last pass);
+//! - `activity`: what this process has seen of each device (traffic, last appraisal, last pass,
+//!   deadlines of devices trusted before the restart);
 //! - `latest_results`: each device's latest signed result and last failed verdict;
 //! - `revocation`: the CRL, rebuilt on revocation and handed to the TLS layer's [`CrlSink`];
 //! - `schedule`: the challenge interval and the watchdog that times out silent devices;
@@ -231,23 +232,78 @@ impl Service {
             notifier: Notifier::default(),
         };
         service.refresh_crl()?;
-        service.forget_trust_across_restart()?;
+        service.liveness_across_restart()?;
         Ok(Arc::new(service))
     }
 
     /// A trusted state rests on a quote this process checked: after a restart, every trusted
-    /// device goes back to enrolled until a fresh challenge passes (fail closed across crashes).
-    fn forget_trust_across_restart(&self) -> Result<(), StartError> {
+    /// device goes back to enrolled until a fresh challenge passes (fail closed across crashes),
+    /// and its liveness carries over from the durable time of its last pass: it times out at
+    /// that pass plus its timeout window, at once if that is past, and never later than a full
+    /// window from this start (a wall clock set back between processes cannot stretch it). A
+    /// device still waiting from an earlier restart keeps its durable deadline.
+    fn liveness_across_restart(&self) -> Result<(), StartError> {
+        let now = now_unix_millis() / 1000;
+        let missed = self.attestation.timeout_after_missed_intervals.max(1);
         for device in self.storage.devices()? {
-            if device.state == DeviceState::Trusted {
+            let allowance = self.interval_for(&device) * missed;
+            let due = match device.state {
+                DeviceState::Trusted => {
+                    let last_pass = self.durable_last_pass_unix(&device.device_id);
+                    let window = i64::try_from(allowance.as_secs()).unwrap_or(i64::MAX);
+                    last_pass.saturating_add(window)
+                }
+                _ if schedule::awaits_fresh_pass(&device) => {
+                    device.fresh_evidence_due_unix.unwrap_or(now)
+                }
+                _ => continue,
+            };
+            if due <= now {
                 self.transition(
+                    &device.device_id,
+                    Input::SilentAfterRestart,
+                    "no valid answer within the timeout (its window ran out across a verifier \
+                     restart)",
+                )?;
+                continue;
+            }
+            if device.state == DeviceState::Trusted {
+                let (_, change) = self.apply(
                     &device.device_id,
                     Input::VerifierRestarted,
                     "verifier restarted: awaiting a fresh appraisal",
+                    false,
+                    Some(due),
+                    Durability::Now,
                 )?;
+                if let Some(change) = change {
+                    self.publish(change);
+                }
             }
+            let remaining = Duration::from_secs(u64::try_from(due - now).unwrap_or(0));
+            self.activity
+                .await_fresh_pass(&device.device_id, remaining.min(allowance));
         }
         Ok(())
+    }
+
+    /// When the device last passed (Unix seconds), as its saved appraisal state says; 0 (long
+    /// ago) when unknown, so a device without one times out at once rather than never.
+    fn durable_last_pass_unix(&self, device_id: &str) -> i64 {
+        self.storage
+            .appraisal_state(device_id)
+            .ok()
+            .flatten()
+            .and_then(|bytes| {
+                serde_json::from_slice::<crate::attestation::inputs::AppraisalState>(&bytes).ok()
+            })
+            .map_or(0, |state| state.passed_at_unix)
+    }
+
+    /// Whether a device has gone silent (see [`schedule::is_silent`]).
+    pub fn is_silent(&self, device: &DeviceRecord) -> bool {
+        let missed = self.attestation.timeout_after_missed_intervals.max(1);
+        schedule::is_silent(device, &self.activity, self.interval_for(device) * missed)
     }
 
     pub fn attestation_config(&self) -> &AttestationConfig {
@@ -391,12 +447,8 @@ impl Service {
             &self.activity,
             self.attestation.timeout_after_missed_intervals,
             |device| self.interval_for(device),
-            |device_id| {
-                let _ = self.transition(
-                    device_id,
-                    Input::Silent,
-                    "no valid answer within the timeout",
-                );
+            |device_id, input| {
+                let _ = self.transition(device_id, input, "no valid answer within the timeout");
             },
         )
         .await;
@@ -423,7 +475,7 @@ impl Service {
         policy_only: bool,
     ) -> Result<DeviceRecord, ActionError> {
         let (record, change) =
-            self.apply(device_id, input, reason, policy_only, Durability::Now)?;
+            self.apply(device_id, input, reason, policy_only, None, Durability::Now)?;
         if let Some(change) = change {
             self.publish(change);
         }
@@ -447,6 +499,7 @@ impl Service {
             input,
             reason,
             policy_only,
+            None,
             Durability::WithCommit,
         )
     }
@@ -467,6 +520,7 @@ impl Service {
         input: Input,
         reason: &str,
         policy_only: bool,
+        fresh_evidence_due_unix: Option<i64>,
         durability: Durability,
     ) -> Result<(Arc<DeviceRecord>, Option<StateChange>), ActionError> {
         let parts = transitions::Parts {
@@ -479,9 +533,17 @@ impl Service {
             record,
             change,
             changed,
-        } = self
-            .transitions
-            .apply(parts, device_id, input, reason, policy_only, durability)?;
+        } = self.transitions.apply(
+            parts,
+            device_id,
+            transitions::Request {
+                input,
+                reason,
+                policy_only,
+                fresh_evidence_due_unix,
+                durability,
+            },
+        )?;
         if changed
             && matches!(
                 record.state,
@@ -555,6 +617,7 @@ impl Service {
 
 impl crate::metrics::Scrape for Service {
     fn scrape(&self) -> String {
-        self.metrics.render(self.storage.as_ref())
+        self.metrics
+            .render(self.storage.as_ref(), &|device| self.is_silent(device))
     }
 }

@@ -50,3 +50,44 @@ fn every_real_log_puts_its_events_where_the_firmware_profile_allows() {
     );
     assert!(refused.is_empty(), "{}", refused.join("\n"));
 }
+
+/// The Secure Boot databases (PK, KEK, db, dbx) of every real log decode as EFI_SIGNATURE_LISTs
+/// exactly per UEFI 2.10 §32.4.1 (no header on a known type, sizes as the type says), so the
+/// strict decoder behind `boot.dbx_must_list` refuses only crafted data.
+#[test]
+fn every_real_secure_boot_database_decodes_as_signature_lists() {
+    use trustchain_verifier::evidence::eventlog::signature_list;
+    use trustchain_verifier::evidence::eventlog::{EV_EFI_VARIABLE_DRIVER_CONFIG, events};
+    let dir = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/testdata/eventlogs"
+    ));
+    let (mut decoded, mut entries, mut refused) = (0, 0, Vec::new());
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let Ok(log) = parse(&std::fs::read(&path).unwrap()) else {
+            continue;
+        };
+        for event in &log.events {
+            if event.pcr != 7 || event.event_type != EV_EFI_VARIABLE_DRIVER_CONFIG {
+                continue;
+            }
+            let Some((_, name, value)) = events::variable(event.data.as_slice()) else {
+                continue;
+            };
+            if !["PK", "KEK", "db", "dbx"].contains(&name.as_str()) {
+                continue;
+            }
+            match signature_list::parse(value) {
+                Ok(lists) => {
+                    decoded += 1;
+                    entries += lists.iter().map(|l| l.signatures.len()).sum::<usize>();
+                }
+                Err(error) => refused.push(format!("{}: {name}: {error}", path.display())),
+            }
+        }
+    }
+    assert!(refused.is_empty(), "{}", refused.join("\n"));
+    assert!(decoded >= 50, "only {decoded} databases in the testdata");
+    println!("{decoded} real signature databases, {entries} entries, all decoded");
+}

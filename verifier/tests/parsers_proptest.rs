@@ -132,9 +132,15 @@ fn exercise(bytes: &[u8]) {
         for event in &log.events {
             let _ = event.decoded();
             let _ = event.digest_check();
+            if let Some((_, _, value)) = eventlog::events::variable(event.data.as_slice()) {
+                let _ = eventlog::signature_list::parse(value);
+            }
         }
     }
     let _ = eventlog::events::variable(bytes);
+    if let Ok(lists) = eventlog::signature_list::parse(bytes) {
+        let _ = eventlog::signature_list::sha256_hashes(&lists).count();
+    }
     let banks = [HashAlgorithm::Sha1, HashAlgorithm::Sha256];
     for log in [
         ima::parse(bytes),

@@ -65,4 +65,8 @@ pub struct AppraisalState {
     /// and judges every entry anew (`ima_rejudgement`).
     #[serde(default)]
     pub ima_judged_under: String,
+    /// When this state was saved by a passing appraisal (Unix seconds): the durable time of
+    /// the device's last pass, from which a restarted verifier counts its timeout window.
+    #[serde(default)]
+    pub passed_at_unix: i64,
 }

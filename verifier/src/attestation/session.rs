@@ -537,7 +537,10 @@ impl<I: Inbound> Round<'_, I> {
             !verdict.passed() || device.state != DeviceState::Trusted,
         );
         let state = if verdict.passed() {
-            if let Ok(bytes) = serde_json::to_vec(&outcome.next)
+            let mut next = outcome.next;
+            // The durable time of this pass: a restarted verifier times the device out from it.
+            next.passed_at_unix = crate::clock::now_unix_millis() / 1000;
+            if let Ok(bytes) = serde_json::to_vec(&next)
                 && service
                     .storage()
                     .put_appraisal_state_deferred(device_id, &bytes)
@@ -546,7 +549,7 @@ impl<I: Inbound> Round<'_, I> {
                 tracing::error!(device = %device_id, "cannot save the appraisal state; no verdict");
                 return Step::Stop;
             }
-            *cached_prior = Some(outcome.next.clone());
+            *cached_prior = Some(next);
             if outcome.rebooted {
                 let _ = service.record_reboot(device_id, &verdict.notes.join("; "));
             }

@@ -8,6 +8,8 @@
 //!     Trusted --> Untrusted: appraisal failed
 //!     Trusted --> TimedOut: no valid answer for N intervals
 //!     Trusted --> Enrolled: verifier restarted (trust must rest on a fresh challenge)
+//!     Trusted --> TimedOut: verifier restarted after the device's timeout window ran out
+//!     Enrolled --> TimedOut: trusted before a restart, no fresh pass within its window
 //!     TimedOut --> Trusted: fresh appraisal passed
 //!     TimedOut --> Untrusted: appraisal failed
 //!     Untrusted --> Trusted: operator cleared, then appraisal passed (or policy allows recovery)
@@ -41,6 +43,10 @@ pub enum Input {
     Decommission,
     /// The verifier restarted: trust established before no longer counts until a fresh pass.
     VerifierRestarted,
+    /// A device trusted before the verifier restarted gave no fresh evidence within its timeout
+    /// window, counted from its last pass before the restart (keylime#1888: silence across a
+    /// restart never reads as trusted, nor as merely enrolled).
+    SilentAfterRestart,
 }
 
 /// Policy knobs that change transitions.
@@ -66,6 +72,7 @@ pub fn step(current: DeviceState, input: Input, recovery: Recovery) -> DeviceSta
         (_, Input::Quarantine) => S::Quarantined,
         (_, Input::AppraisalPassed) => S::Trusted,
         (S::Trusted | S::TimedOut, Input::Silent) => S::TimedOut,
+        (S::Enrolled | S::Trusted | S::TimedOut, Input::SilentAfterRestart) => S::TimedOut,
         (S::Trusted, Input::VerifierRestarted) => S::Enrolled,
         (state, Input::Silent | Input::OperatorCleared | Input::VerifierRestarted) => state,
     }
@@ -124,6 +131,19 @@ mod tests {
     }
 
     #[test]
+    fn silence_after_a_restart_times_out_and_never_softens_a_failure() {
+        for state in [S::Enrolled, S::Trusted, S::TimedOut] {
+            assert_eq!(step(state, Input::SilentAfterRestart, STRICT), S::TimedOut);
+        }
+        for state in [S::Untrusted, S::Quarantined, S::Decommissioned] {
+            assert_eq!(step(state, Input::SilentAfterRestart, STRICT), state);
+        }
+        // FAIL -> silence -> PASS (keylime#1889): still untrusted.
+        let silent = step(S::Untrusted, Input::Silent, STRICT);
+        assert_eq!(step(silent, Input::AppraisalPassed, STRICT), S::Untrusted);
+    }
+
+    #[test]
     fn decommissioned_is_final() {
         for input in [
             Input::AppraisalPassed,
@@ -133,6 +153,7 @@ mod tests {
             Input::OperatorCleared,
             Input::Decommission,
             Input::VerifierRestarted,
+            Input::SilentAfterRestart,
         ] {
             assert_eq!(
                 step(S::Decommissioned, input, Recovery { may_recover: true }),

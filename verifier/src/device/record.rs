@@ -57,4 +57,10 @@ pub struct DeviceRecord {
     /// failures (signature, replay, nonce, clock) clear this, and stay until an operator acts.
     #[serde(default)]
     pub recoverable: bool,
+    /// Set when the verifier restarted while the device was trusted: the device is enrolled
+    /// (not trusted) until a fresh pass, and timed out if none comes by this time (Unix
+    /// seconds: its last pass before the restart plus its timeout window). Durable, so a second
+    /// restart cannot restart the window. Cleared by any change of state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fresh_evidence_due_unix: Option<i64>,
 }

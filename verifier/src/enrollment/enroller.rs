@@ -377,6 +377,7 @@ impl Enroller {
             state_reason: String::new(),
             state_changed_at_unix: now / 1000,
             recoverable: false,
+            fresh_evidence_due_unix: None,
         };
         let existing = match standing::check(self.storage.as_ref(), &self.trust.current(), &record)
         {
@@ -405,6 +406,8 @@ impl Enroller {
         if let Some(existing) = &existing {
             record.enrolled_at_unix = existing.enrolled_at_unix;
             record.ak_rotations = existing.ak_rotations + u32::from(ak_rotated);
+            // Re-enrolling does not restart the window a restart gave a once-trusted device.
+            record.fresh_evidence_due_unix = existing.fresh_evidence_due_unix;
             // A (re-)enrolled device must pass a fresh appraisal before it is trusted again,
             // except that a sticky untrusted state survives re-enrollment.
             record.state = match existing.state {

@@ -248,6 +248,7 @@ fn an_ek_certificate_another_record_holds_is_refused_and_alerted() {
         state_reason: String::new(),
         state_changed_at_unix: 0,
         recoverable: false,
+        fresh_evidence_due_unix: None,
     };
     s.storage.put_device(&legacy).unwrap();
     let secret = secret_of(&s.enroller, &challenge.attempt_id);

@@ -137,6 +137,7 @@ mod tests {
             state_reason: String::new(),
             state_changed_at_unix: 0,
             recoverable: false,
+            fresh_evidence_due_unix: None,
         }
     }
 

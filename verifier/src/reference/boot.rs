@@ -313,6 +313,7 @@ fn detail(base: &str, refs: &References) -> String {
 pub fn check(log: &EventLog, bank: HashAlgorithm, refs: &References, verdict: &mut Verdict) {
     let rules = &refs.policy.boot;
     check_secure_boot_state(log, rules.secure_boot, verdict);
+    super::secure_boot::check(log, rules, verdict);
 
     if !log.banks.contains(&bank) && log.events.iter().any(is_extended) {
         // One failure rather than one per event: the whole log is in another bank.

@@ -473,6 +473,7 @@ pub fn draft(
             check_boot_applications: true,
             check_firmware_blobs: has(BootKind::FirmwareBlob),
             check_secure_boot_variables: true,
+            dbx_must_list: Vec::new(),
             event_checked_pcrs: Vec::new(),
             kernel_cmdline: CmdlineRules {
                 require: Vec::new(),

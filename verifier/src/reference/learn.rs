@@ -234,6 +234,7 @@ pub fn learn(
             check_boot_applications: true,
             check_firmware_blobs: has_blobs,
             check_secure_boot_variables: true,
+            dbx_must_list: Vec::new(),
             event_checked_pcrs,
             kernel_cmdline: CmdlineRules {
                 require: Vec::new(),

@@ -14,6 +14,7 @@
 //! - `trust`: the active trust list, policies and manifests as one consistent snapshot, and what
 //!   it says about one device (admission, revocations, the references that apply).
 //! - `boot`: boot-log events against reference values (rule `boot_reference_values`).
+//! - `secure_boot`: the Secure Boot signature databases (PK, KEK, db, dbx) decoded and judged.
 //! - `coverage`: which boot events those reference values must bind (every extended event of a
 //!   PCR the policy constrains, whatever its type).
 //! - `runtime`: IMA entries against the allowlist (rule `ima_allowlist`).
@@ -35,6 +36,7 @@ pub mod pending;
 pub mod policy;
 pub mod references;
 pub mod runtime;
+pub mod secure_boot;
 pub mod signed;
 pub mod signed_policy;
 pub mod stored;

@@ -184,6 +184,10 @@ pub struct BootRules {
     /// Secure Boot variables (PCR 7) must match a manifest where one names them.
     #[serde(default = "yes")]
     pub check_secure_boot_variables: bool,
+    /// SHA-256 image hashes (hex) the dbx must list; when set, the PCR 7 signature databases are
+    /// decoded and judged (`reference::secure_boot`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dbx_must_list: Vec<String>,
     /// PCRs in which every extended event must match a manifest measurement.
     #[serde(default)]
     pub event_checked_pcrs: Vec<u32>,
@@ -203,6 +207,7 @@ impl Default for BootRules {
             check_boot_applications: true,
             check_firmware_blobs: false,
             check_secure_boot_variables: true,
+            dbx_must_list: Vec::new(),
             event_checked_pcrs: Vec::new(),
             kernel_cmdline: CmdlineRules::default(),
             accept_tpm_restart: false,
@@ -335,6 +340,16 @@ impl Policy {
             ));
         }
         self.boot.bank()?;
+        if let Some(hash) = self
+            .boot
+            .dbx_must_list
+            .iter()
+            .find(|h| h.len() != 64 || hex::decode(h).is_err())
+        {
+            return invalid(format!(
+                "boot.dbx_must_list: {hash:?} is not a SHA-256 hash (64 hex digits)"
+            ));
+        }
         if let Some(pcr) = self.boot.event_checked_pcrs.iter().find(|p| **p > 23) {
             return invalid(format!("event_checked_pcrs: no PCR {pcr}"));
         }

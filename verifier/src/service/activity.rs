@@ -1,5 +1,6 @@
-//! What this process has seen of each device, in memory only: evidence traffic, the time of the
-//! last appraisal, and the last pass the watchdog times devices out from (monotonic clock).
+//! What this process has seen of each device, in memory only: evidence traffic and when it
+//! last arrived, the time of the last appraisal, the last pass the watchdog times devices out
+//! from, and the deadlines of devices trusted before a restart (monotonic clock).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -34,8 +35,12 @@ pub struct Activity {
     last_passed: Mutex<HashMap<String, Passed>>,
     /// When each device was last appraised (Unix seconds, for operators' displays only).
     last_appraisal: Mutex<HashMap<String, i64>>,
-    /// What each device has sent, for operators and tests (what travels on the wire).
-    traffic: Mutex<HashMap<String, Traffic>>,
+    /// What each device has sent, for operators and tests (what travels on the wire), and when
+    /// its last answer arrived.
+    traffic: Mutex<HashMap<String, (Traffic, Instant)>>,
+    /// Devices trusted before this process started, waiting for a fresh pass: when each times
+    /// out without one (from the durable deadline, never later than a full window from start).
+    awaiting: Mutex<HashMap<String, Instant>>,
 }
 
 impl Default for Activity {
@@ -45,6 +50,7 @@ impl Default for Activity {
             last_passed: Mutex::new(HashMap::new()),
             last_appraisal: Mutex::new(HashMap::new()),
             traffic: Mutex::new(HashMap::new()),
+            awaiting: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -53,7 +59,10 @@ impl Activity {
     /// Counts one answer from a device.
     pub fn count_answer(&self, device_id: &str, boot_log: bool, ima_entries: u64, bytes: u64) {
         let mut traffic = self.traffic.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = traffic.entry(device_id.to_string()).or_default();
+        let (entry, heard) = traffic
+            .entry(device_id.to_string())
+            .or_insert_with(|| (Traffic::default(), Instant::now()));
+        *heard = Instant::now();
         entry.answers += 1;
         entry.boot_logs += u64::from(boot_log);
         entry.ima_entries += ima_entries;
@@ -65,8 +74,42 @@ impl Activity {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(device_id)
-            .copied()
+            .map(|(traffic, _)| *traffic)
             .unwrap_or_default()
+    }
+
+    /// When the device's last answer arrived in this process, else when the process started.
+    pub fn last_heard(&self, device_id: &str) -> Instant {
+        self.traffic
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(device_id)
+            .map_or(self.started, |(_, heard)| *heard)
+    }
+
+    /// A device trusted before this process started must pass again within `remaining`.
+    pub fn await_fresh_pass(&self, device_id: &str, remaining: Duration) {
+        self.awaiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(device_id.to_string(), self.started + remaining);
+    }
+
+    /// When a device trusted before the restart times out without a fresh pass, if it waits.
+    pub fn fresh_pass_due(&self, device_id: &str) -> Option<Instant> {
+        self.awaiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(device_id)
+            .copied()
+    }
+
+    /// Ends a device's wait for a fresh pass (it passed, failed, or timed out).
+    pub fn forget_fresh_pass_due(&self, device_id: &str) {
+        self.awaiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(device_id);
     }
 
     /// Notes that a device was just appraised (Unix seconds).
@@ -91,6 +134,7 @@ impl Activity {
     /// Notes a pass; `allowance` is how long the device may stay silent (its interval times
     /// the missed intervals allowed) before the watchdog looks at it.
     pub fn note_passed(&self, device_id: &str, allowance: Duration) {
+        self.forget_fresh_pass_due(device_id);
         let at = Instant::now();
         self.last_passed
             .lock()
@@ -104,15 +148,26 @@ impl Activity {
             );
     }
 
-    /// The devices whose allowance ran out by `now` (to be checked against their record).
+    /// The devices whose allowance, or wait for a fresh pass after the restart, ran out by
+    /// `now` (to be checked against their record).
     pub fn due(&self, now: Instant) -> Vec<String> {
-        self.last_passed
+        let mut due: Vec<String> = self
+            .last_passed
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
             .filter(|(_, passed)| passed.look_again <= now)
             .map(|(id, _)| id.clone())
-            .collect()
+            .collect();
+        due.extend(
+            self.awaiting
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .filter(|(_, deadline)| **deadline <= now)
+                .map(|(id, _)| id.clone()),
+        );
+        due
     }
 
     /// Forgets the last pass of a device that is no longer trusted (nothing to time out until

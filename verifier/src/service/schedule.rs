@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::activity::Activity;
+use crate::attestation::state::Input;
 use crate::config::AttestationConfig;
 use crate::device::{DeviceRecord, DeviceState};
 use crate::reference::trust::TrustStore;
@@ -24,20 +25,22 @@ pub fn interval_for(
 }
 
 /// Times out trusted devices that have not passed an appraisal for the configured number of
-/// intervals, whether or not they hold a stream. Runs until the process ends; `time_out`
-/// applies the timeout to one device.
+/// intervals, whether or not they hold a stream, and devices trusted before the restart that
+/// gave no fresh pass by their deadline. Runs until the process ends; `time_out` applies the
+/// timeout (`Input::Silent` or `Input::SilentAfterRestart`) to one device.
 ///
 /// Trust does not survive a restart (`Service::start` forgets it), so every trusted
-/// device passed in this process and has a last pass in [`Activity`]: each pass the watchdog
-/// looks only at entries whose allowance ran out, then checks them against their record
-/// and current interval. Listing every device record twice a second instead cost a fifth
-/// of a core at 10,000 devices. A full listing every minute is the backstop.
+/// device passed in this process and has a last pass in [`Activity`], and every device waiting
+/// for a fresh pass has its deadline there: each pass the watchdog looks only at entries that
+/// ran out, then checks them against their record and current interval. Listing every device
+/// record twice a second instead cost a fifth of a core at 10,000 devices. A full listing every
+/// minute is the backstop.
 pub async fn watchdog(
     storage: &dyn Storage,
     activity: &Activity,
     missed_intervals: u32,
     interval_for: impl Fn(&DeviceRecord) -> Duration,
-    time_out: impl Fn(&str),
+    time_out: impl Fn(&str, Input),
 ) {
     const FULL_LISTING_EVERY: u64 = 120;
     let missed = missed_intervals.max(1);
@@ -51,7 +54,7 @@ pub async fn watchdog(
             };
             devices
                 .into_iter()
-                .filter(|d| d.state == DeviceState::Trusted)
+                .filter(|d| d.state == DeviceState::Trusted || awaits_fresh_pass(d))
                 .map(|d| d.device_id)
                 .collect()
         } else {
@@ -61,6 +64,21 @@ pub async fn watchdog(
             let Ok(Some(device)) = storage.device(&device_id) else {
                 continue;
             };
+            if awaits_fresh_pass(&device) {
+                // Its deadline in this process, else (never registered) the durable one.
+                let ran_out = match activity.fresh_pass_due(&device_id) {
+                    Some(deadline) => deadline <= Instant::now(),
+                    None => device
+                        .fresh_evidence_due_unix
+                        .is_some_and(|due| due <= crate::clock::now_unix_millis() / 1000),
+                };
+                if ran_out {
+                    time_out(&device_id, Input::SilentAfterRestart);
+                    activity.forget_fresh_pass_due(&device_id);
+                }
+                continue;
+            }
+            activity.forget_fresh_pass_due(&device_id);
             let allowance = interval_for(&device) * missed;
             if device.state != DeviceState::Trusted {
                 // Nothing to time out until it passes again (which notes it anew).
@@ -69,8 +87,24 @@ pub async fn watchdog(
             }
             let last = activity.last_pass(&device_id, allowance);
             if last.elapsed() > allowance {
-                time_out(&device_id);
+                time_out(&device_id, Input::Silent);
             }
         }
+    }
+}
+
+/// An enrolled device that was trusted before the restart and has not passed since.
+pub fn awaits_fresh_pass(device: &DeviceRecord) -> bool {
+    device.state == DeviceState::Enrolled && device.fresh_evidence_due_unix.is_some()
+}
+
+/// Whether a device has gone silent: timed out, or not heard from within its timeout window
+/// (`allowance`) in this process (since the start when never). Quarantined and decommissioned
+/// devices are cut off, not silent.
+pub fn is_silent(device: &DeviceRecord, activity: &Activity, allowance: Duration) -> bool {
+    match device.state {
+        DeviceState::TimedOut => true,
+        DeviceState::Quarantined | DeviceState::Decommissioned => false,
+        _ => activity.last_heard(&device.device_id).elapsed() > allowance,
     }
 }

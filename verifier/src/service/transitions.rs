@@ -43,6 +43,19 @@ pub struct Parts<'a> {
     pub results: &'a LatestResults,
 }
 
+/// A transition to apply.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub input: Input,
+    pub reason: &'a str,
+    /// See `DeviceRecord::recoverable`.
+    pub policy_only: bool,
+    /// With [`Input::VerifierRestarted`]: when the device must have passed again (Unix
+    /// seconds), kept as `DeviceRecord::fresh_evidence_due_unix`.
+    pub fresh_evidence_due_unix: Option<i64>,
+    pub durability: Durability,
+}
+
 /// A transition applied.
 #[derive(Debug)]
 pub struct Applied {
@@ -60,17 +73,21 @@ pub struct Transitions {
 }
 
 impl Transitions {
-    /// Applies `input` to a device's state; writes the record (and the change's audit record)
-    /// when anything changed. `policy_only`: see `DeviceRecord::recoverable`.
+    /// Applies the request's input to a device's state; writes the record (and the change's
+    /// audit record) when anything changed.
     pub fn apply(
         &self,
         parts: Parts<'_>,
         device_id: &str,
-        input: Input,
-        reason: &str,
-        policy_only: bool,
-        durability: Durability,
+        request: Request<'_>,
     ) -> Result<Applied, ActionError> {
+        let Request {
+            input,
+            reason,
+            policy_only,
+            fresh_evidence_due_unix,
+            durability,
+        } = request;
         let changed;
         let mut change = None;
         let record = {
@@ -98,10 +115,20 @@ impl Transitions {
                 _ => shared.recoverable,
             };
             let recoverable_changed = shared.recoverable != recoverable;
+            // The restart's deadline holds only while the device waits, enrolled, for a fresh
+            // pass: any change of state ends the wait.
+            let due = match input {
+                Input::VerifierRestarted if next == DeviceState::Enrolled => {
+                    fresh_evidence_due_unix
+                }
+                _ if changed => None,
+                _ => shared.fresh_evidence_due_unix,
+            };
+            let due_changed = shared.fresh_evidence_due_unix != due;
             let now = now_unix_millis();
             let previous = shared.state;
             parts.activity.appraised(device_id, now / 1000);
-            if !changed && !recoverable_changed {
+            if !changed && !recoverable_changed && !due_changed {
                 // Nothing changed: nothing to write (the time of the appraisal is kept in
                 // memory, `last_appraisal_unix`); a write per appraisal was a third of the
                 // storage load.
@@ -109,6 +136,7 @@ impl Transitions {
             } else {
                 let mut device = DeviceRecord::clone(&shared);
                 device.recoverable = recoverable;
+                device.fresh_evidence_due_unix = due;
                 if changed {
                     device.state_changed_at_unix = now / 1000;
                     device.state = next;

@@ -5,6 +5,7 @@
 //! - `events`: typed decoding of the events a policy needs (variables, image loads, actions,
 //!   separators, firmware blobs, IPL strings, GPT...) and the digest-versus-data checks.
 //! - `device_path`: UEFI device paths rendered as text.
+//! - `signature_list`: the Secure Boot databases' EFI_SIGNATURE_LISTs (PK, KEK, db, dbx).
 //! - `replay`: final PCR values per bank (`replay`), or with the events behind each value
 //!   (`replay_detailed`); StartupLocality, H-CRTM and named vendor workarounds.
 //!
@@ -14,6 +15,7 @@ pub mod device_path;
 pub mod events;
 pub mod parse;
 pub mod replay;
+pub mod signature_list;
 
 pub use events::{DigestCheck, DigestQuirk, EventData, event_type_name};
 pub use parse::{

@@ -33,6 +33,7 @@ fn record(id: &str, host: &str) -> DeviceRecord {
         state_reason: String::new(),
         state_changed_at_unix: 1,
         recoverable: false,
+        fresh_evidence_due_unix: None,
     }
 }
 
