@@ -14,6 +14,10 @@ pub struct VerifierConfig {
     /// Address of the Prometheus metrics listener (plain HTTP, GET /metrics); none if absent.
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
+    /// Address of the read-only web dashboard (HTTPS with the verifier's certificate; operator
+    /// client certificates with the `viewer` role or above); none (the default) if absent.
+    #[serde(default)]
+    pub dashboard_listen: Option<SocketAddr>,
     /// Directory of the sled state database.
     pub state_dir: PathBuf,
     /// Directory of the deployment CA (`trustchain-ca init`): the verifier issues agent and AK

@@ -24,6 +24,8 @@
 //!   `service::activity`, `service::latest_results`, `service::revocation`,
 //!   `service::audit_seal`).
 //! - [`metrics`], [`webhooks`]: the Prometheus listener and alert delivery, fed by the service.
+//! - [`dashboard`]: the read-only web dashboard (its own HTTPS listener, an edge beside
+//!   [`server`], reading through the service).
 //! - [`config`]: the configuration file and the network edge's [`config::Limits`];
 //!   [`clock`]: the wall clock for records.
 //!
@@ -36,6 +38,7 @@ pub mod attestation;
 pub mod audit;
 pub mod clock;
 pub mod config;
+pub mod dashboard;
 pub mod device;
 pub mod enrollment;
 /// The pure parsers, a crate of their own (`verifier/evidence`); re-exported so `crate::evidence`
