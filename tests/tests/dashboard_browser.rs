@@ -5,7 +5,7 @@
 //! name carrying markup) turns the device's row untrusted with its reason without a reload, and
 //! the device page names the failed rule with the file name shown as text. A viewer
 //! certificate reaches no write action: the dashboard has only GET routes and no form, the
-//! admin API refuses it, and certificates without the viewer role see nothing.
+//! admin API refuses it, and certificates without the viewer role (or revoked) see nothing.
 //!
 //! The browser reaches the dashboard through `trustchain_tests::dashboard::operator_proxy`,
 //! which presents the viewer's client certificate (headless Chromium cannot be given one).
@@ -228,6 +228,39 @@ async fn a_tamper_shows_on_the_fleet_page_without_a_reload_and_the_device_page_n
         .screenshot(&shots.join("dashboard-device.png"))
         .await
         .unwrap();
+    // The other pages: alerts (newest first), the trust documents and who signed them, and
+    // the audit log, whose chain the page has the verifier check.
+    for (hash, expected) in [
+        ("#/alerts", "appraisal_failed"),
+        ("#/trust", "Acme/kernel/1"),
+        ("#/audit", "head sequence"),
+    ] {
+        browser
+            .eval(&format!("location.hash = {hash:?}"))
+            .await
+            .unwrap();
+        browser
+            .wait_for(
+                &format!("document.getElementById('view').innerText.includes({expected:?})"),
+                "document.getElementById('view').innerText",
+                Duration::from_secs(20),
+            )
+            .await
+            .unwrap();
+    }
+    browser
+        .eval("Array.from(document.querySelectorAll('button')).find(b => b.textContent === 'Verify chain').click()")
+        .await
+        .unwrap();
+    browser
+        .wait_for(
+            "document.getElementById('chain-status').textContent.startsWith('intact')",
+            "document.getElementById('chain-status').textContent",
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap();
+    assert_eq!(browser.eval("window.__loadedOnce").await.unwrap(), "yes");
     for shot in ["dashboard-fleet.png", "dashboard-device.png"] {
         let bytes = std::fs::read(shots.join(shot)).unwrap();
         assert!(
@@ -300,6 +333,23 @@ async fn only_viewer_certificates_see_the_dashboard_and_nothing_in_it_writes() {
             }
         }
     }
+
+    // A revoked viewer: refused on its next request, then at the handshake.
+    let (chain, key, serial) = verifier
+        .issue_operator("revoked-viewer", &[OperatorRole::Viewer])
+        .unwrap();
+    let revoked = DashboardClient::new(address, &root, Some((&chain, &key))).unwrap();
+    assert_eq!(revoked.get("/api/fleet").await.unwrap().status, 200);
+    trustchain_ca::Authority::load(&verifier.dir.path().join("ca"))
+        .unwrap()
+        .revoke_operator_serial(&serial, trustchain_ca::revocation::Reason::KeyCompromise, 0)
+        .unwrap();
+    assert_eq!(revoked.get("/api/fleet").await.unwrap().status, 403);
+    assert!(
+        revoked.get("/api/fleet").await.is_err(),
+        "the CRL refuses it"
+    );
+    assert_eq!(client.get("/api/fleet").await.unwrap().status, 200);
 
     // The same viewer certificate on the admin API: every write refused.
     let (mut grpc, _) = verifier

@@ -183,6 +183,16 @@ impl VerifierConfig {
                 detail: "storage_cache_mib must be 1 to 1048576".into(),
             });
         }
+        if let Some(dashboard) = config.dashboard_listen
+            && (dashboard == config.listen || Some(dashboard) == config.metrics_listen)
+        {
+            return Err(ConfigError::Parse {
+                path: path.to_path_buf(),
+                detail: format!(
+                    "dashboard_listen {dashboard} must differ from listen and metrics_listen"
+                ),
+            });
+        }
         Ok(config)
     }
 
@@ -267,6 +277,27 @@ mod tests {
         std::fs::write(&path, sample).unwrap();
         let err = VerifierConfig::load(&path).unwrap_err();
         assert!(err.to_string().contains("storage_cache_mib"), "{err}");
+    }
+
+    #[test]
+    fn the_dashboard_is_off_by_default_and_needs_its_own_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let sample = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/verifier.example.toml"
+        ))
+        .unwrap();
+        let path = dir.path().join("verifier.toml");
+        let without = sample.replace("dashboard_listen = \"127.0.0.1:8444\"", "");
+        std::fs::write(&path, without).unwrap();
+        assert_eq!(VerifierConfig::load(&path).unwrap().dashboard_listen, None);
+        let clash = sample.replace(
+            "dashboard_listen = \"127.0.0.1:8444\"",
+            "dashboard_listen = \"127.0.0.1:9464\"",
+        );
+        std::fs::write(&path, clash).unwrap();
+        let err = VerifierConfig::load(&path).unwrap_err();
+        assert!(err.to_string().contains("dashboard_listen"), "{err}");
     }
 
     #[test]

@@ -139,6 +139,10 @@ fn admit(service: &Service, peer: Option<&Peer>) -> Result<(), (StatusCode, &'st
         Ok(false) => Ok(()),
         Ok(true) => {
             tracing::warn!(caller = %Escaped(&identity.name), "dashboard refused: revoked");
+            // Its next handshake fails too, on this listener and the gRPC one.
+            if let Err(error) = service.refresh_crl() {
+                tracing::error!(%error, "could not refresh the CRL");
+            }
             Err((
                 StatusCode::FORBIDDEN,
                 "this operator certificate is revoked",
