@@ -29,6 +29,7 @@ use trustchain_tests::deployment::{
     Deployment, acme_components, boot_applications, boot_manifest, gateway_policy,
 };
 use trustchain_verifier::device::DeviceState;
+use trustchain_verifier::service::StateChange;
 
 /// The file an attacker runs: its name is markup, which the page must show as text.
 const IMPLANT: &str = "/tmp/<script>window.__xss=1</script><img/src/onerror=window.__xss=2>";
@@ -340,10 +341,41 @@ async fn only_viewer_certificates_see_the_dashboard_and_nothing_in_it_writes() {
         .unwrap();
     let revoked = DashboardClient::new(address, &root, Some((&chain, &key))).unwrap();
     assert_eq!(revoked.get("/api/fleet").await.unwrap().status, 200);
+    // Its event stream carries changes while it is valid...
+    let change = |device: &str| StateChange {
+        sequence: 0,
+        device_id: device.into(),
+        previous: DeviceState::Trusted,
+        current: DeviceState::Untrusted,
+        reason: "injected".into(),
+        result_jwt: String::new(),
+        at_unix_millis: 0,
+    };
+    let watch = |needle: &'static str| {
+        let revoked = revoked.clone();
+        tokio::spawn(async move {
+            revoked
+                .read_events_until("/api/events", needle, Duration::from_secs(10))
+                .await
+        })
+    };
+    let before = watch("dev-before");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    verifier.service.publish(change("dev-before"));
+    before.await.unwrap().unwrap();
+    // ...and a stream opened before the revocation ends at the first change after it.
+    let after = watch("dev-after");
+    tokio::time::sleep(Duration::from_millis(300)).await;
     trustchain_ca::Authority::load(&verifier.dir.path().join("ca"))
         .unwrap()
         .revoke_operator_serial(&serial, trustchain_ca::revocation::Reason::KeyCompromise, 0)
         .unwrap();
+    verifier.service.publish(change("dev-after"));
+    let ended = after.await.unwrap().unwrap_err().to_string();
+    assert!(
+        ended.contains("closed") && !ended.contains("dev-after\""),
+        "{ended}"
+    );
     assert_eq!(revoked.get("/api/fleet").await.unwrap().status, 403);
     assert!(
         revoked.get("/api/fleet").await.is_err(),

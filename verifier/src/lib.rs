@@ -30,7 +30,8 @@
 //!   [`clock`]: the wall clock for records.
 //!
 //! Dependencies run one way: `bin -> server -> {enrollment, attestation} -> {reference, results,
-//! audit} -> {evidence, storage}`; nothing below `server` imports from it.
+//! audit} -> {evidence, storage}`; nothing below `server` imports from it. `dashboard` is an
+//! edge beside `server` (it uses `server::tls` and reads through `service`).
 //!
 //! The verifier never links libtss2 and never shells out to parse evidence.
 
