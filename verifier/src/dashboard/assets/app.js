@@ -118,14 +118,23 @@ function bumpCount(key, delta) {
   }
 }
 
+let fleetRefresh = null;
 function fleetChange(change) {
   bumpCount("state:" + change.previous, -1);
   bumpCount("state:" + change.current, 1);
-  for (const row of document.querySelectorAll("#fleet-rows tr")) {
+  const rows = document.querySelectorAll("#fleet-rows tr");
+  let shown = false;
+  for (const row of rows) {
     if (row.getAttribute("data-device-id") !== change.device_id) continue;
+    shown = true;
     row.querySelector("[data-field=state]").replaceWith(stateBadge(change.current));
     row.querySelector("[data-field=reason]").textContent = change.reason;
     row.querySelector("[data-field=last]").textContent = whenMillis(change.at_unix_millis);
+  }
+  // A device this page could show but does not (newly enrolled): read this page again, once
+  // for a burst of changes.
+  if (!shown && rows.length < PAGE && fleetRefresh === null) {
+    fleetRefresh = setTimeout(() => { fleetRefresh = null; if (current.name === "fleet") current.refresh(); }, 1000);
   }
 }
 
