@@ -269,6 +269,45 @@ async fn a_tamper_shows_on_the_fleet_page_without_a_reload_and_the_device_page_n
             "{shot}"
         );
     }
+
+    // At fleet scale: 10,000 more device records (copies of the honest one, enrolled, so the
+    // watchdog leaves them be). A page is still 50 rows and a small document; search, filters
+    // and counts are the server's.
+    let storage = d.verifier.service.storage();
+    let template = storage.device(&good_id).unwrap().unwrap();
+    for n in 0..10_000 {
+        let mut copy = template.clone();
+        copy.device_id = format!("tc-load-{n:05}");
+        copy.facts.hostname = format!("load-{n:05}");
+        copy.state = DeviceState::Enrolled;
+        storage.put_device_deferred(&copy).unwrap();
+    }
+    storage.commit().unwrap();
+    let started = std::time::Instant::now();
+    let page = client.get("/api/fleet").await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(page.status, 200);
+    assert!(page.body.len() < 64 * 1024, "{} bytes", page.body.len());
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    let page: serde_json::Value = serde_json::from_str(&page.body).unwrap();
+    assert_eq!(page["total"], 10_002);
+    assert_eq!(page["devices"].as_array().unwrap().len(), 50);
+    assert_eq!(page["by_state"]["enrolled"], 10_000);
+    let found = client.get("/api/fleet?q=LOAD-09999").await.unwrap();
+    let found: serde_json::Value = serde_json::from_str(&found.body).unwrap();
+    assert_eq!(found["matching"], 1);
+    let bad = client.get("/api/fleet?state=untrusted").await.unwrap();
+    let bad: serde_json::Value = serde_json::from_str(&bad.body).unwrap();
+    assert_eq!(bad["devices"][0]["device_id"], bad_id.as_str());
+    browser.eval("location.hash = '#/fleet'").await.unwrap();
+    browser
+        .wait_for(
+            "document.body.innerText.includes('10002 devices') && document.querySelectorAll('#fleet-rows tr').length === 50",
+            "document.body.innerText.slice(0, 400)",
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap();
     drop(honest);
 }
 
