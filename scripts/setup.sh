@@ -2,10 +2,11 @@
 # Installs what TrustChain needs on Debian 12 when it is missing: swtpm (real software TPMs for
 # the demo and tests), libtss2-dev + pkg-config (tss-esapi), tpm2-tools (an independent event-log
 # parser the tests compare against), faketime (libfaketime: tests/tests/clock_jump.rs moves the
-# verifier's wall clock) and a Rust toolchain check. Safe to run again.
+# verifier's wall clock), chromium (headless: tests/tests/dashboard_browser.rs drives the
+# dashboard in a real browser) and a Rust toolchain check. Safe to run again.
 set -euo pipefail
 
-packages=(swtpm swtpm-tools libtss2-dev pkg-config tpm2-tools faketime)
+packages=(swtpm swtpm-tools libtss2-dev pkg-config tpm2-tools faketime chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

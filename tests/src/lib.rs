@@ -2,6 +2,7 @@
 //! loopback port, real sled on disk, real deployment CA) and agent configurations pointing at
 //! real swtpm devices.
 
+pub mod dashboard;
 pub mod deployment;
 pub mod faults;
 pub mod hand_enroll;
@@ -77,6 +78,7 @@ impl TestVerifier {
         let mut config = VerifierConfig {
             listen: "127.0.0.1:0".parse()?,
             metrics_listen: None,
+            dashboard_listen: None,
             state_dir: dir.path().join("state"),
             ca_dir,
             tls_certificate: dir.path().join("verifier.pem"),
@@ -277,15 +279,71 @@ impl TestVerifier {
         trustchain_proto::v1::admin_client::AdminClient<Channel>,
         String,
     )> {
-        let ca = Authority::load(&self.config.ca_dir)?;
-        let issued = ca.issue_operator(name, roles)?;
-        let chain = format!("{}{}", issued.pem, ca.issuing_pem());
-        let key = issued.key_pem.unwrap_or_default();
+        let (chain, key, serial) = self.issue_operator(name, roles)?;
         let channel = self.channel(Some((&chain, &key))).await?;
         Ok((
             trustchain_proto::v1::admin_client::AdminClient::new(channel),
-            issued.serial_hex,
+            serial,
         ))
+    }
+
+    /// A new operator certificate from this deployment's CA: (chain PEM, key PEM, serial hex).
+    pub fn issue_operator(
+        &self,
+        name: &str,
+        roles: &[trustchain_ca::OperatorRole],
+    ) -> anyhow::Result<(String, String, String)> {
+        let ca = Authority::load(&self.config.ca_dir)?;
+        let issued = ca.issue_operator(name, roles)?;
+        let chain = format!("{}{}", issued.pem, ca.issuing_pem());
+        Ok((chain, issued.key_pem.unwrap_or_default(), issued.serial_hex))
+    }
+
+    /// A certificate our CA signed as an operator's, with the `role` attribute set to `role`
+    /// (`None`: none, as before roles existed), made by hand with the CA's issuing key.
+    pub fn hand_made_operator(
+        &self,
+        name: &str,
+        role: Option<&str>,
+    ) -> anyhow::Result<(String, String)> {
+        use rcgen::{
+            CertificateParams, DnType, DnValue, ExtendedKeyUsagePurpose, Issuer, KeyPair,
+            PKCS_ECDSA_P256_SHA256,
+        };
+        let ca_dir = self.dir.path().join("ca");
+        let issuing_pem = std::fs::read_to_string(ca_dir.join("issuing.pem"))?;
+        let issuing_key =
+            KeyPair::from_pem(&std::fs::read_to_string(ca_dir.join("issuing.key.pem"))?)?;
+        let issuer = Issuer::from_ca_cert_pem(&issuing_pem, issuing_key)?;
+        let mut params = CertificateParams::default();
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "TrustChain");
+        params
+            .distinguished_name
+            .push(DnType::OrganizationalUnitName, "trustchain-operator");
+        params.distinguished_name.push(DnType::CommonName, name);
+        if let Some(role) = role {
+            params.distinguished_name.push(
+                DnType::CustomDnType(trustchain_ca::role::ROLE_ATTRIBUTE_OID.to_vec()),
+                DnValue::Utf8String(role.into()),
+            );
+        }
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let cert = params.signed_by(&key, &issuer)?;
+        Ok((format!("{}{issuing_pem}", cert.pem()), key.serialize_pem()))
+    }
+
+    /// Serves the read-only dashboard on a free loopback port (as `dashboard_listen` does).
+    pub async fn start_dashboard(&self) -> anyhow::Result<SocketAddr> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?;
+        tokio::spawn(trustchain_verifier::dashboard::serve(
+            listener,
+            self.service.clone(),
+        ));
+        Ok(address)
     }
 
     /// Stops the server task.

@@ -163,39 +163,6 @@ async fn every_admin_rpc_is_refused_to_every_role_it_does_not_grant_and_audited(
     assert!(refusals(&verifier, "both").is_empty());
 }
 
-/// A certificate our CA signed as an operator's, with the `role` attribute set to `role`
-/// (`None`: none, as before roles existed), made by hand with the CA's issuing key.
-fn hand_made_operator(verifier: &TestVerifier, name: &str, role: Option<&str>) -> (String, String) {
-    use rcgen::{
-        CertificateParams, DnType, DnValue, ExtendedKeyUsagePurpose, Issuer, KeyPair,
-        PKCS_ECDSA_P256_SHA256,
-    };
-    let ca_dir = verifier.dir.path().join("ca");
-    let issuing_pem = std::fs::read_to_string(ca_dir.join("issuing.pem")).unwrap();
-    let issuing_key =
-        KeyPair::from_pem(&std::fs::read_to_string(ca_dir.join("issuing.key.pem")).unwrap())
-            .unwrap();
-    let issuer = Issuer::from_ca_cert_pem(&issuing_pem, issuing_key).unwrap();
-    let mut params = CertificateParams::default();
-    params
-        .distinguished_name
-        .push(DnType::OrganizationName, "TrustChain");
-    params
-        .distinguished_name
-        .push(DnType::OrganizationalUnitName, "trustchain-operator");
-    params.distinguished_name.push(DnType::CommonName, name);
-    if let Some(role) = role {
-        params.distinguished_name.push(
-            DnType::CustomDnType(trustchain_ca::role::ROLE_ATTRIBUTE_OID.to_vec()),
-            DnValue::Utf8String(role.into()),
-        );
-    }
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    (format!("{}{issuing_pem}", cert.pem()), key.serialize_pem())
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn an_operator_certificate_without_a_valid_role_gets_nothing() {
     let makers = TestMakers::generate().unwrap();
@@ -208,7 +175,7 @@ async fn an_operator_certificate_without_a_valid_role_gets_nothing() {
         ("twice", Some("viewer,viewer")),
         ("empty", Some("")),
     ] {
-        let (chain, key) = hand_made_operator(&verifier, name, role);
+        let (chain, key) = verifier.hand_made_operator(name, role).unwrap();
         let mut admin = AdminClient::new(verifier.channel(Some((&chain, &key))).await.unwrap());
         for call in AdminCall::ALL {
             let status = make(&mut admin, call).await.unwrap_err();
@@ -226,7 +193,9 @@ async fn an_operator_certificate_without_a_valid_role_gets_nothing() {
         );
     }
     // The honest path: the same hand-made certificate with a valid role reads.
-    let (chain, key) = hand_made_operator(&verifier, "reader", Some("viewer"));
+    let (chain, key) = verifier
+        .hand_made_operator("reader", Some("viewer"))
+        .unwrap();
     let mut admin = AdminClient::new(verifier.channel(Some((&chain, &key))).await.unwrap());
     make(&mut admin, AdminCall::ListDevices).await.unwrap();
     assert_eq!(

@@ -23,6 +23,10 @@ pub struct VerifierConfig {
     /// Address of the Prometheus metrics listener (plain HTTP, GET /metrics); none if absent.
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
+    /// Address of the read-only web dashboard (HTTPS with the verifier's certificate; operator
+    /// client certificates with the `viewer` role or above); none (the default) if absent.
+    #[serde(default)]
+    pub dashboard_listen: Option<SocketAddr>,
     /// Directory of the sled state database.
     pub state_dir: PathBuf,
     /// Directory of the deployment CA (`trustchain-ca init`): the verifier issues agent and AK
@@ -185,6 +189,16 @@ impl VerifierConfig {
                 path: path.to_path_buf(),
                 detail,
             })?;
+        if let Some(dashboard) = config.dashboard_listen
+            && (dashboard == config.listen || Some(dashboard) == config.metrics_listen)
+        {
+            return Err(ConfigError::Parse {
+                path: path.to_path_buf(),
+                detail: format!(
+                    "dashboard_listen {dashboard} must differ from listen and metrics_listen"
+                ),
+            });
+        }
         Ok(config)
     }
 
@@ -240,6 +254,27 @@ mod tests {
         std::fs::write(&path, sample).unwrap();
         let err = VerifierConfig::load(&path).unwrap_err();
         assert!(err.to_string().contains("storage_cache_mib"), "{err}");
+    }
+
+    #[test]
+    fn the_dashboard_is_off_by_default_and_needs_its_own_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let sample = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/verifier.example.toml"
+        ))
+        .unwrap();
+        let path = dir.path().join("verifier.toml");
+        let without = sample.replace("dashboard_listen = \"127.0.0.1:8444\"", "");
+        std::fs::write(&path, without).unwrap();
+        assert_eq!(VerifierConfig::load(&path).unwrap().dashboard_listen, None);
+        let clash = sample.replace(
+            "dashboard_listen = \"127.0.0.1:8444\"",
+            "dashboard_listen = \"127.0.0.1:9464\"",
+        );
+        std::fs::write(&path, clash).unwrap();
+        let err = VerifierConfig::load(&path).unwrap_err();
+        assert!(err.to_string().contains("dashboard_listen"), "{err}");
     }
 
     #[test]

@@ -25,11 +25,14 @@
 //!   `service::audit_seal`).
 //! - [`metrics`], [`webhooks`]: the Prometheus listener and alert delivery, fed by the service;
 //!   [`siem`]: state changes and alerts to syslog (RFC 5424 over TLS) and ECS JSON lines.
+//! - [`dashboard`]: the read-only web dashboard (its own HTTPS listener, an edge beside
+//!   [`server`], reading through the service).
 //! - [`config`]: the configuration file and the network edge's [`config::Limits`];
 //!   [`clock`]: the wall clock for records.
 //!
 //! Dependencies run one way: `bin -> server -> {enrollment, attestation} -> {reference, results,
-//! audit} -> {evidence, storage}`; nothing below `server` imports from it.
+//! audit} -> {evidence, storage}`; nothing below `server` imports from it. `dashboard` is an
+//! edge beside `server` (it uses `server::tls` and reads through `service`).
 //!
 //! The verifier never links libtss2 and never shells out to parse evidence.
 
@@ -37,6 +40,7 @@ pub mod attestation;
 pub mod audit;
 pub mod clock;
 pub mod config;
+pub mod dashboard;
 pub mod device;
 pub mod enrollment;
 /// The pure parsers, a crate of their own (`verifier/evidence`); re-exported so `crate::evidence`

@@ -283,8 +283,9 @@ async fn demo(keep_running: bool, state_dir: Option<PathBuf>) -> anyhow::Result<
 
     // The verifier, as its own process.
     let port = free_port()?;
+    let dashboard_port = free_port()?;
     let config = format!(
-        "listen = \"127.0.0.1:{port}\"\nstate_dir = {:?}\nca_dir = {:?}\ntls_certificate = {:?}\ntls_key = {:?}\nmaker_anchors = [{:?}]\nmaker_intermediates = [{:?}]\ntrust_list_authority = {:?}\n\n[attestation]\ndefault_interval_seconds = {INTERVAL_SECONDS}\ntimeout_after_missed_intervals = 3\n",
+        "listen = \"127.0.0.1:{port}\"\ndashboard_listen = \"127.0.0.1:{dashboard_port}\"\nstate_dir = {:?}\nca_dir = {:?}\ntls_certificate = {:?}\ntls_key = {:?}\nmaker_anchors = [{:?}]\nmaker_intermediates = [{:?}]\ntrust_list_authority = {:?}\n\n[attestation]\ndefault_interval_seconds = {INTERVAL_SECONDS}\ntimeout_after_missed_intervals = 3\n",
         dir.join("verifier-state"),
         ca_dir,
         dir.join("verifier-chain.pem"),
@@ -607,6 +608,14 @@ async fn demo(keep_running: bool, state_dir: Option<PathBuf>) -> anyhow::Result<
     );
     if keep_running {
         println!("\n--keep-running: verifier and agents stay up; Ctrl-C to stop.");
+        println!(
+            "  dashboard (read-only): https://127.0.0.1:{dashboard_port}/ with an operator client \
+             certificate (the demo's: {} and {}; a browser imports them as PKCS#12, e.g. \
+             `openssl pkcs12 -export -in ... -inkey ... -out operator.p12`), trusting {}",
+            operator_cert.display(),
+            dir.join("operator.key.pem").display(),
+            ca_dir.join("root.pem").display()
+        );
         loop {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => break,

@@ -118,6 +118,18 @@ async fn serve(config: PathBuf) -> anyhow::Result<()> {
             service.clone(),
         ));
     }
+    if let Some(address) = config.dashboard_listen {
+        let dashboard = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("binding the dashboard listener {address}"))?;
+        tracing::info!(%address, "dashboard on https://{address}/");
+        let service = service.clone();
+        tokio::spawn(async move {
+            if let Err(error) = trustchain_verifier::dashboard::serve(dashboard, service).await {
+                tracing::error!(%error, "the dashboard stopped");
+            }
+        });
+    }
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("shutting down");

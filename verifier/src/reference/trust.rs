@@ -254,6 +254,18 @@ impl Snapshot {
         self.makers.as_ref().map(|(active, _)| active)
     }
 
+    /// The latest version of each policy, in name order.
+    pub fn policies(&self) -> &[Policy] {
+        &self.policies
+    }
+    /// Each stored manifest's id with its signer's name, or why appraisals may not use it.
+    pub fn manifest_signers(&self) -> Vec<(String, Result<String, String>)> {
+        self.manifests
+            .iter()
+            .map(|m| (m.manifest.id(), m.signer.clone()))
+            .collect()
+    }
+
     pub fn trust_list_version(&self) -> Option<u64> {
         self.trust_list.as_ref().map(|l| l.version)
     }

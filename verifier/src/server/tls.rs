@@ -29,13 +29,34 @@ pub struct ServerTls {
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
     client_roots: Arc<RootCertStore>,
+    listener: Listener,
     current: RwLock<Arc<rustls::ServerConfig>>,
+}
+
+/// Which listener a configuration serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// The gRPC listener: client certificates optional (enrollment has none), HTTP/2.
+    Grpc,
+    /// The dashboard: a client certificate is required at the handshake, HTTP/1.1.
+    Dashboard,
 }
 
 impl ServerTls {
     /// `chain_pem`: the server certificate followed by its issuing CA; `key_pem`: its key;
     /// `client_root_der`: the deployment root that issues agent and operator certificates.
     pub fn new(
+        chain_pem: &str,
+        key_pem: &str,
+        client_root_der: &[u8],
+        crls: Vec<Vec<u8>>,
+    ) -> Result<Self, TlsError> {
+        Self::for_listener(Listener::Grpc, chain_pem, key_pem, client_root_der, crls)
+    }
+
+    /// As [`ServerTls::new`], for `listener`.
+    pub fn for_listener(
+        listener: Listener,
         chain_pem: &str,
         key_pem: &str,
         client_root_der: &[u8],
@@ -57,11 +78,12 @@ impl ServerTls {
             .add(CertificateDer::from(client_root_der.to_vec()))
             .map_err(|e| config_error("client root")(e.to_string()))?;
         let client_roots = Arc::new(roots);
-        let config = build(&chain, &key, &client_roots, crls)?;
+        let config = build(listener, &chain, &key, &client_roots, crls)?;
         Ok(Self {
             chain,
             key,
             client_roots,
+            listener,
             current: RwLock::new(config),
         })
     }
@@ -77,7 +99,13 @@ impl ServerTls {
 
     /// Replaces the CRLs; connections made afterwards are checked against them.
     pub fn set_crls(&self, crls: Vec<Vec<u8>>) -> Result<(), TlsError> {
-        let config = build(&self.chain, &self.key, &self.client_roots, crls)?;
+        let config = build(
+            self.listener,
+            &self.chain,
+            &self.key,
+            &self.client_roots,
+            crls,
+        )?;
         match self.current.write() {
             Ok(mut guard) => *guard = config,
             Err(poisoned) => *poisoned.into_inner() = config,
@@ -93,6 +121,7 @@ impl crate::service::CrlSink for ServerTls {
 }
 
 fn build(
+    listener: Listener,
     chain: &[CertificateDer<'static>],
     key: &PrivateKeyDer<'static>,
     client_roots: &Arc<RootCertStore>,
@@ -104,10 +133,13 @@ fn build(
             .with_crls(crls.into_iter().map(CertificateRevocationListDer::from))
             // The issuing CA publishes the CRL for the certificates it issued; the CA certificates
             // themselves are pinned by configuration, not revoked by CRL.
-            .only_check_end_entity_revocation()
-            .allow_unauthenticated()
-            .build()
-            .map_err(|e| config_error("client verifier")(e.to_string()))?;
+            .only_check_end_entity_revocation();
+    let verifier = match listener {
+        Listener::Grpc => verifier.allow_unauthenticated(),
+        Listener::Dashboard => verifier,
+    }
+    .build()
+    .map_err(|e| config_error("client verifier")(e.to_string()))?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         // TLS 1.3 only: each attestation quote is bound to the connection's exporter (RFC 8446
         // §7.5), which TLS 1.2 makes safe only with the extended master secret.
@@ -116,6 +148,9 @@ fn build(
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain.to_vec(), key.clone_key())
         .map_err(|e| config_error("server certificate")(e.to_string()))?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    config.alpn_protocols = match listener {
+        Listener::Grpc => vec![b"h2".to_vec()],
+        Listener::Dashboard => vec![b"http/1.1".to_vec()],
+    };
     Ok(Arc::new(config))
 }
