@@ -10,7 +10,7 @@ use std::time::Duration;
 use tonic::transport::Channel;
 use trustchain_proto::v1::SignedDocument;
 use trustchain_proto::v1::admin_client::AdminClient;
-use trustchain_swtpm::boot::EV_EFI_BOOT_SERVICES_APPLICATION;
+use trustchain_swtpm::boot::{BootEvent, EV_EFI_BOOT_SERVICES_APPLICATION};
 use trustchain_swtpm::{Bank, BootProfile, TestMakers, TpmMaker};
 use trustchain_verifier::audit::SigningKey;
 use trustchain_verifier::device::DeviceState;
@@ -368,6 +368,29 @@ impl Deployment {
             TestDevice::enrolled(&self.verifier, &self.makers.trusted, label, profile).await?;
         device.swtpm.ima_measure("/usr/bin/bash", b"bash")?;
         device.start_agent();
+        Ok(device)
+    }
+
+    /// A device booted with `profile` and trusted, that then extends `measured` into `pcr`
+    /// behind the agent's back and logs it as `event`, so the log still replays to the quoted
+    /// PCRs; returned once the agent's next stream, carrying the forged log, made it untrusted.
+    pub async fn forged_log(
+        &self,
+        label: &str,
+        profile: &BootProfile,
+        (pcr, measured): (u32, &[u8]),
+        event: BootEvent,
+    ) -> anyhow::Result<TestDevice> {
+        let mut device = self.device(label, profile).await?;
+        self.wait(&device.device_id(), DeviceState::Trusted).await?;
+        device.stop_agent();
+        device.swtpm.extend_unlisted(pcr, measured)?;
+        device
+            .swtpm
+            .rewrite_boot_log(|events: &mut Vec<BootEvent>| events.push(event))?;
+        device.start_agent();
+        self.wait(&device.device_id(), DeviceState::Untrusted)
+            .await?;
         Ok(device)
     }
 

@@ -2,6 +2,7 @@
 //! loopback port, real sled on disk, real deployment CA) and agent configurations pointing at
 //! real swtpm devices.
 
+pub mod attest;
 pub mod dashboard;
 pub mod deployment;
 pub mod faults;
@@ -576,6 +577,14 @@ impl TestVerifier {
             .filter(|(_, e)| e.kind == kind && e.device_id == device_id)
             .map(|(_, e)| e.detail)
             .collect())
+    }
+
+    /// How many documents of `kind` (policies, manifests, ...) the verifier stores.
+    pub fn stored_documents(
+        &self,
+        kind: trustchain_verifier::storage::DocumentKind,
+    ) -> anyhow::Result<usize> {
+        Ok(self.service.storage().documents(kind)?.len())
     }
 
     /// An Admin client authenticated as the test operator.

@@ -138,6 +138,26 @@ impl Deployment {
         Ok(())
     }
 
+    /// Configures `extra` (as [`Deployment::configure`]) and starts the verifier expecting it to
+    /// refuse: the error it stopped with, as text.
+    pub async fn refused_start(&self, extra: &str, log: &Path) -> anyhow::Result<String> {
+        self.configure(extra)?;
+        match self.start(self.command(), log).await {
+            Ok(process) => {
+                process.stop();
+                anyhow::bail!("the verifier started with {extra:?}")
+            }
+            Err(error) => Ok(error.to_string()),
+        }
+    }
+
+    /// Configures `extra`, starts the verifier until it accepts connections and stops it.
+    pub async fn starts(&self, extra: &str, log: &Path) -> anyhow::Result<()> {
+        self.configure(extra)?;
+        self.start(self.command(), log).await?.stop();
+        Ok(())
+    }
+
     /// `trustchain-verifier serve` on this deployment (not yet waited for).
     pub fn command(&self) -> Command {
         let mut command = Command::new(crate::workspace_binary("trustchain-verifier"));

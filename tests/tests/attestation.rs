@@ -15,6 +15,10 @@ use trustchain_proto::v1::{
 };
 use trustchain_swtpm::boot::{BootEvent, EV_EFI_BOOT_SERVICES_APPLICATION};
 use trustchain_swtpm::{Bank, BootProfile, TestMakers};
+use trustchain_tests::attest::{
+    agent_trusted, answers_again, hand_driven, names_rule, stored_state, trusted_device,
+    trusted_on_own_stream, verifier_every,
+};
 use trustchain_tests::stream::AttestStream;
 use trustchain_tests::{TestDevice, TestVerifier};
 use trustchain_verifier::device::{DeviceState, EventKind};
@@ -25,33 +29,14 @@ const WAIT: Duration = Duration::from_secs(40);
 const INTERVAL: Duration = Duration::from_secs(2);
 
 async fn verifier(makers: &TestMakers) -> TestVerifier {
-    TestVerifier::start_with(&makers.trusted, |c| {
-        c.attestation.default_interval_seconds = INTERVAL.as_secs();
-        c.attestation.timeout_after_missed_intervals = 3;
-    })
-    .await
-    .unwrap()
+    verifier_every(&makers.trusted, INTERVAL.as_secs(), 3)
+        .await
+        .unwrap()
 }
 
 /// For hand-driven streams: a longer interval, so a slow CI machine answers in time.
 async fn raw_verifier(makers: &TestMakers) -> TestVerifier {
-    TestVerifier::start_with(&makers.trusted, |c| {
-        c.attestation.default_interval_seconds = 10;
-        c.attestation.timeout_after_missed_intervals = 3;
-    })
-    .await
-    .unwrap()
-}
-
-async fn trusted_device(verifier: &TestVerifier, makers: &TestMakers, label: &str) -> TestDevice {
-    TestDevice::trusted(
-        verifier,
-        &makers.trusted,
-        label,
-        &[("/usr/bin/bash", b"bash")],
-    )
-    .await
-    .unwrap()
+    verifier_every(&makers.trusted, 10, 3).await.unwrap()
 }
 
 async fn assert_untrusted_for(
@@ -68,12 +53,7 @@ async fn assert_untrusted_for(
                 verifier.failure_summary(&device.device_id())
             )
         });
-    let rules = verifier.failed_rules(&device.device_id());
-    assert!(
-        rules.iter().any(|r| r == rule),
-        "expected rule {rule}, verdict: {}",
-        verifier.failure_summary(&device.device_id())
-    );
+    names_rule(verifier, device, rule).unwrap();
     took
 }
 
@@ -83,7 +63,11 @@ async fn three_devices_stay_trusted_and_only_new_ima_entries_travel() {
     let verifier = verifier(&makers).await;
     let mut devices = Vec::new();
     for label in ["gw-a", "gw-b", "gw-c"] {
-        devices.push(trusted_device(&verifier, &makers, label).await);
+        devices.push(
+            trusted_device(&verifier, &makers.trusted, label)
+                .await
+                .unwrap(),
+        );
     }
     let mut measured = 0u64;
     for round in 0..5 {
@@ -99,13 +83,7 @@ async fn three_devices_stay_trusted_and_only_new_ima_entries_travel() {
         measured += 1;
         tokio::time::sleep(INTERVAL + Duration::from_millis(300)).await;
         for device in &devices {
-            let state = verifier
-                .service
-                .storage()
-                .device(&device.device_id())
-                .unwrap()
-                .unwrap()
-                .state;
+            let state = stored_state(&verifier, device).unwrap();
             assert_eq!(
                 state,
                 DeviceState::Trusted,
@@ -132,9 +110,9 @@ async fn three_devices_stay_trusted_and_only_new_ima_entries_travel() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pcr_extended_behind_the_logs_back_is_caught_within_an_interval() {
-    let makers = TestMakers::generate().unwrap();
-    let verifier = verifier(&makers).await;
-    let device = trusted_device(&verifier, &makers, "gw-pcr").await;
+    let (_makers, verifier, device) = agent_trusted(INTERVAL.as_secs(), 3, "gw-pcr")
+        .await
+        .unwrap();
     let start = std::time::Instant::now();
     device.swtpm.extend_unlisted(4, b"bootkit").unwrap();
     assert_untrusted_for(&verifier, &device, "boot_log_replay").await;
@@ -148,22 +126,16 @@ async fn a_pcr_extended_behind_the_logs_back_is_caught_within_an_interval() {
     // Untrusted is sticky: later passing evidence does not clear it.
     tokio::time::sleep(INTERVAL * 2).await;
     assert_eq!(
-        verifier
-            .service
-            .storage()
-            .device(&device.device_id())
-            .unwrap()
-            .unwrap()
-            .state,
+        stored_state(&verifier, &device).unwrap(),
         DeviceState::Untrusted
     );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_edited_boot_log_is_caught() {
-    let makers = TestMakers::generate().unwrap();
-    let verifier = verifier(&makers).await;
-    let mut device = trusted_device(&verifier, &makers, "gw-log").await;
+    let (_makers, verifier, mut device) = agent_trusted(INTERVAL.as_secs(), 3, "gw-log")
+        .await
+        .unwrap();
     device.stop_agent();
     device
         .swtpm
@@ -182,9 +154,9 @@ async fn an_edited_boot_log_is_caught() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_ev_unused_trick_is_caught_by_the_event_rules() {
-    let makers = TestMakers::generate().unwrap();
-    let verifier = verifier(&makers).await;
-    let mut device = trusted_device(&verifier, &makers, "gw-unused").await;
+    let (_makers, verifier, mut device) = agent_trusted(INTERVAL.as_secs(), 3, "gw-unused")
+        .await
+        .unwrap();
     device.stop_agent();
     // Extend something unlisted, then add it to the log under a type that "does not count".
     device.swtpm.extend_unlisted(4, b"implant").unwrap();
@@ -211,9 +183,9 @@ async fn the_ev_unused_trick_is_caught_by_the_event_rules() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tpm_reset_whose_ima_log_continues_is_caught() {
-    let makers = TestMakers::generate().unwrap();
-    let verifier = verifier(&makers).await;
-    let mut device = trusted_device(&verifier, &makers, "gw-reset-ima").await;
+    let (_makers, verifier, mut device) = agent_trusted(INTERVAL.as_secs(), 3, "gw-reset-ima")
+        .await
+        .unwrap();
     device.swtpm.ima_measure("/usr/bin/sshd", b"sshd").unwrap();
     tokio::time::sleep(INTERVAL + Duration::from_millis(500)).await;
     device.stop_agent();
@@ -235,9 +207,9 @@ async fn a_tpm_reset_whose_ima_log_continues_is_caught() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_ima_entry_whose_template_hash_does_not_match_is_caught() {
-    let makers = TestMakers::generate().unwrap();
-    let verifier = verifier(&makers).await;
-    let mut device = trusted_device(&verifier, &makers, "gw-ima-edit").await;
+    let (_makers, verifier, mut device) = agent_trusted(INTERVAL.as_secs(), 3, "gw-ima-edit")
+        .await
+        .unwrap();
     device.stop_agent();
     device
         .swtpm
@@ -262,26 +234,22 @@ async fn an_ima_entry_whose_template_hash_does_not_match_is_caught() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_silent_device_times_out_and_recovers_on_a_fresh_pass() {
-    let makers = TestMakers::generate().unwrap();
-    let verifier = verifier(&makers).await;
-    let mut device = trusted_device(&verifier, &makers, "gw-silent").await;
+    let (_makers, verifier, mut device) = agent_trusted(INTERVAL.as_secs(), 3, "gw-silent")
+        .await
+        .unwrap();
     device.stop_agent();
     verifier
         .settle(&device.device_id(), DeviceState::TimedOut)
         .await
         .unwrap();
-    device.start_agent();
-    verifier
-        .settle(&device.device_id(), DeviceState::Trusted)
-        .await
-        .unwrap();
+    answers_again(&verifier, &mut device).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tpm_reset_with_a_fresh_boot_log_is_a_reboot() {
-    let makers = TestMakers::generate().unwrap();
-    let verifier = verifier(&makers).await;
-    let mut device = trusted_device(&verifier, &makers, "gw-reboot").await;
+    let (_makers, verifier, mut device) = agent_trusted(INTERVAL.as_secs(), 3, "gw-reboot")
+        .await
+        .unwrap();
     device.stop_agent();
     device.swtpm.reboot(&BootProfile::default_linux()).unwrap();
     device.swtpm.ima_measure("/usr/bin/bash", b"bash").unwrap();
@@ -303,13 +271,7 @@ async fn a_tpm_reset_with_a_fresh_boot_log_is_a_reboot() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(INTERVAL + Duration::from_millis(500)).await;
-    let state = verifier
-        .service
-        .storage()
-        .device(&device.device_id())
-        .unwrap()
-        .unwrap()
-        .state;
+    let state = stored_state(&verifier, &device).unwrap();
     assert_eq!(
         state,
         DeviceState::Trusted,
@@ -323,38 +285,9 @@ fn evidence(device: &TestDevice, challenge: &Challenge, nonce: &[u8], bank: u16)
     device.evidence(challenge, nonce, bank).unwrap()
 }
 
-async fn raw_device(
-    verifier: &TestVerifier,
-    makers: &TestMakers,
-    label: &str,
-) -> (TestDevice, AttestStream) {
-    let mut device = TestDevice::enrolled(
-        verifier,
-        &makers.trusted,
-        label,
-        &BootProfile::default_linux(),
-    )
-    .await
-    .unwrap();
-    device.swtpm.ima_measure("/usr/bin/bash", b"bash").unwrap();
-    let mut stream = AttestStream::open(verifier, &device).await.unwrap();
-    let first = stream.challenge().await.unwrap();
-    stream
-        .answer(evidence(&device, &first, &stream.bound(&first), 0x000b))
-        .await
-        .unwrap();
-    verifier
-        .settle(&device.device_id(), DeviceState::Trusted)
-        .await
-        .unwrap();
-    (device, stream)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_replayed_old_quote_is_caught() {
-    let makers = TestMakers::generate().unwrap();
-    let verifier = raw_verifier(&makers).await;
-    let (device, mut stream) = raw_device(&verifier, &makers, "gw-replay").await;
+    let (_makers, verifier, device, mut stream) = hand_driven("gw-replay").await.unwrap();
     let second = stream.challenge().await.unwrap();
     let good = evidence(&device, &second, &stream.bound(&second), 0x000b);
     stream.answer(good.clone()).await.unwrap();
@@ -370,10 +303,10 @@ async fn a_replayed_old_quote_is_caught() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_quote_with_another_devices_nonce_is_caught() {
-    let makers = TestMakers::generate().unwrap();
-    let verifier = raw_verifier(&makers).await;
-    let (device_a, mut stream_a) = raw_device(&verifier, &makers, "gw-nonce-a").await;
-    let (device_b, mut stream_b) = raw_device(&verifier, &makers, "gw-nonce-b").await;
+    let (makers, verifier, device_a, mut stream_a) = hand_driven("gw-nonce-a").await.unwrap();
+    let (device_b, mut stream_b) = trusted_on_own_stream(&verifier, &makers.trusted, "gw-nonce-b")
+        .await
+        .unwrap();
     let challenge_a = stream_a.challenge().await.unwrap();
     let challenge_b = stream_b.challenge().await.unwrap();
     // B answers its own challenge with a quote over A's nonce.
@@ -392,10 +325,10 @@ async fn a_quote_with_another_devices_nonce_is_caught() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_quote_signed_by_another_ak_is_caught() {
-    let makers = TestMakers::generate().unwrap();
-    let verifier = raw_verifier(&makers).await;
-    let (device_a, _stream_a) = raw_device(&verifier, &makers, "gw-ak-a").await;
-    let (device_b, mut stream_b) = raw_device(&verifier, &makers, "gw-ak-b").await;
+    let (makers, verifier, device_a, _stream_a) = hand_driven("gw-ak-a").await.unwrap();
+    let (device_b, mut stream_b) = trusted_on_own_stream(&verifier, &makers.trusted, "gw-ak-b")
+        .await
+        .unwrap();
     let challenge = stream_b.challenge().await.unwrap();
     // A genuine TPM (A's) quotes B's nonce: a relay for B.
     let bound = stream_b.bound(&challenge);
@@ -407,9 +340,7 @@ async fn a_quote_signed_by_another_ak_is_caught() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_flipped_signature_bit_is_caught() {
-    let makers = TestMakers::generate().unwrap();
-    let verifier = raw_verifier(&makers).await;
-    let (device, mut stream) = raw_device(&verifier, &makers, "gw-flip").await;
+    let (_makers, verifier, device, mut stream) = hand_driven("gw-flip").await.unwrap();
     let challenge = stream.challenge().await.unwrap();
     let mut tampered = evidence(&device, &challenge, &stream.bound(&challenge), 0x000b);
     let last = tampered.signature.len() - 1;
@@ -420,9 +351,7 @@ async fn a_flipped_signature_bit_is_caught() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sha1_only_answer_is_a_downgrade() {
-    let makers = TestMakers::generate().unwrap();
-    let verifier = raw_verifier(&makers).await;
-    let (device, mut stream) = raw_device(&verifier, &makers, "gw-sha1").await;
+    let (_makers, verifier, device, mut stream) = hand_driven("gw-sha1").await.unwrap();
     let challenge = stream.challenge().await.unwrap();
     stream
         .answer(evidence(
@@ -438,26 +367,16 @@ async fn a_sha1_only_answer_is_a_downgrade() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn after_a_verifier_restart_trust_rests_on_a_fresh_challenge() {
-    let makers = TestMakers::generate().unwrap();
-    let verifier = verifier(&makers).await;
-    let mut device = trusted_device(&verifier, &makers, "gw-restart").await;
+    let (_makers, verifier, mut device) = agent_trusted(INTERVAL.as_secs(), 3, "gw-restart")
+        .await
+        .unwrap();
     device.stop_agent();
     let verifier = verifier.restart().await.unwrap();
     // Trusted before the restart is not trusted after it...
-    let state = verifier
-        .service
-        .storage()
-        .device(&device.device_id())
-        .unwrap()
-        .unwrap()
-        .state;
+    let state = stored_state(&verifier, &device).unwrap();
     assert_eq!(state, DeviceState::Enrolled);
     // ...until the device passes a fresh challenge from the new process.
-    device.start_agent();
-    verifier
-        .settle(&device.device_id(), DeviceState::Trusted)
-        .await
-        .unwrap();
+    answers_again(&verifier, &mut device).await.unwrap();
 }
 
 /// Real boot logs are 15-75 KiB. The agent sends such evidence in parts of a few KiB (so the
@@ -493,7 +412,10 @@ async fn evidence_parts_past_the_limit_or_undecodable_end_the_stream_without_a_v
     let makers = TestMakers::generate().unwrap();
     let verifier = raw_verifier(&makers).await;
     let limit = verifier.service.limits().max_evidence_message;
-    let (_too_large, mut stream) = raw_device(&verifier, &makers, "gw-parts-big").await;
+    let (_too_large, mut stream) =
+        trusted_on_own_stream(&verifier, &makers.trusted, "gw-parts-big")
+            .await
+            .unwrap();
     let challenge = stream.challenge().await.unwrap();
     for _ in 0..=(limit / (1024 * 1024)) {
         let part = AgentMessage {
@@ -508,7 +430,9 @@ async fn evidence_parts_past_the_limit_or_undecodable_end_the_stream_without_a_v
     }
     assert_stream_refused(&mut stream, challenge.challenge_id).await;
 
-    let (_garbage, mut stream) = raw_device(&verifier, &makers, "gw-parts-junk").await;
+    let (_garbage, mut stream) = trusted_on_own_stream(&verifier, &makers.trusted, "gw-parts-junk")
+        .await
+        .unwrap();
     let challenge = stream.challenge().await.unwrap();
     for (data, last) in [(vec![0xff; 4096], false), (vec![0xff; 10], true)] {
         stream
@@ -549,9 +473,7 @@ async fn assert_stream_refused(stream: &mut AttestStream, challenge_id: u64) {
 /// remaining parts, read in the next round, are joined and dropped, and the stream goes on.
 #[tokio::test(flavor = "multi_thread")]
 async fn parts_of_an_answer_that_missed_its_deadline_are_dropped_as_late() {
-    let makers = TestMakers::generate().unwrap();
-    let verifier = raw_verifier(&makers).await;
-    let (device, mut stream) = raw_device(&verifier, &makers, "gw-parts-late").await;
+    let (_makers, verifier, device, mut stream) = hand_driven("gw-parts-late").await.unwrap();
     let missed = stream.challenge().await.unwrap();
     let mut late = evidence(&device, &missed, &stream.bound(&missed), 0x000b);
     late.boot_log =

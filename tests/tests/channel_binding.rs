@@ -11,49 +11,14 @@
 //! (`trustchain_agent::bound_channel`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use trustchain_swtpm::{BootProfile, TestMakers};
+use trustchain_swtpm::TestMakers;
+use trustchain_tests::attest::{SHA256, hand_driven, names_rule, verifier_every};
 use trustchain_tests::stream::AttestStream;
 use trustchain_tests::{ClientPem, TestDevice, TestVerifier};
 use trustchain_verifier::device::DeviceState;
 
-const SHA256: u16 = 0x000b;
-
 async fn verifier(makers: &TestMakers) -> TestVerifier {
-    TestVerifier::start_with(&makers.trusted, |c| {
-        c.attestation.default_interval_seconds = 10;
-        c.attestation.timeout_after_missed_intervals = 3;
-    })
-    .await
-    .unwrap()
-}
-
-/// An enrolled swtpm device (no agent running) with its own attestation stream, trusted after
-/// one honest round on that stream.
-async fn trusted_on_own_stream(
-    verifier: &TestVerifier,
-    makers: &TestMakers,
-    label: &str,
-) -> (TestDevice, AttestStream) {
-    let mut device = TestDevice::enrolled(
-        verifier,
-        &makers.trusted,
-        label,
-        &BootProfile::default_linux(),
-    )
-    .await
-    .unwrap();
-    device.swtpm.ima_measure("/usr/bin/bash", b"bash").unwrap();
-    let mut stream = AttestStream::open(verifier, &device).await.unwrap();
-    let challenge = stream.challenge().await.unwrap();
-    let honest = device
-        .evidence(&challenge, &stream.bound(&challenge), SHA256)
-        .unwrap();
-    stream.answer(honest).await.unwrap();
-    verifier
-        .settle(&device.device_id(), DeviceState::Trusted)
-        .await
-        .unwrap();
-    (device, stream)
+    verifier_every(&makers.trusted, 10, 3).await.unwrap()
 }
 
 fn client_pem(device: &TestDevice) -> ClientPem {
@@ -69,12 +34,7 @@ async fn assert_failed_with(verifier: &TestVerifier, device: &TestDevice, rule: 
         .settle(&device.device_id(), DeviceState::Untrusted)
         .await
         .unwrap();
-    let rules = verifier.failed_rules(&device.device_id());
-    assert!(
-        rules.iter().any(|r| r == rule),
-        "expected rule {rule}, verdict: {}",
-        verifier.failure_summary(&device.device_id())
-    );
+    names_rule(verifier, device, rule).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -95,9 +55,7 @@ async fn the_real_agent_binds_its_quotes_to_its_connection_and_is_trusted() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_device_binding_to_its_own_connection_stays_trusted() {
-    let makers = TestMakers::generate().unwrap();
-    let verifier = verifier(&makers).await;
-    let (device, mut stream) = trusted_on_own_stream(&verifier, &makers, "gw-bound-own").await;
+    let (_makers, verifier, device, mut stream) = hand_driven("gw-bound-own").await.unwrap();
     let challenge = stream.challenge().await.unwrap();
     let verdict = stream
         .send(
@@ -117,10 +75,8 @@ async fn a_device_binding_to_its_own_connection_stays_trusted() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fake_device_relaying_a_genuine_tpms_quotes_fails_channel_binding() {
-    let makers = TestMakers::generate().unwrap();
-    let verifier = verifier(&makers).await;
     // The genuine device, attesting honestly over its own connection.
-    let (genuine, genuine_stream) = trusted_on_own_stream(&verifier, &makers, "gw-relayed").await;
+    let (_makers, verifier, genuine, genuine_stream) = hand_driven("gw-relayed").await.unwrap();
     // The fake holds a valid client certificate for the device and opens its own connection.
     let pem = client_pem(&genuine);
     let mut fake = AttestStream::open_as(
@@ -151,9 +107,7 @@ async fn a_fake_device_relaying_a_genuine_tpms_quotes_fails_channel_binding() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_quote_over_the_bare_nonce_fails_channel_binding() {
-    let makers = TestMakers::generate().unwrap();
-    let verifier = verifier(&makers).await;
-    let (device, mut stream) = trusted_on_own_stream(&verifier, &makers, "gw-bare-nonce").await;
+    let (_makers, verifier, device, mut stream) = hand_driven("gw-bare-nonce").await.unwrap();
     let challenge = stream.challenge().await.unwrap();
     // What an agent without the binding (or a relay that cannot learn the exporter) sends.
     let bare = device

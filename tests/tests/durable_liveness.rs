@@ -18,7 +18,8 @@
 use std::time::{Duration, Instant};
 
 use trustchain_proto::v1::DeviceRequest;
-use trustchain_swtpm::{BootProfile, TestMakers};
+use trustchain_swtpm::BootProfile;
+use trustchain_tests::attest::{agent_trusted, answers_again, stored_state};
 use trustchain_tests::{TestDevice, TestVerifier};
 use trustchain_verifier::device::{DeviceState, EventKind};
 use trustchain_verifier::metrics::Scrape as _;
@@ -30,34 +31,8 @@ const WINDOW: Duration = Duration::from_secs(INTERVAL * MISSED as u64);
 /// Timestamps are whole seconds and the watchdog looks twice a second.
 const SLACK: Duration = Duration::from_millis(2500);
 
-async fn verifier(makers: &TestMakers) -> TestVerifier {
-    TestVerifier::start_with(&makers.trusted, |c| {
-        c.attestation.default_interval_seconds = INTERVAL;
-        c.attestation.timeout_after_missed_intervals = MISSED;
-    })
-    .await
-    .unwrap()
-}
-
-async fn trusted_device(verifier: &TestVerifier, makers: &TestMakers, label: &str) -> TestDevice {
-    TestDevice::trusted(
-        verifier,
-        &makers.trusted,
-        label,
-        &[("/usr/bin/bash", b"bash")],
-    )
-    .await
-    .unwrap()
-}
-
 fn state(verifier: &TestVerifier, device: &TestDevice) -> DeviceState {
-    verifier
-        .service
-        .storage()
-        .device(&device.device_id())
-        .unwrap()
-        .unwrap()
-        .state
+    stored_state(verifier, device).unwrap()
 }
 
 /// A value of the verifier's metrics exposition (`name` with its labels, if any).
@@ -86,9 +61,9 @@ async fn timed_out_never_trusted(verifier: &TestVerifier, device: &TestDevice) -
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_device_silent_across_restarts_times_out_by_its_last_pass_and_is_never_trusted() {
-    let makers = TestMakers::generate().unwrap();
-    let verifier = verifier(&makers).await;
-    let mut device = trusted_device(&verifier, &makers, "gw-live-restart").await;
+    let (_makers, verifier, mut device) = agent_trusted(INTERVAL, MISSED, "gw-live-restart")
+        .await
+        .unwrap();
     device.stop_agent();
     let silenced = Instant::now();
 
@@ -121,19 +96,15 @@ async fn a_device_silent_across_restarts_times_out_by_its_last_pass_and_is_never
     assert_eq!(metric(&verifier, "trustchain_devices_silent"), 1.0);
 
     // The honest path: the device answers again and passes a fresh challenge.
-    device.start_agent();
-    verifier
-        .settle(&device.device_id(), DeviceState::Trusted)
-        .await
-        .unwrap();
+    answers_again(&verifier, &mut device).await.unwrap();
     assert_eq!(metric(&verifier, "trustchain_devices_silent"), 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_window_that_ran_out_while_the_verifier_was_down_times_the_device_out_at_start() {
-    let makers = TestMakers::generate().unwrap();
-    let verifier = verifier(&makers).await;
-    let mut device = trusted_device(&verifier, &makers, "gw-live-down").await;
+    let (_makers, verifier, mut device) = agent_trusted(INTERVAL, MISSED, "gw-live-down")
+        .await
+        .unwrap();
     device.stop_agent();
     let verifier = verifier
         .restart_after(|_| {
@@ -145,18 +116,14 @@ async fn a_window_that_ran_out_while_the_verifier_was_down_times_the_device_out_
     // No grace period from the start: its window ran out before it.
     assert_eq!(state(&verifier, &device), DeviceState::TimedOut);
     assert_eq!(metric(&verifier, "trustchain_devices_silent"), 1.0);
-    device.start_agent();
-    verifier
-        .settle(&device.device_id(), DeviceState::Trusted)
-        .await
-        .unwrap();
+    answers_again(&verifier, &mut device).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_integrity_failure_stays_untrusted_through_silence_and_a_restart_until_cleared() {
-    let makers = TestMakers::generate().unwrap();
-    let verifier = verifier(&makers).await;
-    let mut device = trusted_device(&verifier, &makers, "gw-live-sticky").await;
+    let (_makers, verifier, mut device) = agent_trusted(INTERVAL, MISSED, "gw-live-sticky")
+        .await
+        .unwrap();
     let id = device.device_id();
     device.swtpm.extend_unlisted(4, b"implant").unwrap();
     verifier.settle(&id, DeviceState::Untrusted).await.unwrap();

@@ -197,24 +197,9 @@ fn retyped(event_type: u32, measured: &[u8], data: &[u8]) -> BootEvent {
 /// A trusted device running the real agent that then extends `measured` into PCR 4 and logs it
 /// as `event`; the agent's next stream carries the rewritten log.
 async fn retype_on(d: &Deployment, label: &str, measured: &[u8], event: BootEvent) -> TestDevice {
-    let mut device = d
-        .device(label, &BootProfile::default_linux())
+    d.forged_log(label, &BootProfile::default_linux(), (4, measured), event)
         .await
-        .unwrap();
-    d.wait(&device.device_id(), DeviceState::Trusted)
-        .await
-        .unwrap();
-    device.stop_agent();
-    device.swtpm.extend_unlisted(4, measured).unwrap();
-    device
-        .swtpm
-        .rewrite_boot_log(|events: &mut Vec<BootEvent>| events.push(event))
-        .unwrap();
-    device.start_agent();
-    d.wait(&device.device_id(), DeviceState::Untrusted)
-        .await
-        .unwrap();
-    device
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -130,28 +130,21 @@ async fn a_zero_limit_stops_the_start_naming_its_key() {
     let dir = tempfile::tempdir().unwrap();
     let deployment = Deployment::create(dir.path(), &dir.path().join("state"), 5, 3).unwrap();
     let log = dir.path().join("verifier.log");
-    deployment
-        .configure("[limits]\nmax_unauthenticated_per_source = 0\n")
-        .unwrap();
     let refused = deployment
-        .start(deployment.command(), &log)
+        .refused_start("[limits]\nmax_unauthenticated_per_source = 0\n", &log)
         .await
-        .unwrap_err()
-        .to_string();
+        .unwrap();
     assert!(
         refused.contains("limits.max_unauthenticated_per_source"),
         "{refused}"
     );
     // A valid value (a site behind one NAT address) starts.
     deployment
-        .configure(
+        .starts(
             "[limits]\nmax_unauthenticated_per_source = 512\n\
              enrollment_per_second = 50.0\n",
+            &log,
         )
-        .unwrap();
-    deployment
-        .start(deployment.command(), &log)
         .await
-        .unwrap()
-        .stop();
+        .unwrap();
 }

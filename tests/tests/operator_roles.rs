@@ -238,12 +238,7 @@ async fn approve(
 }
 
 fn stored_policies(verifier: &TestVerifier) -> usize {
-    verifier
-        .service
-        .storage()
-        .documents(DocumentKind::Policy)
-        .unwrap()
-        .len()
+    verifier.stored_documents(DocumentKind::Policy).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -18,7 +18,6 @@
 
 use trustchain_swtpm::boot::{BootEvent, EFI_GLOBAL_VARIABLE, EFI_IMAGE_SECURITY_DATABASE};
 use trustchain_swtpm::{Bank, BootProfile};
-use trustchain_tests::TestDevice;
 use trustchain_tests::deployment::{
     Deployment, acme_components, boot_applications, boot_manifest, gateway_policy,
 };
@@ -142,21 +141,13 @@ async fn logged_in_pcr_7(
     measured: &[u8],
     event: BootEvent,
 ) -> Vec<Failure> {
-    let mut device: TestDevice = d
-        .device(label, &profile(&honest_db(), &honest_dbx()))
-        .await
-        .unwrap();
-    d.wait(&device.device_id(), DeviceState::Trusted)
-        .await
-        .unwrap();
-    device.stop_agent();
-    device.swtpm.extend_unlisted(7, measured).unwrap();
-    device
-        .swtpm
-        .rewrite_boot_log(|events: &mut Vec<BootEvent>| events.push(event))
-        .unwrap();
-    device.start_agent();
-    d.wait(&device.device_id(), DeviceState::Untrusted)
+    let device = d
+        .forged_log(
+            label,
+            &profile(&honest_db(), &honest_dbx()),
+            (7, measured),
+            event,
+        )
         .await
         .unwrap();
     let failures = d.last_failures(&device.device_id());

@@ -13,8 +13,9 @@ use base64::Engine as _;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode};
 use trustchain_proto::v1::admin_client::AdminClient;
 use trustchain_proto::v1::{DeviceRequest, TrustState, WatchRequest};
-use trustchain_swtpm::{BootProfile, TestMakers};
-use trustchain_tests::{TestDevice, TestVerifier};
+use trustchain_swtpm::TestMakers;
+use trustchain_tests::TestVerifier;
+use trustchain_tests::attest::good_and_bad;
 use trustchain_verifier::device::DeviceState;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -51,32 +52,7 @@ async fn signed_results_verify_independently_and_watchers_miss_nothing() {
         .unwrap()
         .into_inner();
 
-    let mut good = TestDevice::enrolled(
-        &verifier,
-        &makers.trusted,
-        "gw-good",
-        &BootProfile::default_linux(),
-    )
-    .await
-    .unwrap();
-    let mut bad = TestDevice::enrolled(
-        &verifier,
-        &makers.trusted,
-        "gw-bad",
-        &BootProfile::default_linux(),
-    )
-    .await
-    .unwrap();
-    good.start_agent();
-    bad.start_agent();
-    verifier
-        .wait_for_state(&good.device_id(), DeviceState::Trusted, WAIT)
-        .await
-        .unwrap();
-    verifier
-        .wait_for_state(&bad.device_id(), DeviceState::Trusted, WAIT)
-        .await
-        .unwrap();
+    let (good, bad) = good_and_bad(&verifier, &makers.trusted).await.unwrap();
     bad.swtpm.extend_unlisted(4, b"implant").unwrap();
     verifier
         .wait_for_state(&bad.device_id(), DeviceState::Untrusted, WAIT)

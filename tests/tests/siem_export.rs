@@ -20,13 +20,13 @@ use tokio::io::AsyncReadExt;
 use trustchain_ca::Authority;
 use trustchain_proto::v1::DeviceRequest;
 use trustchain_proto::v1::admin_client::AdminClient;
-use trustchain_swtpm::{BootProfile, TestMakers};
+use trustchain_swtpm::TestMakers;
+use trustchain_tests::attest::good_and_bad;
+use trustchain_tests::deployment::WAIT;
 use trustchain_tests::{TestDevice, TestVerifier};
 use trustchain_verifier::device::DeviceState;
 use trustchain_verifier::service::StateChange;
 use trustchain_verifier::siem::{EcsConfig, SyslogConfig};
-
-const WAIT: Duration = Duration::from_secs(30);
 
 /// A receiver's PKI: its own CA, the receiver's TLS identity from it, the CA file that trusts
 /// it, and a client certificate (chain, key files) from the same CA.
@@ -337,21 +337,7 @@ async fn every_state_change_reaches_syslog_and_ecs_once_in_order_across_restarts
     })
     .await
     .unwrap();
-    let profile = BootProfile::default_linux();
-    let mut good = TestDevice::enrolled(&verifier, &makers.trusted, "gw-good", &profile)
-        .await
-        .unwrap();
-    let mut bad = TestDevice::enrolled(&verifier, &makers.trusted, "gw-bad", &profile)
-        .await
-        .unwrap();
-    good.start_agent();
-    bad.start_agent();
-    for device in [&good, &bad] {
-        verifier
-            .wait_for_state(&device.device_id(), DeviceState::Trusted, WAIT)
-            .await
-            .unwrap();
-    }
+    let (mut good, mut bad) = good_and_bad(&verifier, &makers.trusted).await.unwrap();
     wait_for_messages(&seen, 2).await;
 
     // The receiver goes down (its connection with it) while a device is tampered with: the
@@ -420,17 +406,7 @@ async fn a_receiver_with_a_certificate_from_another_ca_receives_nothing() {
     })
     .await
     .unwrap();
-    let mut device = TestDevice::enrolled(
-        &verifier,
-        &makers.trusted,
-        "gw-impostor",
-        &BootProfile::default_linux(),
-    )
-    .await
-    .unwrap();
-    device.start_agent();
-    verifier
-        .wait_for_state(&device.device_id(), DeviceState::Trusted, WAIT)
+    let _device = TestDevice::trusted(&verifier, &makers.trusted, "gw-impostor", &[])
         .await
         .unwrap();
     // The export tries (and keeps retrying) but the handshake fails every time.

@@ -33,12 +33,7 @@ async fn refused(d: &Deployment, document: &str) -> String {
 }
 
 fn stored_policies(d: &Deployment) -> usize {
-    d.verifier
-        .service
-        .storage()
-        .documents(DocumentKind::Policy)
-        .unwrap()
-        .len()
+    d.verifier.stored_documents(DocumentKind::Policy).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -10,12 +10,12 @@
 use std::time::Duration;
 
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED, UnparsedPublicKey};
-use trustchain_swtpm::{BootProfile, TestMakers};
+use trustchain_swtpm::TestMakers;
+use trustchain_tests::TestVerifier;
+use trustchain_tests::attest::trusted_then_tampered;
 use trustchain_tests::verifier_process::free_port;
 use trustchain_tests::webhook_receiver;
-use trustchain_tests::{TestDevice, TestVerifier};
 use trustchain_verifier::config::WebhookConfig;
-use trustchain_verifier::device::DeviceState;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_signed_alert_arrives_even_when_the_receiver_was_down_at_first() {
@@ -31,31 +31,7 @@ async fn a_signed_alert_arrives_even_when_the_receiver_was_down_at_first() {
     })
     .await
     .unwrap();
-    let mut device = TestDevice::enrolled(
-        &verifier,
-        &makers.trusted,
-        "gw-alert",
-        &BootProfile::default_linux(),
-    )
-    .await
-    .unwrap();
-    device.start_agent();
-    verifier
-        .wait_for_state(
-            &device.device_id(),
-            DeviceState::Trusted,
-            Duration::from_secs(30),
-        )
-        .await
-        .unwrap();
-
-    device.swtpm.extend_unlisted(4, b"implant").unwrap();
-    verifier
-        .wait_for_state(
-            &device.device_id(),
-            DeviceState::Untrusted,
-            Duration::from_secs(30),
-        )
+    let device = trusted_then_tampered(&verifier, &makers.trusted, "gw-alert")
         .await
         .unwrap();
     // The receiver is down while the first deliveries are tried...

@@ -15,12 +15,12 @@ use std::time::{Duration, Instant};
 
 use trustchain_ca::Authority;
 use trustchain_swtpm::{BootProfile, TestMakers};
+use trustchain_tests::TestVerifier;
+use trustchain_tests::attest::trusted_then_tampered;
 use trustchain_tests::soft_tpm::SoftTpm;
 use trustchain_tests::verifier_process::{Behaviour, Deployment, free_port, run_device};
 use trustchain_tests::webhook_receiver::{self, server_tls};
-use trustchain_tests::{TestDevice, TestVerifier};
 use trustchain_verifier::config::WebhookConfig;
-use trustchain_verifier::device::DeviceState;
 
 async fn listen(port: u16) -> tokio::net::TcpListener {
     tokio::net::TcpListener::bind(("127.0.0.1", port))
@@ -64,30 +64,7 @@ async fn an_alert_reaches_the_receiver_the_ca_vouches_for_and_never_an_impostor(
     })
     .await
     .unwrap();
-    let mut device = TestDevice::enrolled(
-        &verifier,
-        &makers.trusted,
-        "gw-https",
-        &BootProfile::default_linux(),
-    )
-    .await
-    .unwrap();
-    device.start_agent();
-    verifier
-        .wait_for_state(
-            &device.device_id(),
-            DeviceState::Trusted,
-            Duration::from_secs(30),
-        )
-        .await
-        .unwrap();
-    device.swtpm.extend_unlisted(4, b"implant").unwrap();
-    verifier
-        .wait_for_state(
-            &device.device_id(),
-            DeviceState::Untrusted,
-            Duration::from_secs(30),
-        )
+    let device = trusted_then_tampered(&verifier, &makers.trusted, "gw-https")
         .await
         .unwrap();
 
@@ -134,13 +111,8 @@ async fn a_plain_http_webhook_is_refused_at_start_unless_allowed_explicitly() {
         "[[webhooks]]\nurl = \"http://127.0.0.1:{}/alerts\"\n",
         free_port().unwrap()
     );
-    deployment.configure(&plain).unwrap();
     let log = dir.path().join("verifier.log");
-    let refused = deployment
-        .start(deployment.command(), &log)
-        .await
-        .unwrap_err()
-        .to_string();
+    let refused = deployment.refused_start(&plain, &log).await.unwrap();
     assert!(
         refused.contains("webhooks[0].allow_insecure_http"),
         "{refused}"
@@ -148,13 +120,9 @@ async fn a_plain_http_webhook_is_refused_at_start_unless_allowed_explicitly() {
 
     // The same URL with the explicit switch starts.
     deployment
-        .configure(&format!("{plain}allow_insecure_http = true\n"))
-        .unwrap();
-    deployment
-        .start(deployment.command(), &log)
+        .starts(&format!("{plain}allow_insecure_http = true\n"), &log)
         .await
-        .unwrap()
-        .stop();
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]

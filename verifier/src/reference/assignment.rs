@@ -112,7 +112,6 @@ pub fn check_entries(list: &TrustList) -> Result<(), String> {
 mod tests {
     use super::*;
     use crate::device::{DeviceState, EkKind, Facts};
-    use crate::reference::documents::TRUST_LIST_KIND;
 
     fn device(model: &str, claimed_class: &str) -> DeviceRecord {
         DeviceRecord {
@@ -143,14 +142,8 @@ mod tests {
 
     fn list(devices: Vec<DeviceMatch>) -> TrustList {
         TrustList {
-            kind: TRUST_LIST_KIND.into(),
-            version: 1,
-            issued_at: String::new(),
-            maker_cas: Vec::new(),
             devices,
-            manifest_signers: Vec::new(),
-            policy_signers: Vec::new(),
-            revoked: Default::default(),
+            ..TrustList::empty(1)
         }
     }
 

@@ -39,6 +39,24 @@ pub struct TrustList {
     pub revoked: Revocations,
 }
 
+#[cfg(test)]
+impl TrustList {
+    /// Version `version` of a trust list that admits and revokes nothing, for unit tests to
+    /// fill in.
+    pub(crate) fn empty(version: u64) -> Self {
+        Self {
+            kind: TRUST_LIST_KIND.into(),
+            version,
+            issued_at: String::new(),
+            maker_cas: Vec::new(),
+            devices: Vec::new(),
+            manifest_signers: Vec::new(),
+            policy_signers: Vec::new(),
+            revoked: Revocations::default(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MakerCa {

@@ -139,23 +139,17 @@ pub fn stored_text(document: &str) -> Result<String, PolicySignatureError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reference::documents::{PolicySigner, Revocations, TRUST_LIST_KIND};
+    use crate::reference::documents::PolicySigner;
 
     const POLICY: &str = "name = \"gateways\"\nversion = 1\n";
 
     fn list(signer: &SigningKey) -> TrustList {
         TrustList {
-            kind: TRUST_LIST_KIND.into(),
-            version: 1,
-            issued_at: String::new(),
-            maker_cas: Vec::new(),
-            devices: Vec::new(),
-            manifest_signers: Vec::new(),
             policy_signers: vec![PolicySigner {
                 name: "policy-office".into(),
                 public_key: signer.public_hex(),
             }],
-            revoked: Revocations::default(),
+            ..TrustList::empty(1)
         }
     }
 

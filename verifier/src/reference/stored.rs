@@ -167,17 +167,11 @@ mod tests {
 
     fn list(firmware_versions: &[&str]) -> TrustList {
         TrustList {
-            kind: TRUST_LIST_KIND.into(),
-            version: 1,
-            issued_at: String::new(),
-            maker_cas: Vec::new(),
-            devices: Vec::new(),
-            manifest_signers: Vec::new(),
-            policy_signers: Vec::new(),
             revoked: Revocations {
                 firmware_versions: firmware_versions.iter().map(|v| v.to_string()).collect(),
                 ..Revocations::default()
             },
+            ..TrustList::empty(1)
         }
     }
 

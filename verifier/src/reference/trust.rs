@@ -643,13 +643,22 @@ impl TrustStore {
     /// What a policy import checks of the document alone (signature by a policy signer of the
     /// active trust list, or unsigned when allowed; the policy's format), without storing it.
     pub fn check_policy(&self, document: &str) -> Result<Policy, ImportError> {
-        let snapshot = self.current();
+        Ok(self.admit_policy(&self.current(), document)?.0)
+    }
+
+    /// The policy `document` holds and its signer's name, if `snapshot`'s trust list admits the
+    /// signature (or it may be unsigned) and the policy's format is right.
+    fn admit_policy(
+        &self,
+        snapshot: &Snapshot,
+        document: &str,
+    ) -> Result<(Policy, Option<String>), ImportError> {
         let admitted = signed_policy::admit(
             document,
             snapshot.trust_list.as_ref(),
             self.require_signed_policies,
         )?;
-        Ok(Policy::from_toml(&admitted.text)?)
+        Ok((Policy::from_toml(&admitted.text)?, admitted.signer))
     }
 
     /// Imports a policy: a JWS from a policy signer the active trust list admits, or TOML text
@@ -663,12 +672,7 @@ impl TrustStore {
         };
         let _guard = self.imports.lock().unwrap_or_else(|p| p.into_inner());
         let snapshot = self.current();
-        let admitted = signed_policy::admit(
-            document,
-            snapshot.trust_list.as_ref(),
-            self.require_signed_policies,
-        )?;
-        let policy = Policy::from_toml(&admitted.text)?;
+        let (policy, signer) = self.admit_policy(&snapshot, document)?;
         if let Some(existing) = snapshot.policies.iter().find(|p| p.name == policy.name)
             && policy.version <= existing.version
         {
@@ -683,7 +687,7 @@ impl TrustStore {
         self.storage
             .put_document(DocumentKind::Policy, &key, document.as_bytes())?;
         self.rebuild()?;
-        let signer = match &admitted.signer {
+        let signer = match &signer {
             Some(name) => format!("signed by {name}"),
             None => "unsigned".to_string(),
         };
@@ -702,19 +706,13 @@ impl TrustStore {
 mod tests {
     use super::*;
     use crate::audit::SigningKey;
-    use crate::reference::documents::{Revocations, TRUST_LIST_KIND};
+    use crate::reference::documents::Revocations;
     use crate::storage::SledStorage;
 
     fn list(version: u64, revoked: Revocations) -> TrustList {
         TrustList {
-            kind: TRUST_LIST_KIND.into(),
-            version,
-            issued_at: String::new(),
-            maker_cas: Vec::new(),
-            devices: Vec::new(),
-            manifest_signers: Vec::new(),
-            policy_signers: Vec::new(),
             revoked,
+            ..TrustList::empty(version)
         }
     }
 

@@ -20,26 +20,12 @@ pub(super) fn trust_documents(
     let cli = binary("trustchain")?;
     let keys = dir.join("keys");
     run(&ca, &["trust-list-key", "--dir", &path(&keys)])?;
-    run(
-        &ca,
-        &[
-            "supplier-key",
-            "--dir",
-            &path(&keys),
-            "--name",
-            "demo-os-vendor",
-        ],
-    )?;
-    run(
-        &ca,
-        &[
-            "supplier-key",
-            "--dir",
-            &path(&keys),
-            "--name",
-            "demo-policy-office",
-        ],
-    )?;
+    for name in ["demo-os-vendor", "demo-policy-office"] {
+        run(
+            &ca,
+            &["supplier-key", "--dir", &path(&keys), "--name", name],
+        )?;
+    }
     let learned = run(
         &cli,
         &[
@@ -90,19 +76,6 @@ pub(super) fn trust_documents(
             &path(&dir.join("gateway-os-1.0.json")),
         ],
     )?;
-    run(
-        &cli,
-        &[
-            "manifest",
-            "sign",
-            "--key",
-            &path(&keys.join("demo-os-vendor.pk8")),
-            "--in",
-            &path(&dir.join("gateway-os-1.0.json")),
-            "--out",
-            &path(&dir.join("gateway-os-1.0.jws")),
-        ],
-    )?;
     let mut maker_cas = Vec::new();
     for (name, pem) in maker_pems {
         maker_cas.push(serde_json::json!({
@@ -136,32 +109,37 @@ pub(super) fn trust_documents(
         dir.join("trust-list.json"),
         serde_json::to_string_pretty(&list)?,
     )?;
-    run(
-        &cli,
-        &[
+    // The signatures, each `trustchain <document> sign`: the manifest by its supplier, the
+    // trust list by the authority, the policy by the policy office.
+    for (document, key, input, out) in [
+        (
+            "manifest",
+            "demo-os-vendor",
+            "gateway-os-1.0.json",
+            "gateway-os-1.0.jws",
+        ),
+        (
             "trust-list",
-            "sign",
-            "--key",
-            &path(&keys.join("trust-list-authority.pk8")),
-            "--in",
-            &path(&dir.join("trust-list.json")),
-            "--out",
-            &path(&dir.join("trust-list.jws")),
-        ],
-    )?;
-    run(
-        &cli,
-        &[
-            "policy",
-            "sign",
-            "--key",
-            &path(&keys.join("demo-policy-office.pk8")),
-            "--in",
-            &path(&dir.join("fleet.toml")),
-            "--out",
-            &path(&dir.join("fleet.jws")),
-        ],
-    )?;
+            "trust-list-authority",
+            "trust-list.json",
+            "trust-list.jws",
+        ),
+        ("policy", "demo-policy-office", "fleet.toml", "fleet.jws"),
+    ] {
+        run(
+            &cli,
+            &[
+                document,
+                "sign",
+                "--key",
+                &path(&keys.join(format!("{key}.pk8"))),
+                "--in",
+                &path(&dir.join(input)),
+                "--out",
+                &path(&dir.join(out)),
+            ],
+        )?;
+    }
     Ok((
         dir.join("trust-list.jws"),
         dir.join("gateway-os-1.0.jws"),

@@ -25,6 +25,7 @@ mod manifest;
 mod operator;
 mod policy;
 mod quote;
+mod signing;
 mod trust_list;
 
 /// TrustChain operator CLI.

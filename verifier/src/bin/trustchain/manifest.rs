@@ -6,13 +6,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
-use trustchain_verifier::audit::SigningKey;
 use trustchain_verifier::reference::documents::{
     BootKind, BootMeasurement, BootReferences, MANIFEST_KIND, TrustList,
 };
 use trustchain_verifier::reference::learn::{self, LearnIdentity};
 use trustchain_verifier::reference::policy::parse_file_digest;
 use trustchain_verifier::reference::{Manifest, signed};
+
+use crate::signing::SignArgs;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -54,19 +55,6 @@ pub struct CreateArgs {
     #[arg(long, default_value = "")]
     about: String,
     /// Where to write the manifest (JSON).
-    #[arg(long)]
-    out: PathBuf,
-}
-
-#[derive(Debug, clap::Args)]
-pub struct SignArgs {
-    /// The supplier's signing key: PKCS#8 DER, P-256.
-    #[arg(long)]
-    key: PathBuf,
-    /// The manifest (JSON).
-    #[arg(long = "in")]
-    input: PathBuf,
-    /// Where to write the JWS.
     #[arg(long)]
     out: PathBuf,
 }
@@ -188,12 +176,7 @@ fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn sign(args: SignArgs) -> anyhow::Result<ExitCode> {
-    let key_bytes =
-        std::fs::read(&args.key).with_context(|| format!("reading {}", args.key.display()))?;
-    let key = SigningKey::from_pkcs8(&key_bytes)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", args.key.display()))?;
-    let text = std::fs::read_to_string(&args.input)
-        .with_context(|| format!("reading {}", args.input.display()))?;
+    let (key, text) = args.read()?;
     let manifest: Manifest = serde_json::from_str(&text)
         .map_err(|e| anyhow::anyhow!("{}: not a manifest: {e}", args.input.display()))?;
     if manifest.kind != MANIFEST_KIND {

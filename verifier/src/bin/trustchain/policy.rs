@@ -18,6 +18,8 @@ use trustchain_verifier::reference::{
 };
 use trustchain_verifier::verdict::Verdict;
 
+use crate::signing::SignArgs;
+
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Learn a draft manifest and policy from a known-good device's boot log (and IMA list).
@@ -32,19 +34,6 @@ pub enum Command {
     /// Sign a policy (TOML) with a policy signer's key (`trustchain-ca supplier-key`, admitted
     /// in the trust list's `policy_signers`), giving the JWS `trustchain import policy` sends.
     Sign(SignArgs),
-}
-
-#[derive(Debug, clap::Args)]
-pub struct SignArgs {
-    /// The policy signer's key: PKCS#8 DER, P-256.
-    #[arg(long)]
-    key: PathBuf,
-    /// The policy (TOML).
-    #[arg(long = "in")]
-    input: PathBuf,
-    /// Where to write the JWS.
-    #[arg(long)]
-    out: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -143,12 +132,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
 }
 
 fn run_sign(args: SignArgs) -> anyhow::Result<ExitCode> {
-    let key_bytes = std::fs::read(&args.key)
-        .map_err(|e| anyhow::anyhow!("reading {}: {e}", args.key.display()))?;
-    let key = trustchain_verifier::audit::SigningKey::from_pkcs8(&key_bytes)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", args.key.display()))?;
-    let text = std::fs::read_to_string(&args.input)
-        .map_err(|e| anyhow::anyhow!("reading {}: {e}", args.input.display()))?;
+    let (key, text) = args.read()?;
     let document = trustchain_verifier::reference::signed_policy::sign(&text, &key)
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.input.display()))?;
     std::fs::write(&args.out, document + "\n")

@@ -7,25 +7,17 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use trustchain_proto::v1::admin_client::AdminClient;
 use trustchain_proto::v1::{ApproveImportRequest, SignedDocument};
-use trustchain_verifier::audit::SigningKey;
 use trustchain_verifier::reference::documents::{TRUST_LIST_KIND, TrustList};
 use trustchain_verifier::reference::signed::{self, TRUST_LIST_TYPE};
 
 use crate::operator::OperatorArgs;
+use crate::signing::SignArgs;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Sign a trust list (JSON, format in docs/trust.md) with the trust-list authority's key
     /// (`trustchain-ca trust-list-key`).
-    Sign {
-        /// PKCS#8 DER P-256 key.
-        #[arg(long)]
-        key: PathBuf,
-        #[arg(long = "in")]
-        input: PathBuf,
-        #[arg(long)]
-        out: PathBuf,
-    },
+    Sign(SignArgs),
     /// Show a signed trust list; with --authority, check its signature (exit 1 if it fails).
     Inspect {
         file: PathBuf,
@@ -37,12 +29,9 @@ pub enum Command {
 
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Sign { key, input, out } => {
-            let key = SigningKey::from_pkcs8(
-                &std::fs::read(&key).with_context(|| format!("reading {}", key.display()))?,
-            )?;
-            let text = std::fs::read_to_string(&input)
-                .with_context(|| format!("reading {}", input.display()))?;
+        Command::Sign(args) => {
+            let (key, text) = args.read()?;
+            let SignArgs { input, out, .. } = args;
             let list: TrustList = serde_json::from_str(&text)
                 .with_context(|| format!("{} is not a trust list", input.display()))?;
             anyhow::ensure!(
