@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Builds the Debian packages trustchain-agent and trustchain-verifier with cargo-deb, from the
+# [package.metadata.deb] sections of agent/Cargo.toml and verifier/Cargo.toml (contents, install
+# steps and the gateway figures: docs/field.md). Release builds; the .debs land in target/debian/.
+#
+#   scripts/package.sh                                        # amd64, both packages
+#   scripts/package.sh --target aarch64-unknown-linux-gnu     # arm64 agent (see cross-aarch64.sh)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v cargo-deb >/dev/null || cargo install cargo-deb --locked --version '^3'
+export TSS2_LOG="${TSS2_LOG:-all+none}"
+packages=(trustchain-agent trustchain-verifier)
+for arg in "$@"; do
+    # A gateway gets the agent; the verifier runs in the SOC (amd64).
+    [ "$arg" = "--target" ] && packages=(trustchain-agent)
+done
+for package in "${packages[@]}"; do
+    cargo deb -p "$package" --output target/debian "$@"
+done
+ls -l target/debian/*.deb
