@@ -136,6 +136,16 @@ async fn session<T: Tpm + 'static>(
         match message.body {
             Some(verifier_message::Body::Challenge(challenge)) => {
                 let evidence = answer(config, tpm, challenge, &binding, last_reset_count).await?;
+                // What travelled: after a reconnection only the entries past the verifier's
+                // offset (tests/tests/offline_buffering.rs reads this line).
+                tracing::debug!(
+                    challenge = evidence.challenge_id,
+                    ima_offset = evidence.ima_offset,
+                    ima_entries = evidence.ima_entries.iter().filter(|b| **b == b'\n').count(),
+                    ima_bytes = evidence.ima_entries.len(),
+                    boot_log = evidence.boot_log_included,
+                    "answering the challenge"
+                );
                 // Large evidence (a boot log, the IMA log after a reboot) goes in parts of a few
                 // KiB: the verifier keeps one stream per device, and a stream's receive buffer
                 // stays as large as the largest message it carried.

@@ -315,6 +315,7 @@ async fn the_agent_is_ready_only_after_its_tpm_and_first_attempt_and_pings_throu
         tpm: &tpm,
         hostname: "gw-notify",
         env: &env,
+        binary: None,
     })
     .unwrap();
 

@@ -2,7 +2,8 @@
 //! to a real verifier every `--interval` seconds while its IMA log grows; its resident memory
 //! and CPU share are printed for each starting log size. Figures in `docs/field.md`.
 //!
-//! `trustchain-footprint [--entries 1000,50000] [--interval S] [--intervals N] [--grow N]`
+//! `trustchain-footprint [--entries 1000,50000] [--interval S] [--intervals N] [--grow N]
+//! [--agent PATH]` (`--agent target/release/trustchain-agent` measures a release build)
 
 use std::process::ExitCode;
 
@@ -34,6 +35,7 @@ fn plans() -> anyhow::Result<Vec<Plan>> {
                 grow_per_interval,
                 interval_seconds,
                 intervals,
+                agent: value("--agent").map(std::path::PathBuf::from),
             })
         })
         .collect()
@@ -42,7 +44,8 @@ fn plans() -> anyhow::Result<Vec<Plan>> {
 fn main() -> ExitCode {
     if std::env::args().any(|a| a == "--help" || a == "-h") {
         println!(
-            "trustchain-footprint [--entries 1000,50000] [--interval S] [--intervals N] [--grow N]\n\n\
+            "trustchain-footprint [--entries 1000,50000] [--interval S] [--intervals N] [--grow N] \
+             [--agent PATH]\n\n\
              Runs a real agent on swtpm against a real verifier with an IMA log of each size, \
              growing by --grow entries per interval, and prints its RSS and CPU share."
         );
@@ -74,19 +77,21 @@ fn main() -> ExitCode {
         }
     }
     println!(
-        "\n| IMA entries (start -> end) | interval | RSS start / max / end (KiB) | peak VmHWM (KiB) | \
-         threads | CPU (% of a core) | challenges |"
+        "\n| IMA entries (start -> end) | interval | RSS start / max / end (KiB) | anon / file at end (KiB) | \
+         peak VmHWM (KiB) | threads | CPU (% of a core) | challenges |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for (plan, f) in rows {
         println!(
-            "| {} -> {} | {} s | {} / {} / {} | {} | {} | {:.2} | {} over {:.0} s |",
+            "| {} -> {} | {} s | {} / {} / {} | {} / {} | {} | {} | {:.2} | {} over {:.0} s |",
             f.entries_at_start,
             f.entries_at_end,
             plan.interval_seconds,
             f.rss_start_kib,
             f.rss_max_kib,
             f.rss_end_kib,
+            f.rss_anon_kib,
+            f.rss_file_kib,
             f.rss_peak_kib,
             f.threads,
             f.cpu_percent,

@@ -89,6 +89,9 @@ pub struct AgentSetup<'a> {
     pub hostname: &'a str,
     /// Extra environment (e.g. `NOTIFY_SOCKET`).
     pub env: &'a [(&'a str, String)],
+    /// Another `trustchain-agent` binary (e.g. a release build); default: the one built next
+    /// to the running test.
+    pub binary: Option<&'a Path>,
 }
 
 /// Writes an agent config for `setup` and starts `trustchain-agent run` on it.
@@ -112,7 +115,11 @@ pub fn start_agent(setup: &AgentSetup<'_>) -> anyhow::Result<AgentProcess> {
         ),
     )?;
     let log = setup.dir.join("agent.log");
-    let mut command = Command::new(super::sibling_binary("trustchain-agent")?);
+    let binary = match setup.binary {
+        Some(binary) => binary.to_path_buf(),
+        None => super::sibling_binary("trustchain-agent")?,
+    };
+    let mut command = Command::new(binary);
     command
         .args(["run", "--config"])
         .arg(&config)
@@ -171,6 +178,7 @@ pub async fn run(plan: &Plan, say: &mut dyn FnMut(String)) -> anyhow::Result<Rep
         tpm: &tpm,
         hostname: "gw-faults",
         env: &[],
+        binary: None,
     })?;
     let pid = agent.child.id();
     line(format!(

@@ -24,6 +24,9 @@ pub struct Plan {
     pub interval_seconds: u64,
     /// Intervals measured (after the verifier has caught up with the log).
     pub intervals: u32,
+    /// The agent binary to measure (e.g. `target/release/trustchain-agent`); default: the one
+    /// built next to this tool.
+    pub agent: Option<std::path::PathBuf>,
 }
 
 /// What the agent cost over the measured intervals.
@@ -36,6 +39,10 @@ pub struct Footprint {
     pub rss_max_kib: u64,
     /// Peak resident memory over the whole run, catch-up included (`VmHWM`).
     pub rss_peak_kib: u64,
+    /// At the end: what the agent allocated (`RssAnon`) and its mapped code and libraries
+    /// (`RssFile`, shared with other processes and much smaller in a release build).
+    pub rss_anon_kib: u64,
+    pub rss_file_kib: u64,
     pub threads: u64,
     /// CPU time over wall time, in percent of one core.
     pub cpu_percent: f64,
@@ -116,6 +123,7 @@ pub async fn measure(plan: &Plan, say: &mut dyn FnMut(String)) -> anyhow::Result
         tpm: &tpm,
         hostname: "gw-footprint",
         env: &[],
+        binary: plan.agent.as_deref(),
     })?;
     let pid = agent.child.id();
     wait_for(Duration::from_secs(120), || async {
@@ -166,6 +174,8 @@ pub async fn measure(plan: &Plan, say: &mut dyn FnMut(String)) -> anyhow::Result
         rss_end_kib: rss_kib(pid).unwrap_or(0),
         rss_max_kib,
         rss_peak_kib: status_field(pid, "VmHWM:").unwrap_or(0),
+        rss_anon_kib: status_field(pid, "RssAnon:").unwrap_or(0),
+        rss_file_kib: status_field(pid, "RssFile:").unwrap_or(0),
         threads: status_field(pid, "Threads:").unwrap_or(0),
         cpu_percent: ticks as f64 / ticks_per_second as f64 / measured_for.as_secs_f64() * 100.0,
         measured_for,
