@@ -42,6 +42,10 @@ file "$binary" | grep -q "ARM aarch64" || { echo "cross-aarch64: $binary is not 
 echo "dynamic dependencies:"
 aarch64-linux-gnu-readelf -d "$binary" | awk '/NEEDED/ {print "  " $5}'
 ls -l "$binary"
+# It runs: under qemu-user when this machine has it (Debian's qemu-user), on arm64 libraries.
+if command -v qemu-aarch64 >/dev/null; then
+    qemu-aarch64 "$binary" --version
+fi
 if [ "${1:-}" = "--package" ]; then
     scripts/package.sh --target "$target" --no-build
 fi

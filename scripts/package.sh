@@ -14,7 +14,9 @@ for arg in "$@"; do
     # A gateway gets the agent; the verifier runs in the SOC (amd64).
     [ "$arg" = "--target" ] && packages=(trustchain-agent)
 done
+# --strip: the release profile keeps line tables for backtraces (Cargo.toml); a gateway's
+# package goes without them (the arm64 agent: 61 MB with them, 8.6 MB without).
 for package in "${packages[@]}"; do
-    cargo deb -p "$package" --output target/debian "$@"
+    cargo deb -p "$package" --strip --output target/debian "$@"
 done
 ls -l target/debian/*.deb
