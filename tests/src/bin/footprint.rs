@@ -78,7 +78,7 @@ fn main() -> ExitCode {
     }
     println!(
         "\n| IMA entries (start -> end) | interval | RSS start / max / end (KiB) | anon / file at end (KiB) | \
-         peak VmHWM (KiB) | threads | CPU (% of a core) | challenges |"
+         peak VmHWM (KiB) | threads | CPU (% of a core) | verdicts |"
     );
     println!("|---|---|---|---|---|---|---|---|");
     for (plan, f) in rows {
@@ -95,7 +95,7 @@ fn main() -> ExitCode {
             f.rss_peak_kib,
             f.threads,
             f.cpu_percent,
-            f.challenges_answered,
+            f.verdicts,
             f.measured_for.as_secs_f64()
         );
     }

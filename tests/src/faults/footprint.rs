@@ -47,7 +47,20 @@ pub struct Footprint {
     /// CPU time over wall time, in percent of one core.
     pub cpu_percent: f64,
     pub measured_for: Duration,
-    pub challenges_answered: u64,
+    /// Verdicts the agent logged over the measured intervals (one per answered challenge).
+    pub verdicts: usize,
+}
+
+/// The verdict lines in the agent's log (`attest.rs` logs one per appraised answer; the status
+/// file's counter is written only once a minute).
+fn verdicts_logged(log: &std::path::Path) -> usize {
+    std::fs::read_to_string(log)
+        .map(|text| {
+            text.lines()
+                .filter(|l| l.contains(": verdict challenge="))
+                .count()
+        })
+        .unwrap_or(0)
 }
 
 /// `utime + stime` of a process in clock ticks (`/proc/PID/stat` fields 14 and 15).
@@ -145,7 +158,7 @@ pub async fn measure(plan: &Plan, say: &mut dyn FnMut(String)) -> anyhow::Result
     }
 
     let ticks_per_second = clock_ticks_per_second();
-    let answered_before = agent.status().map(|s| s.challenges_answered).unwrap_or(0);
+    let verdicts_before = verdicts_logged(&agent.log);
     let entries_at_start = entries;
     let rss_start_kib = rss_kib(pid).context("agent RSS")?;
     let ticks_start = cpu_ticks(pid).context("agent CPU time")?;
@@ -166,7 +179,6 @@ pub async fn measure(plan: &Plan, say: &mut dyn FnMut(String)) -> anyhow::Result
     }
     let measured_for = clock_start.elapsed();
     let ticks = cpu_ticks(pid).context("agent CPU time")? - ticks_start;
-    let status = agent.status().context("the agent's status")?;
     let footprint = Footprint {
         entries_at_start,
         entries_at_end: entries,
@@ -179,7 +191,7 @@ pub async fn measure(plan: &Plan, say: &mut dyn FnMut(String)) -> anyhow::Result
         threads: status_field(pid, "Threads:").unwrap_or(0),
         cpu_percent: ticks as f64 / ticks_per_second as f64 / measured_for.as_secs_f64() * 100.0,
         measured_for,
-        challenges_answered: status.challenges_answered.saturating_sub(answered_before),
+        verdicts: verdicts_logged(&agent.log).saturating_sub(verdicts_before),
     };
     line(format!("{footprint:?}"));
     Ok(footprint)
