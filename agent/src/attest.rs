@@ -28,6 +28,8 @@ use crate::tpm::{Quote, Tpm, TpmError};
 pub const MAX_BOOT_LOG: u64 = 4 * 1024 * 1024;
 /// Largest IMA batch the agent sends in one answer.
 pub const MAX_IMA_BATCH: usize = 2 * 1024 * 1024;
+/// Read buffer for the IMA log (the kernel serves it a page at a time).
+const IMA_READ_BUFFER: usize = 8 * 1024;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AttestError {
@@ -134,6 +136,16 @@ async fn session<T: Tpm + 'static>(
         match message.body {
             Some(verifier_message::Body::Challenge(challenge)) => {
                 let evidence = answer(config, tpm, challenge, &binding, last_reset_count).await?;
+                // What travelled: after a reconnection only the entries past the verifier's
+                // offset (tests/tests/offline_buffering.rs reads this line).
+                tracing::debug!(
+                    challenge = evidence.challenge_id,
+                    ima_offset = evidence.ima_offset,
+                    ima_entries = evidence.ima_entries.iter().filter(|b| **b == b'\n').count(),
+                    ima_bytes = evidence.ima_entries.len(),
+                    boot_log = evidence.boot_log_included,
+                    "answering the challenge"
+                );
                 // Large evidence (a boot log, the IMA log after a reboot) goes in parts of a few
                 // KiB: the verifier keeps one stream per device, and a stream's receive buffer
                 // stays as large as the largest message it carried.
@@ -182,6 +194,10 @@ fn read_bounded(path: &std::path::Path, limit: u64) -> Result<Vec<u8>, AttestErr
 }
 
 /// The IMA lines from entry `offset` on, at most `MAX_IMA_BATCH` bytes (whole lines only).
+///
+/// Streams the file: the lines before `offset` (the entries the verifier has already seen)
+/// are counted through one small reused buffer, never kept, so a gateway with a long IMA log
+/// holds only the batch it sends (docs/field.md).
 fn ima_after(path: &std::path::Path, offset: u64) -> Result<Vec<u8>, AttestError> {
     use std::io::BufRead;
     let file = match std::fs::File::open(path) {
@@ -195,17 +211,44 @@ fn ima_after(path: &std::path::Path, offset: u64) -> Result<Vec<u8>, AttestError
             });
         }
     };
+    let read_error = |source| AttestError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut reader = std::io::BufReader::with_capacity(IMA_READ_BUFFER, file);
+    let mut skipped: u64 = 0;
+    while skipped < offset {
+        let buffer = reader.fill_buf().map_err(read_error)?;
+        if buffer.is_empty() {
+            // The log is shorter than the offset (a new boot): nothing after it.
+            return Ok(Vec::new());
+        }
+        let mut consumed = buffer.len();
+        for (at, byte) in buffer.iter().enumerate() {
+            if *byte == b'\n' {
+                skipped += 1;
+                if skipped == offset {
+                    consumed = at + 1;
+                    break;
+                }
+            }
+        }
+        reader.consume(consumed);
+    }
     let mut out = Vec::new();
-    for line in std::io::BufReader::new(file).lines().skip(offset as usize) {
-        let line = line.map_err(|source| AttestError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        if out.len() + line.len() + 1 > MAX_IMA_BATCH {
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        // A line longer than the batch is not an IMA entry: stop reading it there.
+        let limit = (MAX_IMA_BATCH + 1) as u64;
+        let read = std::io::Read::take(&mut reader, limit)
+            .read_until(b'\n', &mut line)
+            .map_err(read_error)?;
+        // Whole lines only: a last line without its newline is still being written.
+        if read == 0 || line.last() != Some(&b'\n') || out.len() + line.len() > MAX_IMA_BATCH {
             break;
         }
-        out.extend_from_slice(line.as_bytes());
-        out.push(b'\n');
+        out.extend_from_slice(&line);
     }
     Ok(out)
 }
@@ -289,5 +332,29 @@ mod tests {
         assert_eq!(ima_after(&path, 1).unwrap(), b"b\nc\n");
         assert_eq!(ima_after(&path, 5).unwrap(), b"");
         assert_eq!(ima_after(&dir.path().join("none"), 0).unwrap(), b"");
+        // A last line still being written is left for the next batch.
+        std::fs::write(&path, "a\nb\nc").unwrap();
+        assert_eq!(ima_after(&path, 0).unwrap(), b"a\nb\n");
+        assert_eq!(ima_after(&path, 2).unwrap(), b"");
+    }
+
+    #[test]
+    fn ima_skips_across_read_buffers_and_caps_the_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ima");
+        // Lines of 100 bytes: the offset lands in the middle of later read buffers.
+        let lines: Vec<String> = (0..50_000).map(|i| format!("{i:099}\n")).collect();
+        std::fs::write(&path, lines.concat()).unwrap();
+        for offset in [0usize, 1, 81, 82, 163, 49_999] {
+            let batch = ima_after(&path, offset as u64).unwrap();
+            assert!(
+                batch.starts_with(lines[offset].as_bytes()),
+                "offset {offset}"
+            );
+        }
+        let batch = ima_after(&path, 0).unwrap();
+        assert!(batch.len() <= MAX_IMA_BATCH && batch.len() > MAX_IMA_BATCH - 100);
+        assert_eq!(batch.len() % 100, 0, "whole lines only");
+        assert_eq!(ima_after(&path, 50_000).unwrap(), b"");
     }
 }

@@ -14,6 +14,8 @@
 //!   TPM work off the reactor (below `attest` and `enroll`).
 //! - [`attest`]: the attestation stream (challenges in, quotes and logs out).
 //! - [`status`]: the agent's lifecycle state, logged and kept in `status.json` for operators.
+//! - [`service_manager`]: systemd readiness, status and watchdog notifications (no-ops
+//!   without `NOTIFY_SOCKET`).
 //! - `main.rs`: the `trustchain-agent` command.
 //!
 //! The agent never clears the TPM, never takes ownership and never changes hierarchy
@@ -26,5 +28,6 @@ pub mod config;
 pub mod enroll;
 pub mod identity;
 pub mod retry;
+pub mod service_manager;
 pub mod status;
 pub mod tpm;

@@ -133,6 +133,7 @@ async fn first_contact(
 /// The daemon: never gives up on a TPM or a verifier that is away; it reports what it waits
 /// for (`trustchain_agent::status`) and carries on when they are back.
 async fn run_daemon(config: &AgentConfig, state: &StateDir) -> anyhow::Result<()> {
+    trustchain_agent::service_manager::spawn_watchdog();
     let mut status = Reporter::new(&config.state_dir);
     let tpm = tpm_for(config)?;
     let mut backoff = Backoff::new();
@@ -224,7 +225,15 @@ fn main() -> ExitCode {
         };
     }
     init_tracing(cli.json_logs);
-    let outcome = tokio::runtime::Runtime::new()
+    // One thread for the reactor: the agent runs one stream and one challenge at a time, and
+    // a gateway pays for every thread's stack and allocator arena (docs/field.md). TPM work
+    // leaves the reactor on the blocking pool (retry::with_tpm), which the TPM mutex
+    // serialises anyway, so one or two blocking threads are enough.
+    let outcome = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(2)
+        .thread_keep_alive(std::time::Duration::from_secs(30))
+        .build()
         .context("starting the async runtime")
         .and_then(|runtime| runtime.block_on(run(cli)));
     match outcome {

@@ -23,6 +23,9 @@
 //!     backing_off --> attesting: stream open again
 //! ```
 //!
+//! Under systemd each change is also sent as `STATUS=` (and the first past the TPM and the first
+//! connection attempt as `READY=1`, see [`crate::service_manager`]).
+//!
 //! The status file is advisory: it is written without fsync (a gateway's flash should not pay
 //! for it at every reconnect), and a missing or stale file never changes what the agent does.
 
@@ -261,6 +264,18 @@ impl Reporter {
                 other.name()
             ),
         }
+        let line = match &self.status.state {
+            AgentState::BackingOff { reason, .. } => format!("backing off: {reason}"),
+            AgentState::TpmUnavailable { reason, .. } => format!("TPM unavailable: {reason}"),
+            other => other.name().to_string(),
+        };
+        // Attesting or backing off: the TPM answered and the first attempt to reach the
+        // verifier has an outcome (enrolling has not finished one yet).
+        let reached = matches!(
+            self.status.state,
+            AgentState::Attesting | AgentState::BackingOff { .. }
+        );
+        crate::service_manager::state_changed(&line, reached);
         self.write();
     }
 

@@ -4,7 +4,8 @@
 //! status file it keeps (`status.json`), the device's from the verifier, and its memory from
 //! `/proc`.
 
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -64,9 +65,77 @@ pub struct Report {
     pub challenges_answered: u64,
 }
 
-struct AgentProcess {
-    child: Child,
-    state_dir: PathBuf,
+/// A `trustchain-agent run` process on its own config and state directory; killed when dropped.
+#[derive(Debug)]
+pub struct AgentProcess {
+    pub child: Child,
+    pub state_dir: PathBuf,
+    /// Its stderr.
+    pub log: PathBuf,
+}
+
+/// Where [`start_agent`] points the agent.
+#[derive(Debug)]
+pub struct AgentSetup<'a> {
+    /// Its config, state directory and log go here.
+    pub dir: &'a Path,
+    /// The verifier (or a proxy to it).
+    pub verifier: SocketAddr,
+    pub root_pem: &'a Path,
+    /// The swtpm's command port (or a proxy to it).
+    pub tpm_port: u16,
+    /// The device whose boot log and IMA log the agent reads.
+    pub tpm: &'a SwtpmDevice,
+    pub hostname: &'a str,
+    /// Extra environment (e.g. `NOTIFY_SOCKET`).
+    pub env: &'a [(&'a str, String)],
+    /// Another `trustchain-agent` binary (e.g. a release build); default: the one built next
+    /// to the running test.
+    pub binary: Option<&'a Path>,
+}
+
+/// Writes an agent config for `setup` and starts `trustchain-agent run` on it.
+pub fn start_agent(setup: &AgentSetup<'_>) -> anyhow::Result<AgentProcess> {
+    std::fs::create_dir_all(setup.dir)?;
+    let state_dir = setup.dir.join("state");
+    let config = setup.dir.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "verifier_url = \"https://{}\"\nverifier_name = \"localhost\"\nca_certificate = {:?}\n\
+             state_dir = {:?}\ntcti = \"swtpm:host=127.0.0.1,port={}\"\nevent_log = {:?}\n\
+             ima_log = {:?}\n\n[facts]\nhostname = {:?}\ndevice_class = \"gateway\"\n",
+            setup.verifier,
+            setup.root_pem,
+            state_dir,
+            setup.tpm_port,
+            setup.tpm.event_log_path(),
+            setup.tpm.ima_log_path(),
+            setup.hostname,
+        ),
+    )?;
+    let log = setup.dir.join("agent.log");
+    let binary = match setup.binary {
+        Some(binary) => binary.to_path_buf(),
+        None => super::sibling_binary("trustchain-agent")?,
+    };
+    let mut command = Command::new(binary);
+    command
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .env("TSS2_LOG", "all+none")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log)?);
+    for (key, value) in setup.env {
+        command.env(key, value);
+    }
+    let child = command.spawn().context("starting trustchain-agent")?;
+    Ok(AgentProcess {
+        child,
+        state_dir,
+        log,
+    })
 }
 
 impl Drop for AgentProcess {
@@ -77,7 +146,7 @@ impl Drop for AgentProcess {
 }
 
 impl AgentProcess {
-    fn status(&self) -> Option<Status> {
+    pub fn status(&self) -> Option<Status> {
         trustchain_agent::status::read(&self.state_dir).ok()
     }
 }
@@ -101,33 +170,16 @@ pub async fn run(plan: &Plan, say: &mut dyn FnMut(String)) -> anyhow::Result<Rep
     tpm.boot(&profile)?;
     let (tpm_proxy, tpm_ctrl_proxy) = Proxy::start_pair(tcti_port(&tpm.tcti())).await?;
 
-    let agent_dir = deployment.dir.join("agent");
-    std::fs::create_dir_all(&agent_dir)?;
-    let state_dir = agent_dir.join("state");
-    std::fs::write(
-        agent_dir.join("agent.toml"),
-        format!(
-            "verifier_url = \"https://{}\"\nverifier_name = \"localhost\"\nca_certificate = {:?}\n\
-             state_dir = {:?}\ntcti = \"swtpm:host=127.0.0.1,port={}\"\nevent_log = {:?}\n\
-             ima_log = {:?}\n\n[facts]\nhostname = \"gw-faults\"\ndevice_class = \"gateway\"\n",
-            network.address,
-            deployment.root_pem_path(),
-            state_dir,
-            tpm_proxy.address.port(),
-            tpm.event_log_path(),
-            tpm.ima_log_path(),
-        ),
-    )?;
-    let child = Command::new(super::sibling_binary("trustchain-agent")?)
-        .args(["run", "--config"])
-        .arg(agent_dir.join("agent.toml"))
-        .env("RUST_LOG", "info")
-        .env("TSS2_LOG", "all+none")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(agent_dir.join("agent.log"))?)
-        .spawn()
-        .context("starting trustchain-agent")?;
-    let agent = AgentProcess { child, state_dir };
+    let agent = start_agent(&AgentSetup {
+        dir: &deployment.dir.join("agent"),
+        verifier: network.address,
+        root_pem: &deployment.root_pem_path(),
+        tpm_port: tpm_proxy.address.port(),
+        tpm: &tpm,
+        hostname: "gw-faults",
+        env: &[],
+        binary: None,
+    })?;
     let pid = agent.child.id();
     line(format!(
         "verifier on {}, agent (pid {pid}) through proxy {}, swtpm through {}",
@@ -275,7 +327,7 @@ fn describe(outcome: &FaultOutcome) -> String {
 }
 
 /// Polls `check` every 100 ms until it yields, or `limit` passes.
-async fn wait_for<T, F, Fut>(limit: Duration, mut check: F) -> Option<T>
+pub async fn wait_for<T, F, Fut>(limit: Duration, mut check: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -290,7 +342,7 @@ where
     None
 }
 
-async fn wait_trusted(
+pub async fn wait_trusted(
     deployment: &Deployment,
     device_id: &str,
     limit: Duration,

@@ -35,6 +35,8 @@ pub struct Deployment {
     issuing_pem: String,
     operator: ClientPem,
     verifier: Option<Child>,
+    /// Extra environment for the verifier process (e.g. `NOTIFY_SOCKET`).
+    pub verifier_env: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for Deployment {
@@ -115,6 +117,7 @@ impl Deployment {
             issuing_pem: ca.issuing_pem().to_string(),
             operator,
             verifier: None,
+            verifier_env: Vec::new(),
         })
     }
 
@@ -142,6 +145,7 @@ impl Deployment {
             .args(["serve", "--config"])
             .arg(self.dir.join("verifier.toml"))
             .env("RUST_LOG", "info")
+            .envs(self.verifier_env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

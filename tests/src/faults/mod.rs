@@ -7,6 +7,7 @@
 //! - [`proxy`]: a loopback TCP proxy that can cut every connection or refuse new ones.
 //! - [`agent_run`]: the agent-fault run: a real `trustchain-agent` process on a real swtpm,
 //!   through network cuts, verifier outages and TPM deaths, with its memory measured.
+//! - [`footprint`]: the agent's memory and CPU while it attests with a growing IMA log.
 //! - [`sim`]: simulated honest devices (the load generator's software TPM model) that enroll and
 //!   attest on their own mTLS streams and log every challenge and verdict.
 //! - [`hostile`]: what a hostile client sends: raw gRPC frames (compressed, malformed,
@@ -16,6 +17,7 @@
 
 pub mod agent_run;
 pub mod deployment;
+pub mod footprint;
 pub mod hostile;
 pub mod proxy;
 pub mod sim;

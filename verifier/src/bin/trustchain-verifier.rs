@@ -130,12 +130,38 @@ async fn serve(config: PathBuf) -> anyhow::Result<()> {
             }
         });
     }
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
+    // Under systemd (`verifier/systemd/trustchain-verifier.service`, Type=notify): ready once
+    // every listener is bound, watchdog pings from the runtime itself. No-ops without
+    // NOTIFY_SOCKET; a failed notification never stops the verifier.
+    notify(&[sd_notify::NotifyState::Ready]);
+    if let Some(timeout) = sd_notify::watchdog_enabled().filter(|t| !t.is_zero()) {
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(timeout / 2);
+            loop {
+                ticks.tick().await;
+                notify(&[sd_notify::NotifyState::Watchdog]);
+            }
+        });
+    }
+    // systemd stops a service with SIGTERM; an operator at a terminal uses Ctrl-C.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
         tracing::info!("shutting down");
+        notify(&[sd_notify::NotifyState::Stopping]);
     };
     server::serve(listener, service, shutdown).await?;
     Ok(())
+}
+
+fn notify(states: &[sd_notify::NotifyState<'_>]) {
+    if let Err(error) = sd_notify::notify(states) {
+        tracing::debug!(%error, "service manager notification not sent");
+    }
 }
 
 fn take_backup(config: &std::path::Path, out: &std::path::Path) -> anyhow::Result<()> {
