@@ -19,7 +19,8 @@ if ! dpkg --print-foreign-architectures | grep -qx arm64; then
     "${sudo_cmd[@]}" apt-get update -qq
 fi
 missing=()
-for p in gcc-aarch64-linux-gnu libc6-dev-arm64-cross libtss2-dev:arm64; do
+# `file` checks the result is an arm64 ELF (not on every minimal Debian).
+for p in gcc-aarch64-linux-gnu libc6-dev-arm64-cross libtss2-dev:arm64 file; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
