@@ -60,14 +60,10 @@ async fn after_an_outage_only_the_entries_the_verifier_has_not_seen_travel() {
         binary: None,
     })
     .unwrap();
-    let device_id = wait_for(Duration::from_secs(120), || async {
-        let status = agent.status()?;
-        (status.state == AgentState::Attesting)
-            .then_some(status.device_id)
-            .flatten()
-    })
-    .await
-    .expect("the agent attests");
+    let device_id = agent
+        .attesting_device_id(Duration::from_secs(120))
+        .await
+        .expect("the agent attests");
     wait_trusted(&deployment, &device_id, Duration::from_secs(60))
         .await
         .unwrap();

@@ -241,63 +241,50 @@ impl VerifierConfig {
 mod tests {
     use super::*;
 
+    const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/verifier.example.toml");
+
+    /// The documented sample, to edit.
+    fn sample() -> String {
+        std::fs::read_to_string(SAMPLE).unwrap()
+    }
+
+    /// Loads `text` as a `verifier.toml` of its own.
+    fn load(text: &str) -> Result<VerifierConfig, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("verifier.toml");
+        std::fs::write(&path, text).unwrap();
+        VerifierConfig::load(&path)
+    }
+
     #[test]
     fn a_page_cache_of_zero_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let sample = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../docs/verifier.example.toml"
-        ))
-        .unwrap()
-        .replace("storage_cache_mib = 16", "storage_cache_mib = 0");
-        let path = dir.path().join("verifier.toml");
-        std::fs::write(&path, sample).unwrap();
-        let err = VerifierConfig::load(&path).unwrap_err();
+        let err =
+            load(&sample().replace("storage_cache_mib = 16", "storage_cache_mib = 0")).unwrap_err();
         assert!(err.to_string().contains("storage_cache_mib"), "{err}");
     }
 
     #[test]
     fn the_dashboard_is_off_by_default_and_needs_its_own_address() {
-        let dir = tempfile::tempdir().unwrap();
-        let sample = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../docs/verifier.example.toml"
-        ))
-        .unwrap();
-        let path = dir.path().join("verifier.toml");
+        let sample = sample();
         let without = sample.replace("dashboard_listen = \"127.0.0.1:8444\"", "");
-        std::fs::write(&path, without).unwrap();
-        assert_eq!(VerifierConfig::load(&path).unwrap().dashboard_listen, None);
+        assert_eq!(load(&without).unwrap().dashboard_listen, None);
         let clash = sample.replace(
             "dashboard_listen = \"127.0.0.1:8444\"",
             "dashboard_listen = \"127.0.0.1:9464\"",
         );
-        std::fs::write(&path, clash).unwrap();
-        let err = VerifierConfig::load(&path).unwrap_err();
+        let err = load(&clash).unwrap_err();
         assert!(err.to_string().contains("dashboard_listen"), "{err}");
     }
 
     #[test]
     fn without_the_key_policies_must_be_signed() {
-        let dir = tempfile::tempdir().unwrap();
-        let sample = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../docs/verifier.example.toml"
-        ))
-        .unwrap()
-        .replace("require_signed_policies = true", "");
-        let path = dir.path().join("verifier.toml");
-        std::fs::write(&path, sample).unwrap();
-        assert!(VerifierConfig::load(&path).unwrap().require_signed_policies);
+        let sample = sample().replace("require_signed_policies = true", "");
+        assert!(load(&sample).unwrap().require_signed_policies);
     }
 
     #[test]
     fn the_documented_sample_parses_and_tiers_pick_intervals() {
-        let path = Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../docs/verifier.example.toml"
-        ));
-        let config = VerifierConfig::load(path).unwrap();
+        let config = VerifierConfig::load(Path::new(SAMPLE)).unwrap();
         assert!(config.require_signed_policies && !config.admin.two_person_imports);
         assert_eq!(
             config.attestation.interval_for("plc"),
@@ -335,13 +322,7 @@ mod tests {
 
     #[test]
     fn a_sample_with_a_zero_limit_or_a_plain_http_webhook_is_refused_naming_the_key() {
-        let dir = tempfile::tempdir().unwrap();
-        let sample = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../docs/verifier.example.toml"
-        ))
-        .unwrap();
-        let path = dir.path().join("verifier.toml");
+        let sample = sample();
         for (from, to, key) in [
             (
                 "enrollment_burst = 60",
@@ -354,8 +335,7 @@ mod tests {
                 "webhooks[0].allow_insecure_http",
             ),
         ] {
-            std::fs::write(&path, sample.replace(from, to)).unwrap();
-            let err = VerifierConfig::load(&path).unwrap_err();
+            let err = load(&sample.replace(from, to)).unwrap_err();
             assert!(err.to_string().contains(key), "{err}");
         }
     }

@@ -412,6 +412,16 @@ impl Service {
         self.activity.last_appraisal_unix(device)
     }
 
+    /// The class the current trust list assigns the device (empty if none), never the agent's
+    /// claim (which is a reported fact): what the fleet views show as its tier.
+    pub fn assigned_tier(&self, device: &DeviceRecord) -> String {
+        self.trust()
+            .current()
+            .assigned_class(device)
+            .unwrap_or_default()
+            .to_string()
+    }
+
     /// Notes a pass; `allowance` is how long the device may stay silent (its interval times
     /// the missed intervals allowed) before the watchdog looks at it.
     pub fn note_passed(&self, device_id: &str, allowance: Duration) {

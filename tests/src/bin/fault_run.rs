@@ -11,15 +11,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use trustchain_tests::faults::agent_run::{Plan, run};
+use trustchain_tests::faults::cli;
 
 fn plan() -> anyhow::Result<Plan> {
     let args: Vec<String> = std::env::args().collect();
-    let value = |name: &str| -> Option<String> {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let value = |name: &str| cli::value(&args, name);
     let seconds = |name: &str, default: u64| -> anyhow::Result<Duration> {
         Ok(Duration::from_secs(match value(name) {
             Some(v) => v.parse()?,
@@ -43,28 +39,16 @@ fn plan() -> anyhow::Result<Plan> {
 }
 
 fn main() -> ExitCode {
-    if std::env::args().any(|a| a == "--help" || a == "-h") {
-        println!(
-            "trustchain-fault-run [--rounds N] [--network-outage S] [--verifier-outage S] \
-             [--tpm-outage S] [--interval S] [--keep DIR]\n\n\
-             Runs a real agent on swtpm against a real verifier through network cuts, verifier \
-             outages and TPM deaths; prints the timeline and the agent's memory."
-        );
-        return ExitCode::SUCCESS;
-    }
-    let plan = match plan() {
-        Ok(plan) => plan,
-        Err(error) => {
-            eprintln!("fault-run: bad arguments: {error}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("fault-run: {error}");
-            return ExitCode::from(1);
-        }
+    let (plan, runtime) = match cli::start(
+        "fault-run",
+        "trustchain-fault-run [--rounds N] [--network-outage S] [--verifier-outage S] \
+         [--tpm-outage S] [--interval S] [--keep DIR]\n\n\
+         Runs a real agent on swtpm against a real verifier through network cuts, verifier \
+         outages and TPM deaths; prints the timeline and the agent's memory.",
+        plan,
+    ) {
+        Ok(started) => started,
+        Err(code) => return code,
     };
     println!("plan: {plan:?}");
     let outcome = runtime.block_on(run(&plan, &mut |line| println!("{line}")));

@@ -7,16 +7,12 @@
 
 use std::process::ExitCode;
 
+use trustchain_tests::faults::cli;
 use trustchain_tests::faults::footprint::{Plan, measure};
 
 fn plans() -> anyhow::Result<Vec<Plan>> {
     let args: Vec<String> = std::env::args().collect();
-    let value = |name: &str| -> Option<String> {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let value = |name: &str| cli::value(&args, name);
     let number = |name: &str, default: u64| -> anyhow::Result<u64> {
         Ok(value(name)
             .map(|v| v.parse())
@@ -42,28 +38,16 @@ fn plans() -> anyhow::Result<Vec<Plan>> {
 }
 
 fn main() -> ExitCode {
-    if std::env::args().any(|a| a == "--help" || a == "-h") {
-        println!(
-            "trustchain-footprint [--entries 1000,50000] [--interval S] [--intervals N] [--grow N] \
-             [--agent PATH]\n\n\
-             Runs a real agent on swtpm against a real verifier with an IMA log of each size, \
-             growing by --grow entries per interval, and prints its RSS and CPU share."
-        );
-        return ExitCode::SUCCESS;
-    }
-    let plans = match plans() {
-        Ok(plans) => plans,
-        Err(error) => {
-            eprintln!("footprint: bad arguments: {error}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("footprint: {error}");
-            return ExitCode::from(1);
-        }
+    let (plans, runtime) = match cli::start(
+        "footprint",
+        "trustchain-footprint [--entries 1000,50000] [--interval S] [--intervals N] [--grow N] \
+         [--agent PATH]\n\n\
+         Runs a real agent on swtpm against a real verifier with an IMA log of each size, \
+         growing by --grow entries per interval, and prints its RSS and CPU share.",
+        plans,
+    ) {
+        Ok(started) => started,
+        Err(code) => return code,
     };
     let mut rows = Vec::new();
     for plan in &plans {

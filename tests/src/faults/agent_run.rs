@@ -149,6 +149,17 @@ impl AgentProcess {
     pub fn status(&self) -> Option<Status> {
         trustchain_agent::status::read(&self.state_dir).ok()
     }
+
+    /// The device id once the agent has enrolled and is attesting, or `None` after `limit`.
+    pub async fn attesting_device_id(&self, limit: Duration) -> Option<String> {
+        wait_for(limit, || async {
+            let status = self.status()?;
+            (status.state == AgentState::Attesting)
+                .then_some(status.device_id)
+                .flatten()
+        })
+        .await
+    }
 }
 
 /// Runs `plan`, calling `say` with a timeline line at each step.
@@ -188,14 +199,10 @@ pub async fn run(plan: &Plan, say: &mut dyn FnMut(String)) -> anyhow::Result<Rep
         tpm_proxy.address
     ));
 
-    let device_id = wait_for(Duration::from_secs(120), || async {
-        let status = agent.status()?;
-        (status.state == AgentState::Attesting)
-            .then_some(status.device_id)
-            .flatten()
-    })
-    .await
-    .context("the agent did not enroll and start attesting within 120 s")?;
+    let device_id = agent
+        .attesting_device_id(Duration::from_secs(120))
+        .await
+        .context("the agent did not enroll and start attesting within 120 s")?;
     wait_trusted(&deployment, &device_id, Duration::from_secs(60)).await?;
     line(format!("{device_id} enrolled and TRUSTED"));
     // Let the allocator settle at its working size before the first figure.

@@ -7,6 +7,8 @@
 //! - [`proxy`]: a loopback TCP proxy that can cut every connection or refuse new ones.
 //! - [`agent_run`]: the agent-fault run: a real `trustchain-agent` process on a real swtpm,
 //!   through network cuts, verifier outages and TPM deaths, with its memory measured.
+//! - [`cli`]: the start (help, plan, runtime) of `trustchain-fault-run` and
+//!   `trustchain-footprint`.
 //! - [`footprint`]: the agent's memory and CPU while it attests with a growing IMA log.
 //! - [`sim`]: simulated honest devices (the load generator's software TPM model) that enroll and
 //!   attest on their own mTLS streams and log every challenge and verdict.
@@ -16,6 +18,7 @@
 //! Every loop here is bounded in count and in time, and every address is on loopback.
 
 pub mod agent_run;
+pub mod cli;
 pub mod deployment;
 pub mod footprint;
 pub mod hostile;

@@ -88,13 +88,7 @@ fn row(service: &Service, device: &DeviceRecord) -> Row {
         device_id: device.device_id.clone(),
         hostname: device.facts.hostname.clone(),
         state: device.state.name(),
-        // The class the trust list assigns, never the agent's claim.
-        tier: service
-            .trust()
-            .current()
-            .assigned_class(device)
-            .unwrap_or_default()
-            .to_string(),
+        tier: service.assigned_tier(device),
         last_appraisal_unix: service.last_appraisal_unix(device),
         reason: device.state_reason.clone(),
     }

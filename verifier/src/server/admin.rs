@@ -42,13 +42,7 @@ fn summary(service: &Service, device: &DeviceRecord) -> v1::DeviceSummary {
     v1::DeviceSummary {
         device_id: device.device_id.clone(),
         hostname: device.facts.hostname.clone(),
-        // The class the trust list assigns, never the agent's claim (which is a reported fact).
-        tier: service
-            .trust()
-            .current()
-            .assigned_class(device)
-            .unwrap_or_default()
-            .to_string(),
+        tier: service.assigned_tier(device),
         state: state_to_proto(device.state) as i32,
         last_appraisal_unix: service.last_appraisal_unix(device),
         reason: device.state_reason.clone(),
