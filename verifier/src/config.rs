@@ -1,12 +1,15 @@
 //! The verifier's configuration file (TOML). `docs/verifier.example.toml` documents every key.
 //!
 //! - `limits`: the `[limits]` section and the network edge's [`Limits`].
+//! - `storage`: `storage = "sled" | "postgres"`, `[postgres]` and `[cluster]`.
 //! - `webhooks`: `[[webhooks]]` entries ([`WebhookConfig`]).
 
 mod limits;
+mod storage;
 mod webhooks;
 
 pub use limits::{Limits, LimitsConfig};
+pub use storage::{ClusterConfig, PostgresConfig, StorageKind};
 pub use webhooks::WebhookConfig;
 
 use std::net::SocketAddr;
@@ -27,8 +30,18 @@ pub struct VerifierConfig {
     /// client certificates with the `viewer` role or above); none (the default) if absent.
     #[serde(default)]
     pub dashboard_listen: Option<SocketAddr>,
-    /// Directory of the sled state database.
+    /// Directory of the sled state database (with `storage = "sled"`, the default).
     pub state_dir: PathBuf,
+    /// Where the state lives: `"sled"` (default, `state_dir`) or `"postgres"` (`[postgres]`,
+    /// shared by the replicas of one verifier, see `[cluster]` and docs/scale.md).
+    #[serde(default)]
+    pub storage: StorageKind,
+    /// The database of `storage = "postgres"`.
+    #[serde(default)]
+    pub postgres: Option<PostgresConfig>,
+    /// Replicas over one PostgreSQL database (`storage = "postgres"` only).
+    #[serde(default)]
+    pub cluster: ClusterConfig,
     /// Directory of the deployment CA (`trustchain-ca init`): the verifier issues agent and AK
     /// certificates with its issuing key.
     pub ca_dir: PathBuf,
@@ -209,6 +222,14 @@ impl VerifierConfig {
             return Err("storage_cache_mib must be 1 to 1048576".into());
         }
         self.limits.to_limits()?;
+        match (self.storage, &self.postgres) {
+            (StorageKind::Postgres, None) => {
+                return Err("storage = \"postgres\" needs a [postgres] section with its url".into());
+            }
+            (StorageKind::Postgres, Some(postgres)) => postgres.validate()?,
+            (StorageKind::Sled, _) => {}
+        }
+        self.cluster.validate()?;
         for (index, webhook) in self.webhooks.iter().enumerate() {
             webhook.validate(index)?;
             // The outbox keeps one cursor per URL.
