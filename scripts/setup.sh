@@ -4,11 +4,12 @@
 # parser the tests compare against), faketime (libfaketime: tests/tests/clock_jump.rs moves the
 # verifier's wall clock), systemd's tools and dpkg-dev (tests/tests/service_manager.rs and
 # packages.rs verify the units and build the .debs with cargo-deb), chromium (headless:
-# tests/tests/dashboard_browser.rs drives the dashboard in a real browser) and a Rust toolchain check.
+# tests/tests/dashboard_browser.rs drives the dashboard in a real browser), postgresql (the tests
+# start throwaway servers from its binaries: tests/src/postgres.rs) and a Rust toolchain check.
 # Safe to run again.
 set -euo pipefail
 
-packages=(swtpm swtpm-tools libtss2-dev pkg-config tpm2-tools faketime systemd dpkg-dev chromium)
+packages=(swtpm swtpm-tools libtss2-dev pkg-config tpm2-tools faketime systemd dpkg-dev chromium postgresql)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -7,6 +7,7 @@ pub mod dashboard;
 pub mod deployment;
 pub mod faults;
 pub mod hand_enroll;
+pub mod postgres;
 pub mod soft_tpm;
 pub mod stream;
 pub mod verifier_process;

@@ -179,6 +179,60 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn put_export_cursor(&self, sink: &str, sequence: u64) -> Result<(), StorageError>;
     /// Whether writes currently succeed.
     fn health(&self) -> StorageHealth;
+
+    // Replicas. One process on sled owns every device; on PostgreSQL each device is owned by
+    // one live replica at a time through a lease (owner, epoch, expiry), and every durable
+    // write for a device checks, in its transaction, that this replica still holds that
+    // device's lease at the epoch it took (else `StorageError::Fenced`): a replica that lost a
+    // lease (paused, partitioned) can never write after another took over.
+
+    /// Whether other processes share this state (replicas over PostgreSQL).
+    fn is_shared(&self) -> bool {
+        false
+    }
+    /// This replica's name (sled: "local").
+    fn replica_id(&self) -> &str {
+        "local"
+    }
+    /// Takes the device's lease if it is free, expired or already ours (then renewed): true
+    /// if this replica holds it after the call. A new epoch on every take, never on renewal.
+    fn acquire_lease(&self, _device_id: &str) -> Result<bool, StorageError> {
+        Ok(true)
+    }
+    /// Takes the device's lease even from a live holder (an operator's action on this replica
+    /// for a device another replica attests): the holder is fenced from this call on.
+    fn seize_lease(&self, _device_id: &str) -> Result<(), StorageError> {
+        Ok(())
+    }
+    /// Whether this replica holds the device's lease, by its own clock (with a margin before
+    /// the database's expiry). Writes are fenced by the database regardless.
+    fn holds_lease(&self, _device_id: &str) -> bool {
+        true
+    }
+    /// Gives the lease up at once (the device's stream ended here), so another replica may
+    /// take it without waiting for its expiry.
+    fn release_lease(&self, _device_id: &str) -> Result<(), StorageError> {
+        Ok(())
+    }
+    /// Renews every lease this replica holds, in one statement; returns the devices whose
+    /// lease it found lost (taken over, or expired), which it no longer holds.
+    fn renew_leases(&self) -> Result<Vec<String>, StorageError> {
+        Ok(Vec::new())
+    }
+    /// Leases this replica holds.
+    fn leases_held(&self) -> usize {
+        0
+    }
+    /// A number that changes whenever any replica stores or removes a trust document, so a
+    /// replica can tell, cheaply, that it must reload them (sled: constant).
+    fn documents_generation(&self) -> Result<u64, StorageError> {
+        Ok(0)
+    }
+    /// Devices no live replica holds a lease on (sled: every device, ordered by id): the ones
+    /// this replica's watchdog may have to time out.
+    fn devices_without_live_lease(&self) -> Result<Vec<DeviceRecord>, StorageError> {
+        self.devices()
+    }
     /// Every key of every tree at one point in time (writes wait meanwhile), for a backup.
     fn export(&self) -> Result<Vec<ExportEntry>, StorageError>;
 }

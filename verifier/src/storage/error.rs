@@ -38,6 +38,8 @@ pub enum StorageError {
         operation: &'static str,
         detail: String,
     },
+    #[error("this replica does not hold the lease of device {device_id}; nothing was written")]
+    Fenced { device_id: String },
     #[error("a stored {what} record is corrupt: {detail}")]
     Corrupt { what: &'static str, detail: String },
 }
