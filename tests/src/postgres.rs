@@ -77,7 +77,9 @@ fn as_server_user(bin: &Path, program: &str) -> Command {
         .unwrap_or(false);
     if root {
         let mut command = Command::new("runuser");
-        command.args(["-u", "postgres", "--"]).arg(bin.join(program));
+        command
+            .args(["-u", "postgres", "--"])
+            .arg(bin.join(program));
         command
     } else {
         Command::new(bin.join(program))

@@ -224,7 +224,9 @@ impl VerifierConfig {
         self.limits.to_limits()?;
         match (self.storage, &self.postgres) {
             (StorageKind::Postgres, None) => {
-                return Err("storage = \"postgres\" needs a [postgres] section with its url".into());
+                return Err(
+                    "storage = \"postgres\" needs a [postgres] section with its url".into(),
+                );
             }
             (StorageKind::Postgres, Some(postgres)) => postgres.validate()?,
             (StorageKind::Sled, _) => {}

@@ -66,6 +66,7 @@ pub struct Metrics {
     enrollments_refused: AtomicU64,
     webhook_delivered: AtomicU64,
     webhook_failed_attempts: AtomicU64,
+    leases_lost: AtomicU64,
 }
 
 impl Metrics {
@@ -98,6 +99,11 @@ impl Metrics {
         } else {
             self.enrollments_refused.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// A device's lease found lost at renewal (another replica took it, or it ran out).
+    pub fn lease_lost(&self) {
+        self.leases_lost.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A webhook attempt: delivered (2xx), or failed (the alert stays in the outbox).
@@ -204,6 +210,18 @@ impl Metrics {
             out,
             "# HELP trustchain_storage_write_failures_total Times the state database closed after a failed write.\n# TYPE trustchain_storage_write_failures_total counter\ntrustchain_storage_write_failures_total {}",
             health.write_failures_total
+        );
+        // Per replica (the device gauges above are the fleet's, from the shared database).
+        let _ = writeln!(
+            out,
+            "# HELP trustchain_replica_leases Device leases this replica holds (devices it attests), by replica.\n# TYPE trustchain_replica_leases gauge\ntrustchain_replica_leases{{replica=\"{}\"}} {}",
+            storage.replica_id(),
+            storage.leases_held()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP trustchain_leases_lost_total Leases this replica found taken over or run out at renewal.\n# TYPE trustchain_leases_lost_total counter\ntrustchain_leases_lost_total {}",
+            load(&self.leases_lost)
         );
         out
     }

@@ -19,6 +19,7 @@ pub mod activity;
 pub mod audit_seal;
 pub mod latest_results;
 pub mod notifier;
+mod replicas;
 pub mod revocation;
 pub mod schedule;
 pub mod transitions;
@@ -118,6 +119,8 @@ pub struct Service {
     metrics: crate::metrics::Metrics,
     /// State changes for watchers, in audit order.
     notifier: Notifier,
+    /// How replicas share the fleet (`[cluster]`; see `service/replicas.rs`).
+    cluster: crate::config::ClusterConfig,
 }
 
 /// An event for an operator action (every admin path records the same way).
@@ -230,6 +233,7 @@ impl Service {
             signing_key,
             metrics: crate::metrics::Metrics::default(),
             notifier: Notifier::default(),
+            cluster: config.cluster.clone(),
         };
         service.refresh_crl()?;
         service.liveness_across_restart()?;
@@ -245,45 +249,67 @@ impl Service {
     fn liveness_across_restart(&self) -> Result<(), StartError> {
         let now = now_unix_millis() / 1000;
         let missed = self.attestation.timeout_after_missed_intervals.max(1);
-        for device in self.storage.devices()? {
-            let allowance = self.interval_for(&device) * missed;
-            let due = match device.state {
-                DeviceState::Trusted => {
-                    let last_pass = self.durable_last_pass_unix(&device.device_id);
-                    let window = i64::try_from(allowance.as_secs()).unwrap_or(i64::MAX);
-                    last_pass.saturating_add(window)
-                }
-                _ if schedule::awaits_fresh_pass(&device) => {
-                    device.fresh_evidence_due_unix.unwrap_or(now)
-                }
-                _ => continue,
-            };
-            if due <= now {
-                self.transition(
-                    &device.device_id,
-                    Input::SilentAfterRestart,
-                    "no valid answer within the timeout (its window ran out across a verifier \
-                     restart)",
-                )?;
+        for device in self.storage.devices_without_live_lease()? {
+            if device.state != DeviceState::Trusted && !schedule::awaits_fresh_pass(&device) {
                 continue;
             }
-            if device.state == DeviceState::Trusted {
-                let (_, change) = self.apply(
-                    &device.device_id,
-                    Input::VerifierRestarted,
-                    "verifier restarted: awaiting a fresh appraisal",
-                    false,
-                    Some(due),
-                    Durability::Now,
-                )?;
-                if let Some(change) = change {
-                    self.publish(change);
-                }
+            // Replicas: a device another live replica attests is its business; one no live
+            // replica holds is taken for the writes below, and let go.
+            let Some(release) = self.borrow_lease(&device.device_id) else {
+                continue;
+            };
+            let outcome = self.restart_liveness_of(&device, now, missed);
+            if release {
+                self.unclaim(&device.device_id);
             }
-            let remaining = Duration::from_secs(u64::try_from(due - now).unwrap_or(0));
-            self.activity
-                .await_fresh_pass(&device.device_id, remaining.min(allowance));
+            outcome?;
         }
+        Ok(())
+    }
+
+    fn restart_liveness_of(
+        &self,
+        device: &DeviceRecord,
+        now: i64,
+        missed: u32,
+    ) -> Result<(), StartError> {
+        let allowance = self.interval_for(device) * missed;
+        let due = match device.state {
+            DeviceState::Trusted => {
+                let last_pass = self.durable_last_pass_unix(&device.device_id);
+                let window = i64::try_from(allowance.as_secs()).unwrap_or(i64::MAX);
+                last_pass.saturating_add(window)
+            }
+            _ if schedule::awaits_fresh_pass(device) => {
+                device.fresh_evidence_due_unix.unwrap_or(now)
+            }
+            _ => return Ok(()),
+        };
+        if due <= now {
+            self.transition(
+                &device.device_id,
+                Input::SilentAfterRestart,
+                "no valid answer within the timeout (its window ran out across a verifier \
+                 restart)",
+            )?;
+            return Ok(());
+        }
+        if device.state == DeviceState::Trusted {
+            let (_, change) = self.apply(
+                &device.device_id,
+                Input::VerifierRestarted,
+                "verifier restarted: awaiting a fresh appraisal",
+                false,
+                Some(due),
+                Durability::Now,
+            )?;
+            if let Some(change) = change {
+                self.publish(change);
+            }
+        }
+        let remaining = Duration::from_secs(u64::try_from(due - now).unwrap_or(0));
+        self.activity
+            .await_fresh_pass(&device.device_id, remaining.min(allowance));
         Ok(())
     }
 
@@ -458,7 +484,14 @@ impl Service {
             self.attestation.timeout_after_missed_intervals,
             |device| self.interval_for(device),
             |device_id, input| {
+                // Another live replica attests it: its own watchdog times it out.
+                let Some(release) = self.borrow_lease(device_id) else {
+                    return;
+                };
                 let _ = self.transition(device_id, input, "no valid answer within the timeout");
+                if release {
+                    self.unclaim(device_id);
+                }
             },
         )
         .await;
@@ -516,12 +549,18 @@ impl Service {
 
     /// Tells watchers of a change that is on disk, in audit order (see [`Notifier::publish`]).
     pub fn publish(&self, change: StateChange) {
-        self.notifier.publish(change);
+        // Replicas: every change, this replica's included, reaches watchers through the shared
+        // audit log (`Service::follow`), so all of them in one order.
+        if !self.storage.is_shared() {
+            self.notifier.publish(change);
+        }
     }
 
     /// A written change that will not be published (its commit failed: no verdict rests on it).
     pub fn abandon(&self, change: &StateChange) {
-        self.notifier.abandon(change);
+        if !self.storage.is_shared() {
+            self.notifier.abandon(change);
+        }
     }
 
     fn apply(
@@ -582,9 +621,11 @@ impl Service {
         if self.storage.device(device_id)?.is_none() {
             return Err(ActionError::NotFound);
         }
-        self.storage
-            .append_event(&operator_event(device_id, operator, action, comment))?;
-        self.transition(device_id, input, &format!("{action} by {operator}"))
+        self.seized(device_id, || {
+            self.storage
+                .append_event(&operator_event(device_id, operator, action, comment))?;
+            self.transition(device_id, input, &format!("{action} by {operator}"))
+        })
     }
 
     /// Rebuilds the CRL from the devices that are decommissioned or quarantined and the revoked

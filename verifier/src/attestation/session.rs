@@ -42,6 +42,8 @@ pub enum Refusal {
     Malformed(&'static str),
     /// The device may not attest (quarantined or decommissioned).
     NotPermitted(&'static str),
+    /// Another replica holds the device's lease: the agent should try the next replica.
+    Elsewhere,
 }
 
 /// Messages to the agent, boxed: the channel allocates its slots 32 at a time, for each of
@@ -188,6 +190,12 @@ pub async fn run(
             return;
         }
     }
+    // Replicas: only the replica holding the device's lease attests it.
+    if !service.claim(&device_id).await {
+        tracing::info!(device = %device_id, "device attested by another replica; sending the agent on");
+        let _ = outbound.send(Box::new(Err(Refusal::Elsewhere))).await;
+        return;
+    }
     tracing::info!(device = %device_id, "attestation stream open");
     service.metrics().stream_opened();
     run_stream(
@@ -200,6 +208,7 @@ pub async fn run(
     )
     .await;
     service.metrics().stream_closed();
+    service.unclaim(&device_id);
     tracing::info!(device = %device_id, "attestation stream closed");
 }
 
@@ -301,6 +310,13 @@ impl<I: Inbound> Round<'_, I> {
         } = self;
         let (service, device_id, outbound, missed_limit) =
             (*service, device_id.as_str(), *outbound, *missed_limit);
+        // A lease lost (taken over, or run out while this replica was paused or cut off from
+        // the database) ends the stream: what this round would write could not land, and the
+        // state cached here may be stale. The agent goes to the replica that holds it.
+        if !service.storage().holds_lease(device_id) {
+            let _ = outbound.send(Box::new(Err(Refusal::Elsewhere))).await;
+            return Step::Stop;
+        }
         let Ok(Some(device)) = service.storage().device_shared(device_id) else {
             return Step::Stop;
         };

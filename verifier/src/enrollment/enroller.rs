@@ -74,6 +74,25 @@ struct Pending {
     ek_kind: EkKind,
     ek_serial_hex: String,
     ek_issuer: String,
+    /// The device's lease, taken for this attempt (replicas); let go when the attempt ends,
+    /// whichever way (completed, refused, expired, replaced).
+    _lease: Option<AttemptLease>,
+}
+
+/// A device lease an enrollment attempt took (replicas: two replicas enrolling one EK at once
+/// end with one enrollment and one refusal), released when dropped.
+#[derive(Debug)]
+struct AttemptLease {
+    storage: Arc<dyn Storage>,
+    device_id: String,
+}
+
+impl Drop for AttemptLease {
+    fn drop(&mut self) {
+        if let Err(error) = self.storage.release_lease(&self.device_id) {
+            tracing::warn!(device = %self.device_id, %error, "cannot release an enrollment's lease");
+        }
+    }
 }
 
 /// Enrollment configuration.
@@ -207,6 +226,12 @@ impl Enroller {
             .collect()
     }
 
+    /// Drops the attempts whose activation time ran out (and lets their leases go).
+    pub fn sweep_expired(&self) {
+        let now = Instant::now();
+        self.pending().retain(|_, p| p.expires > now);
+    }
+
     /// Step 1: check the TPM's identity and make the credential.
     pub fn begin(
         &self,
@@ -257,6 +282,24 @@ impl Enroller {
         if pending.len() >= self.config.max_pending {
             return Err(EnrollError::Busy);
         }
+        // Replicas: the attempt holds the device's lease (taken after the older attempts and
+        // their leases are gone; none if this replica holds it already, for the device's
+        // stream); a device another replica enrolls or attests is refused.
+        let lease = if self.storage.holds_lease(&device_id) {
+            None
+        } else if self.storage.acquire_lease(&device_id).unwrap_or(false) {
+            Some(AttemptLease {
+                storage: self.storage.clone(),
+                device_id: device_id.clone(),
+            })
+        } else {
+            return Err(self.refuse_unproven(
+                &device_id,
+                EnrollError::Elsewhere {
+                    device_id: device_id.clone(),
+                },
+            ));
+        };
         pending.insert(
             attempt_id,
             Pending {
@@ -269,6 +312,7 @@ impl Enroller {
                 ek_kind: validated.kind,
                 ek_serial_hex: validated.serial_hex,
                 ek_issuer: validated.issuer,
+                _lease: lease,
             },
         );
         tracing::info!(device = %device_id, "enrollment: credential issued, awaiting activation");

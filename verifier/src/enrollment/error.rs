@@ -50,6 +50,8 @@ pub enum EnrollError {
     },
     #[error("too many enrollments in progress")]
     Busy,
+    #[error("device {device_id} is enrolling or attested on another replica; try again later")]
+    Elsewhere { device_id: String },
     #[error("unknown, already used or abandoned enrollment attempt")]
     UnknownAttempt,
     #[error("enrollment attempt for {device_id} expired")]

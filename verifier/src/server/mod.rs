@@ -100,6 +100,9 @@ pub async fn serve(
     let accept = tokio::spawn(accept_loop(listener, tls, connections, limits.clone()));
     let watchdog = tokio::spawn(service.clone().watchdog());
     let checkpoints = tokio::spawn(service.clone().checkpoints(CHECKPOINT_EVERY));
+    // Replicas only (both return at once on sled): lease renewal, and what other replicas wrote.
+    let renew = tokio::spawn(service.clone().renew());
+    let follow = tokio::spawn(service.clone().follow());
 
     let rate_limit = Arc::new(SourceRateLimit::new(
         limits.enrollment_burst,
@@ -137,6 +140,8 @@ pub async fn serve(
     accept.abort();
     watchdog.abort();
     checkpoints.abort();
+    renew.abort();
+    follow.abort();
     result.map_err(ServeError::from)
 }
 

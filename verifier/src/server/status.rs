@@ -19,6 +19,8 @@ pub fn internal(call: &'static str, error: impl std::fmt::Display) -> Status {
 pub fn enrollment(error: &EnrollError) -> Status {
     match error {
         EnrollError::Busy => Status::resource_exhausted("try again later"),
+        // Replicas: another replica holds the device; the agent retries, maybe elsewhere.
+        EnrollError::Elsewhere { .. } => Status::unavailable("try again later"),
         e if e.is_internal() => internal("enrollment", e),
         EnrollError::TooLarge(_) => Status::invalid_argument("request too large"),
         // Everything else is a refusal of the device: say no more than that.
@@ -47,5 +49,6 @@ pub fn refusal(refusal: Refusal) -> Status {
     match refusal {
         Refusal::Malformed(what) => Status::invalid_argument(what),
         Refusal::NotPermitted(what) => Status::permission_denied(what),
+        Refusal::Elsewhere => Status::unavailable("attested by another replica"),
     }
 }

@@ -46,6 +46,12 @@ impl Notifier {
         self.changes.subscribe()
     }
 
+    /// Publishes a change read back from the shared audit log (replicas: every replica's
+    /// changes reach its watchers this way, in the log's order, and only this way).
+    pub fn publish_followed(&self, change: StateChange) {
+        let _ = self.changes.send(change);
+    }
+
     /// A change was written with this sequence. Call in sequence order (under the lock that
     /// serialises transitions): changes are registered in audit order.
     pub fn written(&self, sequence: u64) {

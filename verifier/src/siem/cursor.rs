@@ -72,6 +72,23 @@ pub async fn run<S: Sink>(
     let mut queue: VecDeque<StateChange> = VecDeque::new();
     tracing::info!(sink = name, cursor, "SIEM export started");
     loop {
+        // Replicas: one replica exports (the holder of the sink's lease); the others follow
+        // the cursor it moves, and one of them takes over if it dies.
+        let Some(leader) = service.upgrade() else {
+            return;
+        };
+        if !leader.leads(&format!("~siem-{name}")) {
+            let wait = leader.lease_period() / 3;
+            if let Ok(stored) = leader.storage().export_cursor(name) {
+                scanned = scanned.max(stored);
+                queue.retain(|c| c.sequence > stored);
+                limit = limit.max(leader.storage().audit_head().0);
+            }
+            drop(leader);
+            tokio::time::sleep(wait).await;
+            continue;
+        }
+        drop(leader);
         // Read what the log holds up to `limit`, a page at a time.
         let mut unreadable = false;
         while queue.len() < PAGE && scanned < limit {

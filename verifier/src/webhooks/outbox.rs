@@ -44,6 +44,9 @@ async fn cursor(storage: &dyn Storage, url: &str) -> u64 {
     }
 }
 
+/// The lease (a pseudo-device name no EK hash can take) whose holder delivers webhooks.
+pub(crate) const DELIVERY_LEASE: &str = "~webhooks";
+
 /// Runs until the feed of durable sequences closes.
 pub(super) async fn run(
     service: Arc<Service>,
@@ -58,6 +61,16 @@ pub(super) async fn run(
     let mut last_write = tokio::time::Instant::now();
     tracing::info!(%url, cursor, "webhook delivery from the outbox");
     loop {
+        // Replicas: one replica delivers (the holder of the delivery lease); the others follow
+        // the cursor it moves, and one of them takes over if it dies.
+        if !service.leads(DELIVERY_LEASE) {
+            tokio::time::sleep(service.lease_period() / 3).await;
+            if let Ok(Some(stored)) = storage.webhook_cursor(&url) {
+                cursor = stored;
+                written = stored;
+            }
+            continue;
+        }
         let up_to = *durable.borrow_and_update();
         if cursor >= up_to {
             if durable.changed().await.is_err() {
