@@ -280,6 +280,37 @@ mod tests {
     }
 
     #[test]
+    fn sled_is_the_default_and_postgres_needs_its_section_and_sane_leases() {
+        let config = load(&sample()).unwrap();
+        assert_eq!(config.storage, StorageKind::Sled);
+        assert_eq!(config.cluster.lease_seconds, 6);
+        let postgres = sample().replace("# storage = \"postgres\"", "storage = \"postgres\"");
+        let err = load(&postgres).unwrap_err();
+        assert!(err.to_string().contains("[postgres]"), "{err}");
+        let with_db = postgres
+            .replace("# [postgres]", "[postgres]")
+            .replace("# url = ", "url = ");
+        let config = load(&with_db).unwrap();
+        assert_eq!(config.storage, StorageKind::Postgres);
+        assert_eq!(config.postgres.unwrap().pool_size, 8);
+        let clustered = with_db
+            .replace("# [cluster]", "[cluster]")
+            .replace("# replica_id = ", "replica_id = ");
+        assert_eq!(
+            load(&clustered).unwrap().cluster.replica_name(),
+            "verifier-1"
+        );
+        for (from, to, key) in [
+            ("# lease_seconds = 6", "lease_seconds = 1", "cluster.lease_seconds"),
+            ("replica_id = \"verifier-1\"", "replica_id = \"a b\"", "cluster.replica_id"),
+            ("# pool_size = 8", "pool_size = 0", "postgres.pool_size"),
+        ] {
+            let err = load(&clustered.replace(from, to)).unwrap_err();
+            assert!(err.to_string().contains(key), "{key}: {err}");
+        }
+    }
+
+    #[test]
     fn a_page_cache_of_zero_is_refused() {
         let err =
             load(&sample().replace("storage_cache_mib = 16", "storage_cache_mib = 0")).unwrap_err();
