@@ -45,13 +45,25 @@ pub async fn trusted_on_own_stream(
         TestDevice::enrolled(verifier, maker, label, &BootProfile::default_linux()).await?;
     device.swtpm.ima_measure("/usr/bin/bash", b"bash")?;
     let mut stream = AttestStream::open(verifier, &device).await?;
-    let challenge = stream.challenge().await?;
-    let honest = device.evidence(&challenge, &stream.bound(&challenge), SHA256)?;
-    stream.answer(honest).await?;
-    verifier
-        .settle(&device.device_id(), DeviceState::Trusted)
-        .await?;
-    Ok((device, stream))
+    // Honest answers until one is appraised in time: on a loaded machine an answer can reach
+    // the verifier after its challenge expired (counted as missed, and challenged again).
+    for _ in 0..5 {
+        let challenge = stream.challenge().await?;
+        let honest = device.evidence(&challenge, &stream.bound(&challenge), SHA256)?;
+        stream.answer(honest).await?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(8);
+        while std::time::Instant::now() < deadline {
+            if stored_state(verifier, &device)? == DeviceState::Trusted {
+                return Ok((device, stream));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    anyhow::bail!(
+        "{} not trusted after five honest answers: {}",
+        device.device_id(),
+        verifier.failure_summary(&device.device_id())
+    )
 }
 
 /// The device's state as the verifier stored it.
