@@ -301,8 +301,16 @@ mod tests {
             "verifier-1"
         );
         for (from, to, key) in [
-            ("# lease_seconds = 6", "lease_seconds = 1", "cluster.lease_seconds"),
-            ("replica_id = \"verifier-1\"", "replica_id = \"a b\"", "cluster.replica_id"),
+            (
+                "# lease_seconds = 6",
+                "lease_seconds = 1",
+                "cluster.lease_seconds",
+            ),
+            (
+                "replica_id = \"verifier-1\"",
+                "replica_id = \"a b\"",
+                "cluster.replica_id",
+            ),
             ("# pool_size = 8", "pool_size = 0", "postgres.pool_size"),
         ] {
             let err = load(&clustered.replace(from, to)).unwrap_err();

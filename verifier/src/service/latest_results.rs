@@ -119,6 +119,12 @@ impl LatestResults {
 
     /// Records a failed appraisal with every failed rule, and keeps the verdict for operators.
     pub fn record_failure(&self, device_id: &str, verdict: &Verdict) {
+        // Replicas: a replica that lost the device's lease (paused, cut off) records nothing
+        // for it; the replica that holds it appraises afresh.
+        if !self.storage.holds_lease(device_id) {
+            tracing::warn!(device = %device_id, "failed appraisal not recorded: lease lost");
+            return;
+        }
         let event = EventRecord {
             at_unix_millis: now_unix_millis(),
             kind: EventKind::AppraisalFailed,
