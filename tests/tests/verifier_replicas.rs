@@ -5,7 +5,8 @@
 //! first failure of a round), and is attested through it.
 //!
 //! The agent's status file names the replica of its stream (`verifier`); its log names every
-//! replica it attaches to and every move to the next one.
+//! replica it attaches to and every move to the next one. The one-shot `trustchain-agent enroll`
+//! goes through the list once, past the dead address.
 //!
 //! Needs the workspace binaries and swtpm; fails, never skips, without them.
 
@@ -53,7 +54,7 @@ fn since_attached_to(agent: &AgentProcess, url: &str) -> Vec<String> {
         .iter()
         .rposition(|line| line.contains("attached to a verifier replica") && line.contains(url));
     match attached {
-        Some(at) => lines[at..].iter().map(|line| line.to_string()).collect(),
+        Some(at) => lines.iter().skip(at).map(|line| line.to_string()).collect(),
         None => Vec::new(),
     }
 }
@@ -146,6 +147,32 @@ async fn a_dead_first_replica_costs_one_quick_retry_and_the_second_enrolls_and_a
         "enrolled through {direct}; log:\n{text}"
     );
     print_timeline(&agent);
+
+    // The one-shot command goes through the list once: past the dead address to the live one.
+    let config = agent.state_dir.with_file_name("agent.toml");
+    drop(agent);
+    let output = std::process::Command::new(
+        trustchain_tests::faults::sibling_binary("trustchain-agent").unwrap(),
+    )
+    .args(["enroll", "--force", "--config"])
+    .arg(&config)
+    .env("TSS2_LOG", "all+none")
+    .output()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!("enrolled as {device_id}")),
+        "{stdout}\n{stderr}"
+    );
+    assert!(
+        stderr
+            .lines()
+            .any(|line| line.contains("enrollment failed at this replica")
+                && line.contains(&dead_url)),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
