@@ -29,6 +29,13 @@ pub enum EnrollError {
     Task,
 }
 
+impl EnrollError {
+    /// A failure on the device itself, which another replica would not change.
+    fn is_local(&self) -> bool {
+        matches!(self, Self::Tpm(_) | Self::Identity(_) | Self::Task)
+    }
+}
+
 /// Enrolls with the verifier and saves the identity in `state`: tries each configured replica
 /// once, in order, until one enrolls the device. A TPM or state-directory failure ends it at
 /// once (another replica would not help); otherwise the last replica's error is returned.
@@ -48,13 +55,6 @@ pub async fn enroll<T: Tpm + 'static>(
             }
             outcome => return outcome,
         }
-    }
-}
-
-impl EnrollError {
-    /// A failure on the device itself, which another replica would not change.
-    fn is_local(&self) -> bool {
-        matches!(self, Self::Tpm(_) | Self::Identity(_) | Self::Task)
     }
 }
 
