@@ -3,8 +3,9 @@
 //! a TPM reset), and only the IMA entries after the offset the verifier asks from.
 //!
 //! The agent keeps no state a restart would lose: the verifier tracks offsets and history. When the
-//! verifier is away it reconnects with exponential backoff and jitter; when the TPM is away it
-//! says so and waits for it (see [`run_reporting`]).
+//! verifier is away it tries the next configured replica, and reconnects with exponential backoff
+//! and jitter once all have failed; when the TPM is away it says so and waits for it (see
+//! [`run_reporting`]).
 
 use std::sync::{Arc, Mutex};
 
@@ -20,7 +21,8 @@ use crate::bound_channel::ChannelBinding;
 use crate::client::{ClientError, connect_bound};
 use crate::config::AgentConfig;
 use crate::identity::Enrollment;
-use crate::retry::{Backoff, wait_for_tpm, with_tpm};
+use crate::replicas::{Replica, Rotation};
+use crate::retry::{Backoff, wait_for_replica, wait_for_tpm, with_tpm};
 use crate::status::Reporter;
 use crate::tpm::{Quote, Tpm, TpmError};
 
@@ -65,10 +67,14 @@ pub async fn run<T: Tpm + 'static>(
 ///
 /// A TPM failure and a verifier failure are handled apart: when the TPM does not answer, the
 /// agent drops the stream (it cannot answer challenges, and the verifier will count the device
-/// as timed out, which is the truth), probes the TPM with backoff, and reconnects only once the
-/// TPM answers. When the verifier or the network fails, the agent reconnects with exponential
-/// backoff and full jitter, capped at [`crate::retry::MAX_BACKOFF`], so a fleet that lost its verifier does
-/// not return in lockstep. The backoff restarts once a challenge has been answered.
+/// as timed out, which is the truth), probes the TPM with backoff, and reconnects to the same
+/// replica only once the TPM answers. When the verifier or the network fails (no connection,
+/// the stream ended or broke, or the replica answered `UNAVAILABLE` because another one holds
+/// the device), the agent moves to the next configured replica ([`crate::replicas::Rotation`]):
+/// at once within a round of the list, and after a whole round with exponential backoff and full
+/// jitter, capped at [`crate::retry::MAX_BACKOFF`], so a fleet that lost its verifiers does not
+/// return in lockstep. With one replica every failure backs off, as before. The backoff and the
+/// round restart once a challenge has been answered.
 pub async fn run_reporting<T: Tpm + 'static>(
     config: &AgentConfig,
     tpm: Arc<Mutex<T>>,
@@ -76,18 +82,30 @@ pub async fn run_reporting<T: Tpm + 'static>(
     status: &mut Reporter,
 ) -> Result<(), AttestError> {
     status.set_device(&enrollment.device_id);
+    let replicas = &config.verifiers;
+    let mut rotation = Rotation::new(replicas.count());
     let mut backoff = Backoff::new();
     let mut failures: u32 = 0;
     let mut last_reset_count = None;
     loop {
+        let replica = replicas.at(rotation.current());
         let answered_before = status.status().challenges_answered;
-        let outcome = session(config, &tpm, &enrollment, &mut last_reset_count, status).await;
+        let outcome = session(
+            config,
+            replica,
+            &tpm,
+            &enrollment,
+            &mut last_reset_count,
+            status,
+        )
+        .await;
         if status.status().challenges_answered > answered_before {
             backoff.reset();
+            rotation.progressed();
             failures = 0;
         }
         failures = failures.saturating_add(1);
-        match outcome {
+        let reason = match outcome {
             Err(AttestError::Tpm(error)) => {
                 wait_for_tpm(&tpm, &mut backoff, &mut failures, status, error.to_string()).await;
                 // The TPM is back: reconnect now, the verifier has been waiting.
@@ -95,28 +113,38 @@ pub async fn run_reporting<T: Tpm + 'static>(
                 failures = 0;
                 continue;
             }
-            Ok(()) => {
-                let delay = backoff.next_delay();
-                status.backing_off("the verifier closed the stream".into(), delay, failures);
-                tokio::time::sleep(delay).await;
+            Ok(()) => "the verifier closed the stream".to_string(),
+            Err(AttestError::Stream(answer)) if answer.code() == tonic::Code::Unavailable => {
+                format!(
+                    "unavailable here (another replica may hold this device): {}",
+                    answer.message()
+                )
             }
-            Err(error) => {
-                let delay = backoff.next_delay();
-                status.backing_off(error.to_string(), delay, failures);
-                tokio::time::sleep(delay).await;
-            }
-        }
+            Err(error) => error.to_string(),
+        };
+        let next = rotation.failed();
+        wait_for_replica(
+            replicas,
+            replica,
+            next,
+            &mut backoff,
+            failures,
+            reason,
+            status,
+        )
+        .await;
     }
 }
 
 async fn session<T: Tpm + 'static>(
     config: &AgentConfig,
+    replica: &Replica,
     tpm: &Arc<Mutex<T>>,
     enrollment: &Enrollment,
     last_reset_count: &mut Option<u32>,
     status: &mut Reporter,
 ) -> Result<(), AttestError> {
-    let bound = connect_bound(config, enrollment).await?;
+    let bound = connect_bound(config, replica, enrollment).await?;
     let binding = bound.binding;
     let mut client = AttestationClient::new(bound.channel).max_decoding_message_size(64 * 1024);
     let (outbound, rx) = mpsc::channel::<AgentMessage>(4);
@@ -131,7 +159,12 @@ async fn session<T: Tpm + 'static>(
         .await
         .map_err(|_| AttestError::Closed)?;
     let mut inbound = client.attest(ReceiverStream::new(rx)).await?.into_inner();
-    status.stream_opened();
+    tracing::info!(
+        verifier = replica.url(),
+        server_name = replica.server_name(),
+        "attached to a verifier replica"
+    );
+    status.stream_opened(replica.url());
     while let Some(message) = inbound.message().await? {
         match message.body {
             Some(verifier_message::Body::Challenge(challenge)) => {

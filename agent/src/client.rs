@@ -8,6 +8,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use crate::bound_channel::{BindError, BoundChannel, ClientPem, Target};
 use crate::config::AgentConfig;
 use crate::identity::Enrollment;
+use crate::replicas::Replica;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -25,20 +26,20 @@ pub enum ClientError {
     Bound(#[from] BindError),
 }
 
-/// Opens the attestation channel: mutual TLS 1.3 over one connection whose exporter binds the
-/// quotes (see [`crate::bound_channel`]).
+/// Opens the attestation channel to `replica`: mutual TLS 1.3 over one connection whose exporter
+/// binds the quotes (see [`crate::bound_channel`]).
 pub async fn connect_bound(
     config: &AgentConfig,
+    replica: &Replica,
     identity: &Enrollment,
 ) -> Result<BoundChannel, ClientError> {
     let ca = std::fs::read_to_string(&config.ca_certificate).map_err(|source| ClientError::Ca {
         path: config.ca_certificate.clone(),
         source,
     })?;
-    let server_name = config.server_name();
     let target = Target {
-        url: &config.verifier_url,
-        server_name: &server_name,
+        url: replica.url(),
+        server_name: replica.server_name(),
         ca_pem: &ca,
         connect_timeout: Duration::from_secs(10),
         local_address: None,
@@ -50,9 +51,10 @@ pub async fn connect_bound(
     Ok(crate::bound_channel::connect(&target, Some(&pem)).await?)
 }
 
-/// Opens a channel to the verifier. With `identity`, the connection is mutual TLS.
+/// Opens a channel to `replica`. With `identity`, the connection is mutual TLS.
 pub async fn connect(
     config: &AgentConfig,
+    replica: &Replica,
     identity: Option<&Enrollment>,
 ) -> Result<Channel, ClientError> {
     let ca = std::fs::read_to_string(&config.ca_certificate).map_err(|source| ClientError::Ca {
@@ -61,16 +63,16 @@ pub async fn connect(
     })?;
     let mut tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(ca))
-        .domain_name(config.server_name());
+        .domain_name(replica.server_name());
     if let Some(identity) = identity {
         tls = tls.identity(Identity::from_pem(
             &identity.certificate_pem,
             &identity.key_pem,
         ));
     }
-    let endpoint = Endpoint::from_shared(config.verifier_url.clone())
+    let endpoint = Endpoint::from_shared(replica.url().to_string())
         .map_err(|e| ClientError::Address {
-            url: config.verifier_url.clone(),
+            url: replica.url().to_string(),
             detail: e.to_string(),
         })?
         .tls_config(tls)?

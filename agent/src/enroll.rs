@@ -9,7 +9,8 @@ use trustchain_proto::v1::{ActivationResponse, DeviceFacts, EnrollRequest};
 use crate::client::{ClientError, connect};
 use crate::config::AgentConfig;
 use crate::identity::{Enrollment, IdentityError, StateDir};
-use crate::retry::{Backoff, wait_for_tpm, with_tpm};
+use crate::replicas::{Replica, Rotation};
+use crate::retry::{Backoff, wait_for_replica, wait_for_tpm, with_tpm};
 use crate::status::{AgentState, Reporter};
 use crate::tpm::{Tpm, TpmError};
 
@@ -28,9 +29,39 @@ pub enum EnrollError {
     Task,
 }
 
-/// Enrolls with the verifier and saves the identity in `state`.
+impl EnrollError {
+    /// A failure on the device itself, which another replica would not change.
+    fn is_local(&self) -> bool {
+        matches!(self, Self::Tpm(_) | Self::Identity(_) | Self::Task)
+    }
+}
+
+/// Enrolls with the verifier and saves the identity in `state`: tries each configured replica
+/// once, in order, until one enrolls the device. A TPM or state-directory failure ends it at
+/// once (another replica would not help); otherwise the last replica's error is returned.
 pub async fn enroll<T: Tpm + 'static>(
     config: &AgentConfig,
+    tpm: &Arc<Mutex<T>>,
+    state: &StateDir,
+) -> Result<Enrollment, EnrollError> {
+    let replicas = &config.verifiers;
+    let mut position = 0;
+    loop {
+        let replica = replicas.at(position);
+        match enroll_at(config, replica, tpm, state).await {
+            Err(error) if position + 1 < replicas.count() && !error.is_local() => {
+                tracing::warn!(verifier = replica.url(), %error, "enrollment failed at this replica");
+                position += 1;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+/// Enrolls at one replica.
+async fn enroll_at<T: Tpm + 'static>(
+    config: &AgentConfig,
+    replica: &Replica,
     tpm: &Arc<Mutex<T>>,
     state: &StateDir,
 ) -> Result<Enrollment, EnrollError> {
@@ -40,7 +71,11 @@ pub async fn enroll<T: Tpm + 'static>(
     })
     .await?;
 
-    let channel = connect(config, None).await?;
+    let channel = connect(config, replica, None).await?;
+    tracing::info!(
+        verifier = replica.url(),
+        "enrolling with a verifier replica"
+    );
     let mut client = EnrollmentClient::new(channel);
     let hostname = config.hostname();
     let challenge = client
@@ -81,24 +116,34 @@ pub async fn enroll<T: Tpm + 'static>(
         &result.ca_chain,
         &result.ak_certificate,
     )?;
-    tracing::info!(device = %result.device_id, ak_rotated = result.ak_rotated, "enrolled");
+    tracing::info!(
+        device = %result.device_id,
+        ak_rotated = result.ak_rotated,
+        verifier = replica.url(),
+        "enrolled"
+    );
     Ok(enrollment)
 }
 
-/// Enrolls, retrying until it succeeds: with backoff and jitter while the verifier is unreachable
-/// or refuses (an operator may admit the device later), and by probing the TPM while it does not
-/// answer. Each wait is reported through `status`.
+/// Enrolls, retrying until it succeeds: while the verifier is unreachable or refuses (an
+/// operator may admit the device later) it moves through the configured replicas in turn, with
+/// backoff and jitter once per full round of them (as attestation does, see
+/// [`crate::replicas::Rotation`]), and it probes the TPM while it does not answer. Each wait is
+/// reported through `status`.
 pub async fn enroll_until_done<T: Tpm + 'static>(
     config: &AgentConfig,
     tpm: &Arc<Mutex<T>>,
     state: &StateDir,
     status: &mut Reporter,
 ) -> Enrollment {
+    let replicas = &config.verifiers;
+    let mut rotation = Rotation::new(replicas.count());
     let mut backoff = Backoff::new();
     let mut failures: u32 = 0;
     loop {
         status.set(AgentState::Enrolling);
-        match enroll(config, tpm, state).await {
+        let replica = replicas.at(rotation.current());
+        match enroll_at(config, replica, tpm, state).await {
             Ok(enrollment) => return enrollment,
             Err(EnrollError::Tpm(error)) => {
                 failures = failures.saturating_add(1);
@@ -106,9 +151,18 @@ pub async fn enroll_until_done<T: Tpm + 'static>(
             }
             Err(error) => {
                 failures = failures.saturating_add(1);
-                let delay = backoff.next_delay();
-                status.backing_off(format!("enrollment: {error}"), delay, failures);
-                tokio::time::sleep(delay).await;
+                let next = rotation.failed();
+                let reason = format!("enrollment: {error}");
+                wait_for_replica(
+                    replicas,
+                    replica,
+                    next,
+                    &mut backoff,
+                    failures,
+                    reason,
+                    status,
+                )
+                .await;
             }
         }
     }

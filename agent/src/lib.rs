@@ -5,6 +5,8 @@
 //! - [`tpm`]: the TPM behind the [`tpm::Tpm`] trait: `tpm::tcti` (where the TPM is),
 //!   `tpm::esapi` (the tss-esapi implementation, one short connection per operation),
 //!   `tpm::ak_blob` (the saved AK, a 0600 file).
+//! - [`replicas`]: the verifier replicas (`verifier_url` or `verifier_urls`), checked, and the
+//!   round-robin order the agent tries them in.
 //! - [`identity`]: the agent's state directory (TLS key 0600, certificates, device id).
 //! - [`client`]: the TLS channel to the verifier.
 //! - [`bound_channel`]: the attestation channel: one TLS 1.3 connection whose exporter binds
@@ -27,6 +29,7 @@ pub mod client;
 pub mod config;
 pub mod enroll;
 pub mod identity;
+pub mod replicas;
 pub mod retry;
 pub mod service_manager;
 pub mod status;

@@ -26,7 +26,7 @@ struct Cli {
     /// Override `tcti` from the config file.
     #[arg(long, global = true)]
     tcti: Option<String>,
-    /// Override `verifier_url` from the config file.
+    /// Override `verifier_url` (or `verifier_urls`) from the config file with this one address.
     #[arg(long, global = true)]
     verifier_url: Option<String>,
     /// Override `state_dir` from the config file.
@@ -83,7 +83,7 @@ fn load_config(cli: &Cli) -> anyhow::Result<AgentConfig> {
         config.tcti = tcti.clone();
     }
     if let Some(url) = &cli.verifier_url {
-        config.verifier_url = url.clone();
+        config.use_verifier_url(url)?;
     }
     if let Some(dir) = &cli.state_dir {
         config.state_dir = dir.clone();

@@ -1,10 +1,12 @@
 //! Retrying, agent side: the reconnection backoff (exponential, full jitter) that attestation,
-//! enrollment and the command share, the wait for a TPM that stopped answering, and the one way
-//! TPM work leaves the async reactor. Below `attest` and `enroll`, which both use it.
+//! enrollment and the command share, the wait before the next verifier replica, the wait for a
+//! TPM that stopped answering, and the one way TPM work leaves the async reactor. Below `attest`
+//! and `enroll`, which both use it.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::replicas::{NextAttempt, Replica, Replicas};
 use crate::status::Reporter;
 use crate::tpm::{Tpm, TpmError};
 
@@ -12,6 +14,16 @@ use crate::tpm::{Tpm, TpmError};
 pub const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
 /// Cap on the reconnection delay (before jitter).
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Ceiling of the wait before trying the next verifier replica within a round
+/// ([`crate::replicas::Rotation`]): short, but jittered, so a fleet whose replica died does not
+/// land on the next one in the same millisecond.
+pub const QUICK_RETRY: Duration = Duration::from_millis(250);
+
+/// The wait before trying the next replica: uniform in [0, [`QUICK_RETRY`]].
+pub fn quick_retry_delay() -> Duration {
+    QUICK_RETRY.mul_f64(rand::random::<f64>())
+}
 
 /// Exponential backoff with full jitter.
 #[derive(Debug)]
@@ -43,6 +55,42 @@ impl Default for Backoff {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// After `failed` did not serve the agent (for `reason`), waits before the attempt `next` and
+/// reports the wait: the backoff when a whole round of replicas has failed, otherwise a quick
+/// jittered pause before the next replica.
+pub async fn wait_for_replica(
+    replicas: &Replicas,
+    failed: &Replica,
+    next: NextAttempt,
+    backoff: &mut Backoff,
+    failures: u32,
+    reason: String,
+    status: &mut Reporter,
+) {
+    let delay = if next.back_off {
+        backoff.next_delay()
+    } else {
+        quick_retry_delay()
+    };
+    // With one replica the reason reads as it always did; with several it says whose it is.
+    let reason = if replicas.count() > 1 {
+        let to = replicas.at(next.replica);
+        tracing::info!(
+            from = failed.url(),
+            to = to.url(),
+            replica = next.replica + 1,
+            of = replicas.count(),
+            back_off = next.back_off,
+            "moving to the next verifier replica"
+        );
+        format!("{}: {reason}", failed.url())
+    } else {
+        reason
+    };
+    status.backing_off(reason, delay, failures);
+    tokio::time::sleep(delay).await;
 }
 
 /// Runs `work` on the TPM off the async reactor. The Mutex serialises TPM use within the agent:
@@ -112,5 +160,12 @@ mod tests {
         assert_eq!(backoff.next, MAX_BACKOFF);
         backoff.reset();
         assert_eq!(backoff.next, INITIAL_BACKOFF);
+    }
+
+    #[test]
+    fn the_quick_retry_stays_under_its_ceiling() {
+        for _ in 0..100 {
+            assert!(quick_retry_delay() <= QUICK_RETRY);
+        }
     }
 }

@@ -100,6 +100,10 @@ pub struct Status {
     pub challenges_answered: u64,
     /// Attestation streams opened since the process started (1 plus every reconnection).
     pub streams_opened: u64,
+    /// The verifier replica (its configured URL) of the current or, while the agent waits, the
+    /// last attestation stream.
+    #[serde(default)]
+    pub verifier: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -150,6 +154,7 @@ impl Reporter {
                 last_verdict: None,
                 challenges_answered: 0,
                 streams_opened: 0,
+                verifier: None,
             },
             written_unix: 0,
         };
@@ -201,9 +206,12 @@ impl Reporter {
         }
     }
 
-    /// A new attestation stream is open.
-    pub fn stream_opened(&mut self) {
+    /// A new attestation stream is open, to the replica at `verifier`.
+    pub fn stream_opened(&mut self, verifier: &str) {
         self.status.streams_opened += 1;
+        if self.status.verifier.as_deref() != Some(verifier) {
+            self.status.verifier = Some(verifier.to_string());
+        }
         self.set(AgentState::Attesting);
         // `set` does not write when the state stays `attesting`; the counter should still show.
         self.write();
@@ -334,11 +342,12 @@ mod tests {
                 consecutive_failures: 2
             }
         );
-        reporter.stream_opened();
+        reporter.stream_opened("https://verifier-b:8443");
         reporter.verdict("TRUST_STATE_TRUSTED".into());
         let status = read(dir.path()).unwrap();
         assert_eq!(status.state, AgentState::Attesting);
         assert_eq!(status.streams_opened, 1);
+        assert_eq!(status.verifier.as_deref(), Some("https://verifier-b:8443"));
         assert_eq!(
             status.last_verdict.map(|v| v.state).as_deref(),
             Some("TRUST_STATE_TRUSTED")

@@ -21,6 +21,7 @@ use tokio::sync::oneshot;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 pub use trustchain_agent::bound_channel::{BoundChannel, ChannelBinding, ClientPem};
 use trustchain_agent::config::{AgentConfig, EkChoice, FactsConfig};
+use trustchain_agent::replicas::Replicas;
 use trustchain_ca::Authority;
 use trustchain_swtpm::{SwtpmDevice, TpmMaker};
 use trustchain_verifier::config::VerifierConfig;
@@ -218,7 +219,7 @@ impl TestVerifier {
         ek: EkChoice,
     ) -> AgentConfig {
         AgentConfig {
-            verifier_url: self.url(),
+            verifiers: Replicas::at_address(self.address, "localhost"),
             verifier_name: Some("localhost".into()),
             ca_certificate: self.root_pem_path.clone(),
             state_dir: state_dir.to_path_buf(),

@@ -96,16 +96,33 @@ pub struct AgentSetup<'a> {
 
 /// Writes an agent config for `setup` and starts `trustchain-agent run` on it.
 pub fn start_agent(setup: &AgentSetup<'_>) -> anyhow::Result<AgentProcess> {
+    start_agent_with_replicas(setup, &[])
+}
+
+/// [`start_agent`] with several verifier replicas: `verifier_urls` lists `setup.verifier`
+/// first, then `more` in order. Without `more`, the config has `verifier_url` alone.
+pub fn start_agent_with_replicas(
+    setup: &AgentSetup<'_>,
+    more: &[SocketAddr],
+) -> anyhow::Result<AgentProcess> {
     std::fs::create_dir_all(setup.dir)?;
     let state_dir = setup.dir.join("state");
     let config = setup.dir.join("agent.toml");
+    let verifiers = if more.is_empty() {
+        format!("verifier_url = \"https://{}\"", setup.verifier)
+    } else {
+        let urls: Vec<String> = std::iter::once(&setup.verifier)
+            .chain(more)
+            .map(|address| format!("\"https://{address}\""))
+            .collect();
+        format!("verifier_urls = [{}]", urls.join(", "))
+    };
     std::fs::write(
         &config,
         format!(
-            "verifier_url = \"https://{}\"\nverifier_name = \"localhost\"\nca_certificate = {:?}\n\
+            "{verifiers}\nverifier_name = \"localhost\"\nca_certificate = {:?}\n\
              state_dir = {:?}\ntcti = \"swtpm:host=127.0.0.1,port={}\"\nevent_log = {:?}\n\
              ima_log = {:?}\n\n[facts]\nhostname = {:?}\ndevice_class = \"gateway\"\n",
-            setup.verifier,
             setup.root_pem,
             state_dir,
             setup.tpm_port,
